@@ -1,0 +1,1 @@
+"""What the operator, renderer and API share: the MusicVideo resource's identity and the env contract."""

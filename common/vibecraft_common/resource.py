@@ -1,0 +1,38 @@
+"""Identity of the MusicVideo custom resource and the env contract between operator and renderer.
+
+Operator, renderer and API never import each other; everything they must agree on lives here.
+"""
+
+from typing import Final
+
+GROUP: Final = "vibecraft.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "MusicVideo"
+PLURAL: Final = "musicvideos"
+SINGULAR: Final = "musicvideo"
+SHORT_NAME: Final = "mv"
+
+# Env vars the operator sets on the renderer container. When ENV_MV_NAME is set the renderer
+# reports progress by patching status.progress of that MusicVideo instead of drawing a terminal bar.
+ENV_MV_NAME: Final = "VIBECRAFT_MUSICVIDEO_NAME"
+ENV_MV_NAMESPACE: Final = "VIBECRAFT_MUSICVIDEO_NAMESPACE"
+ENV_SPEC_JSON: Final = "VIBECRAFT_SPEC_JSON"  # the MusicVideo spec (JSON) the renderer renders
+ENV_ATTEMPT: Final = "VIBECRAFT_ATTEMPT"
+
+# Labels on Jobs/Pods linking back to their MusicVideo.
+LABEL_NAME: Final = f"{GROUP}/musicvideo"
+LABEL_ATTEMPT: Final = f"{GROUP}/attempt"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+
+# Renderer exit codes (also written as a one-line reason to the termination log).
+EXIT_OK: Final = 0
+EXIT_USAGE: Final = 2
+EXIT_BAD_AUDIO: Final = 10
+EXIT_DOWNLOAD_FAILED: Final = 11
+EXIT_UPLOAD_FAILED: Final = 12
+EXIT_REPLICATE_FAILED: Final = 13
+EXIT_MEMORY_GUARD: Final = 14
+EXIT_INTERNAL: Final = 1
+
+TERMINATION_LOG: Final = "/dev/termination-log"
