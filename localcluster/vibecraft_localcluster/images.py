@@ -1,0 +1,55 @@
+"""Which local command stands for which container image (there is no container runtime here).
+
+Docker semantics: `command` replaces the image's ENTRYPOINT, `args` replaces its CMD. The map
+mirrors the ENTRYPOINT/CMD of the project's Dockerfiles; extra images can be added with the env
+var VIBECRAFT_NODE_IMAGES (JSON: {"repo/name": {"entrypoint": [...], "cmd": [...]}}).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+DEFAULT_IMAGES: dict[str, dict[str, list[str]]] = {
+    "vibecraft/renderer": {"entrypoint": ["vibecraft-render"], "cmd": ["--help"]},
+    "vibecraft/operator": {"entrypoint": ["vibecraft-operator"], "cmd": []},
+    "vibecraft/api": {"entrypoint": ["vibecraft-api"], "cmd": []},
+    "python": {"entrypoint": [], "cmd": ["python3"]},
+    "busybox": {"entrypoint": [], "cmd": ["sh"]},
+}
+
+
+def load_images() -> dict[str, dict[str, list[str]]]:
+    images = dict(DEFAULT_IMAGES)
+    extra = os.environ.get("VIBECRAFT_NODE_IMAGES")
+    if extra:
+        images.update(json.loads(extra))
+    return images
+
+
+def repository(image: str) -> str:
+    """`registry:5000/vibecraft/renderer:0.1.0@sha256:…` → `vibecraft/renderer`."""
+    ref = image.split("@", 1)[0]
+    last = ref.rsplit("/", 1)
+    if ":" in last[-1]:
+        ref = ref.rsplit(":", 1)[0]
+    parts = ref.split("/")
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        parts = parts[1:]  # drop the registry host
+    if parts[0] == "library":
+        parts = parts[1:]
+    return "/".join(parts)
+
+
+def resolve_command(image: str, command: list[str] | None, args: list[str] | None,
+                    images: dict[str, Any]) -> list[str] | None:
+    """The argv to run, or None for an image this node cannot 'pull'."""
+    repo = repository(image)
+    known = images.get(repo) or images.get(repo.rsplit("/", 1)[-1] if repo.count("/") else "")
+    if known is None:
+        return None
+    entry = list(command) if command else list(known.get("entrypoint", []))
+    rest = list(args) if args is not None else ([] if command else list(known.get("cmd", [])))
+    argv = entry + rest
+    return argv or None
