@@ -313,6 +313,7 @@ class PodRunner(threading.Thread):
 
     def stop(self, reason: tuple[str, str] | None, grace: float) -> None:
         if not self.stop_event.is_set():
+            log.info("stopping pod %s/%s (grace %.0fs, %s)", self.ns, self.name, grace, reason or "deleted")
             self.stop_reason, self.grace = reason, grace
             self.stop_event.set()
 
@@ -343,10 +344,12 @@ class PodRunner(threading.Thread):
                     run.state = {"waiting": {"reason": exc.reason, "message": str(exc)}}
                 self.patch_status("Pending")
                 if self.stop_event.wait(3):
+                    self.patch_status("Failed")
                     self._finish_deletion()
                     return
         for c, run, argv, env in prepared:
             self._launch(c, run, vols, argv, env)
+        log.info("pod %s/%s started: %s", self.ns, self.name, [p[2] for p in prepared])
         self.patch_status("Running")
         deadline = spec.get("activeDeadlineSeconds")
         started = time.monotonic()
@@ -383,12 +386,16 @@ class PodRunner(threading.Thread):
                 self.patch_status("Running")
         if self.stop_event.is_set():
             self._terminate_all()
-            if self.stop_reason:  # deadline: the pod fails but stays
-                self.patch_status("Failed", *self.stop_reason)
-            else:
+            codes = [r.state.get("terminated", {}).get("exitCode", 137) for r in self.containers]
+            # Terminal phase first: the Job controller only drops its tracking finalizer from a
+            # terminal pod, so the final delete would hang otherwise.
+            phase = "Succeeded" if not self.stop_reason and all(c == 0 for c in codes) else "Failed"
+            self.patch_status(phase, *(self.stop_reason or (None, None)))
+            if not self.stop_reason:  # deleted (a deadline keeps the failed pod around)
                 self._finish_deletion()
             return
         failed = any(s["terminated"]["exitCode"] != 0 for s in finished.values())
+        log.info("pod %s/%s %s", self.ns, self.name, "failed" if failed else "succeeded")
         self.patch_status("Failed" if failed else "Succeeded")
 
     def _terminate_all(self) -> None:
@@ -403,11 +410,22 @@ class PodRunner(threading.Thread):
                 if "running" in run.state:
                     run.state = self._terminated(c, run)
 
+    def fail_and_delete(self) -> None:
+        """A deleted pod that never ran: terminal phase, then gone."""
+        if self.pod.get("status", {}).get("phase") not in ("Succeeded", "Failed"):
+            self.patch_status("Failed")
+        self._finish_deletion()
+
     def _finish_deletion(self) -> None:
         """The kubelet's last word on a deleted pod: remove it for good."""
-        with contextlib.suppress(ApiException):
-            self.agent.core.delete_namespaced_pod(self.name, self.ns, grace_period_seconds=0,
-                                                  body={"preconditions": {"uid": self.uid}})
+        try:
+            # With a body, the API server ignores query parameters: the grace period goes in it.
+            self.agent.core.delete_namespaced_pod(self.name, self.ns, body={
+                "gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}})
+            log.info("pod %s/%s stopped and removed", self.ns, self.name)
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning("final delete of pod %s/%s failed: %s", self.ns, self.name, exc.reason)
 
 
 def _expand(value: str, env: dict[str, str]) -> str:
@@ -508,7 +526,7 @@ class NodeAgent:
                 if runner:
                     runner.stop(None, float(meta.get("deletionGracePeriodSeconds") or 30))
                 elif status.get("phase") in ("Succeeded", "Failed") or not status.get("containerStatuses"):
-                    threading.Thread(target=PodRunner(self, pod)._finish_deletion, daemon=True).start()
+                    threading.Thread(target=PodRunner(self, pod).fail_and_delete, daemon=True).start()
                 else:
                     self._orphan(pod, delete=True)
                 return
