@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from vibecraft_localcluster.cluster import LocalCluster
 from vibecraft_localcluster.config import ClusterConfig, Ports, find_tool
 

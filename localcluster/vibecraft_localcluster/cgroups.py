@@ -74,10 +74,7 @@ class MemoryCgroup:
         return self.path / "cgroup.procs"
 
     def oom_killed(self) -> bool:
-        if self.version == 1:
-            text = _read(self.path / "memory.oom_control")
-        else:
-            text = _read(self.path / "memory.events")
+        text = _read(self.path / ("memory.oom_control" if self.version == 1 else "memory.events"))
         for line in text.splitlines():
             key, _, val = line.partition(" ")
             if key == "oom_kill" and val.strip().isdigit() and int(val) > 0:

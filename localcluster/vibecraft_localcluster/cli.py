@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             cluster.down()
         elif args.cmd == "status":
             for name, pid in cluster.running().items():
-                print(f"{name:24} {'running (pid %d)' % pid if pid else 'stopped'}")
+                print(f"{name:24} {f'running (pid {pid})' if pid else 'stopped'}")
         elif args.cmd == "env":
             print(f"export KUBECONFIG={cluster.cfg.kubeconfig}")
             for k, v in cluster.cfg.s3_env().items():

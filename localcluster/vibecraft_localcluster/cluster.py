@@ -3,6 +3,7 @@ the node agent and the S3 server as host processes on loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -310,7 +311,5 @@ def _stop_group(pid: int, grace: float) -> None:
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and _pid_alive(pid):
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

@@ -219,7 +219,7 @@ class PodRunner(threading.Thread):
         (sa_dir / "token").write_text(tr.status.token)
         shutil.copy(self.agent.ca_file, sa_dir / "ca.crt")
         (sa_dir / "namespace").write_text(self.ns)
-        return sa_dir
+        return Path(sa_dir)
 
     def _volumes(self) -> dict[str, Path]:
         vols: dict[str, Path] = {}

@@ -112,7 +112,9 @@ def test_nonzero_exit_and_unknown_image(namespace: str, apis: Any) -> None:
 
 def test_active_deadline_and_pod_deletion_stop_the_process(cluster: Cluster, namespace: str, apis: Any) -> None:
     core, batch = apis
-    sleeper = "import time, signal, sys\nsignal.signal(signal.SIGTERM, lambda *a: (print('got SIGTERM', flush=True), sys.exit(0)))\nprint('started', flush=True)\ntime.sleep(600)"
+    sleeper = ("import time, signal, sys\n"
+               "signal.signal(signal.SIGTERM, lambda *a: (print('got SIGTERM', flush=True), sys.exit(0)))\n"
+               "print('started', flush=True)\ntime.sleep(600)")
     batch.create_namespaced_job(namespace, job("deadline", sleeper, activeDeadlineSeconds=3))
     assert wait_for(lambda: job_condition(batch, namespace, "deadline"), what="deadline") == "Failed"
     j = batch.read_namespaced_job("deadline", namespace)
@@ -190,7 +192,8 @@ def test_pod_authenticates_as_its_service_account(cluster: Cluster, namespace: s
     core, batch = apis
     core.create_namespaced_service_account(namespace, {"metadata": {"name": "worker"}})
     code = ("from kubernetes import client, config\nconfig.load_incluster_config()\n"
-            "try:\n    client.CoreV1Api().list_namespaced_secret(open('/var/run/secrets/kubernetes.io/serviceaccount/namespace').read())\n"
+            "ns = open('/var/run/secrets/kubernetes.io/serviceaccount/namespace').read()\n"
+            "try:\n    client.CoreV1Api().list_namespaced_secret(ns)\n"
             "    print('LISTED')\nexcept client.ApiException as e:\n    print('STATUS', e.status)\n")
     body = job("whoami", code)
     body["spec"]["template"]["spec"]["serviceAccountName"] = "worker"

@@ -1,0 +1,36 @@
+# VibeCraft: `make demo` renders a video on a local cluster; `make test` runs every test.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export NUMBA_CACHE_DIR ?= $(HOME)/.cache/vibecraft/numba
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: bootstrap cluster-up cluster-down cluster-status test test-fast lint bench demo clean
+
+bootstrap:  ## install apt packages, the venv and the Go-built binaries (cached)
+	@bash localcluster/bootstrap.sh
+
+cluster-up: bootstrap  ## start the local cluster + S3 (no-op if running)
+	@$(VENV)/bin/vibecraft-cluster up
+
+cluster-down:  ## stop the local cluster, leaving no process behind
+	@$(VENV)/bin/vibecraft-cluster down
+
+cluster-status:
+	@$(VENV)/bin/vibecraft-cluster status
+
+lint: bootstrap  ## ruff + mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: bootstrap lint  ## every test, against a private local cluster and S3
+	$(PY) -m pytest -q
+
+bench: bootstrap  ## performance figures (ratios against baselines measured in the same run)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+demo: bootstrap  ## render a music video on the local cluster, copy it to ./out/
+	@bash localcluster/demo.sh
+
+clean: cluster-down
+	rm -rf .localcluster out

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install everything `make test` and `make demo` need on a fresh Debian machine: apt packages,
+# the Python venv (.venv in the clone; pip's cache makes re-runs quick) and the Go-built
+# binaries (cached outside the clone under ~/.cache/vibecraft/<tool>-<version>/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(ffmpeg libsndfile1 openssl util-linux hyperrogue-music)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "[bootstrap] apt-get install ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "[bootstrap] creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=".venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  echo "[bootstrap] pip install -e .[dev]"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e ".[dev]"
+  touch "$stamp"
+fi
+
+bash localcluster/build-k8s.sh
+bash localcluster/build-helm.sh
+echo "[bootstrap] ready"
