@@ -201,3 +201,23 @@ def test_pod_authenticates_as_its_service_account(cluster: Cluster, namespace: s
     assert wait_for(lambda: job_condition(batch, namespace, "whoami")) == "Complete"
     pod = pods_of(core, namespace, "whoami")[0]
     assert "STATUS 403" in cluster.pod_log(namespace, pod.metadata.name, "main")
+
+
+def test_second_up_is_a_noop_and_taken_port_is_reported(cluster: Cluster, tmp_path: Any) -> None:
+    import socket
+
+    from vibecraft_localcluster.cluster import ClusterError, LocalCluster
+    from vibecraft_localcluster.config import ClusterConfig, Ports
+
+    before = cluster.lc.running()
+    cluster.lc.up()
+    assert cluster.lc.running() == before
+
+    ports = Ports.random()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", ports.apiserver))
+        held.listen()
+        other = LocalCluster(ClusterConfig(state_dir=tmp_path / "other", ports=ports, node_name="other"))
+        with pytest.raises(ClusterError, match=f"{ports.apiserver}.*already in use"):
+            other.up()
+    assert not any(other.running().values())
