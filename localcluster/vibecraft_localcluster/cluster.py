@@ -216,7 +216,10 @@ class LocalCluster:
         (self.dir / "s3-identities.json").write_text(json.dumps(identities))
         self._spawn("s3", [
             find_tool("weed"), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            "-master.telemetry=false", "-iam=false", "-volume.max=0",
+            "-master.telemetry=false", "-iam=false",
+            # Small volumes and a fixed count: the default (30 GB volumes, count from free disk) finds no
+            # room for a volume on a machine with under ~200 GB free.
+            "-master.volumeSizeLimitMB=1024", "-volume.max=200",
             f"-master.port={p.weed_master}", f"-master.port.grpc={p.weed_master_grpc}",
             f"-volume.port={p.weed_volume}", f"-volume.port.grpc={p.weed_volume_grpc}",
             f"-filer.port={p.weed_filer}", f"-filer.port.grpc={p.weed_filer_grpc}",
@@ -235,6 +238,9 @@ class LocalCluster:
         names = [b["Name"] for b in s3.list_buckets().get("Buckets", [])]
         if self.cfg.bucket not in names:
             s3.create_bucket(Bucket=self.cfg.bucket)
+        # Listing works before the volume server has joined the master; only a write proves S3 is ready.
+        s3.put_object(Bucket=self.cfg.bucket, Key=".vibecraft-ready", Body=b"ok")
+        s3.delete_object(Bucket=self.cfg.bucket, Key=".vibecraft-ready")
         return True
 
     def _start_apiserver(self) -> None:

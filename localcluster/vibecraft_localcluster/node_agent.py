@@ -330,14 +330,16 @@ class PodRunner(threading.Thread):
         restart = spec.get("restartPolicy", "Always")
         while True:  # like a kubelet, keep retrying config errors (a Secret may appear later)
             try:
-                vols = self._volumes()
-                prepared = []
-                for c, run in zip(spec["containers"], self.containers, strict=True):
+                argvs = []  # images first, as a kubelet pulls before it builds the container config
+                for c in spec["containers"]:
                     argv = resolve_command(c["image"], c.get("command"), c.get("args"), self.agent.images)
                     if argv is None:
                         raise PodFailed("ErrImagePull", f'failed to pull image "{c["image"]}": not known to the '
                                         f"local node agent (known: {', '.join(sorted(self.agent.images))})")
-                    prepared.append((c, run, argv, self._env(c)))
+                    argvs.append(argv)
+                vols = self._volumes()
+                prepared = [(c, run, argv, self._env(c))
+                            for c, run, argv in zip(spec["containers"], self.containers, argvs, strict=True)]
                 break
             except PodFailed as exc:
                 for run in self.containers:
