@@ -1,0 +1,137 @@
+"""`make demo`: the main job on an embedded default, the way a user would run it.
+
+Brings up the local cluster and S3, installs the Helm chart, uploads a sample song (a real song
+from Debian's hyperrogue-music, or a generated one), applies a MusicVideo, shows live progress
+like `kubectl get mv -w` and copies the MP4 and thumbnail to ./out/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .cluster import LocalCluster
+from .config import REPO_ROOT, ClusterConfig, default_state_dir, find_tool, free_port
+
+SONGS = Path("/usr/share/hyperrogue/music")
+PREFERRED_SONG = "hr3-crossroads.ogg"
+RELEASE, NAMESPACE = "vibecraft", "vibecraft-system"
+TERMINAL = ("Succeeded", "Failed", "Cancelled")
+
+
+def say(msg: str) -> None:
+    print(f"\033[1m==> {msg}\033[0m" if sys.stdout.isatty() else f"==> {msg}", flush=True)
+
+
+def sample_song(work: Path, seconds: int) -> Path:
+    """A real song trimmed to `seconds`, else a generated chord-and-drum loop at 120 BPM."""
+    out = work / "demo.ogg"
+    songs = sorted(SONGS.glob("*.ogg")) if SONGS.is_dir() else []
+    if songs:
+        src = SONGS / PREFERRED_SONG if (SONGS / PREFERRED_SONG).exists() else songs[0]
+        say(f"sample song: {src.name} (first {seconds}s)")
+        cmd = ["ffmpeg", "-v", "error", "-y", "-i", str(src), "-t", str(seconds), "-c:a", "libvorbis", str(out)]
+    else:
+        say(f"sample song: generated 120 BPM loop ({seconds}s)")
+        graph = (f"sine=f=220:d={seconds}[a];sine=f=277:d={seconds}[b];sine=f=330:d={seconds}[c];"
+                 f"anoisesrc=d={seconds}:a=0.4,lowpass=f=120,volume='if(lt(mod(t,0.5),0.08),1,0)':eval=frame[k];"
+                 "[a][b][c][k]amix=inputs=4[o]")
+        cmd = ["ffmpeg", "-v", "error", "-y", "-filter_complex", graph, "-map", "[o]", "-c:a", "libvorbis", str(out)]
+    subprocess.run(cmd, check=True)
+    return out
+
+
+def helm_install(lc: LocalCluster, metrics_port: int, health_port: int, api_port: int) -> None:
+    c = lc.cfg
+    values = {
+        "s3": {"endpoint": c.s3_endpoint, "region": c.s3_region, "bucket": c.bucket,
+               "credentials": {"accessKeyId": c.s3_access_key, "secretAccessKey": c.s3_secret_key}},
+        "operator": {"maxRunning": 2, "metricsPort": metrics_port, "healthPort": health_port, "logFormat": "plain"},
+        "renderer": {"namespaces": ["default"]},
+        "api": {"port": api_port, "tenants": ["demo"]},
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(values, f)
+    say(f"helm upgrade --install {RELEASE} charts/vibecraft -n {NAMESPACE}")
+    lc.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds" / "musicvideo.yaml"))
+    subprocess.run([find_tool("helm"), "upgrade", "--install", RELEASE, str(REPO_ROOT / "charts" / "vibecraft"),
+                    "-n", NAMESPACE, "--create-namespace", "-f", f.name, "--kubeconfig", str(c.kubeconfig),
+                    "--wait", "--timeout", "3m"], check=True)
+
+
+def columns(mv: dict[str, Any]) -> str:
+    st = mv.get("status", {})
+    prog = st.get("progress", {})
+    pct = prog.get("percent")
+    eta = prog.get("etaSeconds")
+    return (f"{mv['metadata']['name']:<10} {st.get('phase', '-'):<10} "
+            f"{(f'{pct:.0f}%' if isinstance(pct, (int, float)) else '-'):>5}  {prog.get('stage', '-'):<10} "
+            f"{st.get('attempts', 0):>3}  {(f'eta {eta:.0f}s' if isinstance(eta, (int, float)) else ''):<9} "
+            f"{prog.get('message', '')[:60]}")
+
+
+def watch(lc: LocalCluster, name: str, timeout: float) -> dict[str, Any]:
+    """Print a row whenever phase/stage/percent changes, like `kubectl get mv -w`."""
+    print(f"{'NAME':<10} {'PHASE':<10} {'PROG':>5}  {'STAGE':<10} {'ATT':>3}  {'ETA':<9} MESSAGE", flush=True)
+    last, deadline = "", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        mv = json.loads(lc.kubectl("get", "mv", name, "-n", "default", "-o", "json"))
+        row = columns(mv)
+        if row != last:
+            print(row, flush=True)
+            last = row
+        if mv.get("status", {}).get("phase") in TERMINAL:
+            return dict(mv)
+        time.sleep(1)
+    raise SystemExit(f"render did not finish in {timeout:.0f}s; see kubectl describe mv {name}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=45, help="length of the sample song")
+    parser.add_argument("--out", type=Path, default=Path("out"))
+    args = parser.parse_args()
+    state = default_state_dir()
+    cfg = ClusterConfig.load(state) if (state / "cluster.json").exists() else ClusterConfig(state)
+    lc = LocalCluster(cfg)
+    say("local cluster (etcd, kube-apiserver, controller-manager, scheduler, node agent, S3)")
+    lc.up()
+    ports_file = state / "demo-ports.json"
+    ports = json.loads(ports_file.read_text()) if ports_file.exists() else {
+        "metrics": free_port(), "health": free_port(), "api": free_port()}
+    ports_file.write_text(json.dumps(ports))
+    helm_install(lc, ports["metrics"], ports["health"], ports["api"])
+
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=cfg.s3_endpoint, aws_access_key_id=cfg.s3_access_key,
+                      aws_secret_access_key=cfg.s3_secret_key, region_name=cfg.s3_region)
+    with tempfile.TemporaryDirectory() as work:
+        song = sample_song(Path(work), args.seconds)
+        s3.upload_file(str(song), cfg.bucket, "songs/demo.ogg")
+    say(f"uploaded s3://{cfg.bucket}/songs/demo.ogg; applying examples/musicvideo.yaml")
+    lc.kubectl("delete", "mv", "demo", "-n", "default", "--ignore-not-found", "--wait=true")
+    lc.kubectl("apply", "-n", "default", "-f", str(REPO_ROOT / "examples" / "musicvideo.yaml"))
+    mv = watch(lc, "demo", timeout=1800)
+    status = mv.get("status", {})
+    if status.get("phase") != "Succeeded":
+        print(json.dumps(status.get("lastFailure", {}), indent=2))
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    for key, name in (("videos/demo/video.mp4", "demo.mp4"), ("videos/demo/thumbnail.jpg", "demo.jpg")):
+        s3.download_file(cfg.bucket, key, str(args.out / name))
+    out = status.get("output", {})
+    say(f"done: {args.out / 'demo.mp4'} ({out.get('durationSeconds', '?')} s, {out.get('sizeBytes', '?')} bytes), "
+        f"thumbnail {args.out / 'demo.jpg'}; in S3 at {out.get('videoUrl', '')}")
+    print(f"export KUBECONFIG={cfg.kubeconfig}   # then: kubectl get mv -A, kubectl describe mv demo")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
