@@ -1,0 +1,153 @@
+"""The kopf handlers: thin; the reconciler does the work, Job/Pod/spec events only wake it."""
+
+import logging
+import platform
+from collections.abc import Iterable
+from typing import Any
+
+import kopf
+from vibecraft_common.resource import GROUP, LABEL_NAME, PLURAL, VERSION
+
+from vibecraft_operator import metrics
+from vibecraft_operator.constants import ANNOTATION_MV_NAME, MANAGED_BY
+from vibecraft_operator.kube import Kube, load_api_client
+from vibecraft_operator.queue import QueueEntry, queue_entry
+from vibecraft_operator.reconcile import needs_reconciler
+from vibecraft_operator.runtime import Runtime
+from vibecraft_operator.settings import Settings
+
+FINALIZER = f"{GROUP}/reconciler"  # only while a reconciler runs (kopf needs it to stop daemons)
+MAX_ERROR_BACKOFF = 300.0
+
+QueueIndex = kopf.Index[tuple[str, str], QueueEntry]
+
+
+def runtime_of(memo: Any) -> Runtime:
+    """The Runtime the startup hook put into the memo."""
+    runtime = memo.get("runtime")
+    if not isinstance(runtime, Runtime):
+        raise RuntimeError("the operator's startup hook did not run")
+    return runtime
+
+
+@kopf.on.startup()
+def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """All kopf tuning and the operator's own state, in one place."""
+    ours = memo.get("settings")
+    ours = ours if isinstance(ours, Settings) else Settings()
+    # Our own finalizer name instead of kopf's default, so `kubectl get -o yaml` says whose it is.
+    settings.persistence.finalizer = FINALIZER
+    # No handler keeps progress, but if one ever does, it must not write status.kopf (pruned by the CRD).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=f"kopf.{GROUP}")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=f"kopf.{GROUP}")
+    # Events say who posted them.
+    settings.posting.reporting_component = MANAGED_BY
+    settings.posting.reporting_instance = platform.node() or "unknown"
+    # Watch only our own Jobs and Pods server-side: a cluster has many more than renders.
+    settings.watching.label_selectors["batch", "jobs"] = LABEL_NAME
+    settings.watching.label_selectors["v1", "pods"] = LABEL_NAME
+    # Bounded API calls: a hung connection must not stall the operator (kopf's default is 5 minutes).
+    settings.networking.request_timeout = ours.api_timeout_seconds
+    settings.networking.connect_timeout = 10
+    # Reconnect watches regularly and notice dead streams before the server's cache forgets events.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    # Leader election: one cluster-wide ClusterKopfPeering for all replicas, even namespaced ones;
+    # the highest --priority works, the others pause. Without --peering NAME (mandatory), the
+    # VIBECRAFT_PEERING_NAME object is used if it exists, else the operator runs standalone.
+    settings.peering.clusterwide = True
+    if not settings.peering.mandatory:
+        settings.peering.name = ours.peering_name
+    settings.peering.standalone = settings.peering.standalone or ours.standalone
+    # How often kopf re-checks a reconciler that was asked to stop and has not yet.
+    settings.background.cancellation_polling = 5
+
+    memo["runtime"] = Runtime(settings=ours, kube=Kube(load_api_client(), ours.api_timeout_seconds))
+    metrics.serve(ours.metrics_port)
+    logger.info(f"vibecraft-operator started: image {ours.renderer_image}, max running "
+                f"{ours.max_running or 'unlimited'} ({ours.max_running_per_namespace or 'unlimited'} per ns)")
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def musicvideo_queue(
+    body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> dict[tuple[str, str], QueueEntry]:
+    """Every MusicVideo's queue entry, for admission (kopf fills it before any reconciler starts)."""
+    return {(namespace or "", name): queue_entry(body)}
+
+
+# On stop (finished, suspended, deleted, pausing), kopf only sets `stopped` for 60 s: the step in
+# flight completes (a bare cancellation could fall between a status patch and its events), then
+# the loop exits. Only a reconciler stuck past that is cancelled (and given 10 s more).
+@kopf.daemon(GROUP, VERSION, PLURAL, when=needs_reconciler, cancellation_backoff=60, cancellation_timeout=10)
+async def musicvideo_reconciler(
+    stopped: kopf.DaemonStopped,
+    namespace: str | None,
+    name: str,
+    memo: Any,
+    logger: kopf.Logger,
+    musicvideo_queue: QueueIndex | None = None,
+    **_: Any,
+) -> None:
+    """One per active MusicVideo: reconcile, then sleep until woken (or the resync period passes)."""
+    runtime = runtime_of(memo)
+    namespace = namespace or ""
+    key = (namespace, name)
+    index = musicvideo_queue
+    if index is None:
+        raise RuntimeError("kopf did not pass the musicvideo_queue index")
+    runtime.wakeups.register(key)
+
+    def observed() -> Iterable[QueueEntry]:
+        return [entry for store in index.values() for entry in store]
+
+    errors = 0
+    try:
+        while not stopped:
+            try:
+                again = await runtime.reconcile(namespace, name, observed, logger, stopped=lambda: bool(stopped))
+                errors = 0
+            except Exception as exc:  # the edge: count, log, back off, never die (kopf won't respawn)
+                errors += 1
+                again = min(MAX_ERROR_BACKOFF, 2.0 ** min(errors, 9))
+                metrics.RECONCILE_ERRORS.labels(type(exc).__name__).inc()
+                level = logging.WARNING if errors < 3 else logging.ERROR
+                logger.log(level, f"reconcile failed ({type(exc).__name__}: {exc}); again in {again:.0f}s",
+                           exc_info=errors >= 3)
+            resync = runtime.settings.resync_seconds
+            await runtime.wakeups.sleep(key, resync if again is None else min(again, resync), stopped)
+    finally:
+        runtime.wakeups.unregister(key)
+        runtime.wakeups.wake_all()  # it may have held a render slot
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def musicvideo_event(
+    type: str, body: kopf.Body, namespace: str | None, name: str, uid: str, memo: Any, **_: Any
+) -> None:
+    """Spec edits wake the reconciler; a deleted MusicVideo frees its slot."""
+    runtime = runtime_of(memo)
+    if type == "DELETED":
+        runtime.ledger.forget(uid)
+        runtime.wakeups.wake_all()
+    elif body.get("metadata", {}).get("generation") != body.get("status", {}).get("observedGeneration"):
+        runtime.wakeups.wake((namespace or "", name))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_NAME: kopf.PRESENT})
+async def job_event(meta: kopf.Meta, namespace: str | None, memo: Any, **_: Any) -> None:
+    """A renderer Job changed: its MusicVideo's reconciler looks again."""
+    _wake_owner(runtime_of(memo), meta, namespace)
+
+
+@kopf.on.event("v1", "pods", labels={LABEL_NAME: kopf.PRESENT})
+async def pod_event(meta: kopf.Meta, namespace: str | None, memo: Any, **_: Any) -> None:
+    """A renderer Pod changed (scheduled, started, OOM-killed, evicted, deleted): wake its reconciler."""
+    _wake_owner(runtime_of(memo), meta, namespace)
+
+
+def _wake_owner(runtime: Runtime, meta: kopf.Meta, namespace: str | None) -> None:
+    name = meta.annotations.get(ANNOTATION_MV_NAME) or meta.labels.get(LABEL_NAME)
+    if name:
+        runtime.wakeups.wake((namespace or "", name))

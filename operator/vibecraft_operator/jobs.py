@@ -1,0 +1,199 @@
+"""Pure builder of the renderer Job of one attempt (a plain dict, adopted by its MusicVideo)."""
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from vibecraft_common.resource import (
+    ENV_ATTEMPT,
+    ENV_MV_NAME,
+    ENV_MV_NAMESPACE,
+    ENV_SPEC_JSON,
+    LABEL_ATTEMPT,
+    LABEL_COMPONENT,
+    LABEL_NAME,
+    TERMINATION_LOG,
+)
+
+from vibecraft_operator.constants import (
+    ANNOTATION_MV_NAME,
+    ANNOTATION_SPEC_HASH,
+    APP,
+    COMPONENT_RENDERER,
+    CONTAINER_NAME,
+    ENV_MEMORY_LIMIT_MB,
+    EXIT_REASONS,
+    LABEL_APP,
+    LABEL_KUEUE_QUEUE,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    SCRATCH_DIR,
+)
+from vibecraft_operator.settings import Settings
+
+MAX_NAME = 63  # Job names end up in the pods' `job-name` label, capped at 63 characters
+SPEC_FIELDS_NOT_RENDERED = ("suspend",)  # editing these does not restart the render
+RENDERER_UID = 65532  # "nonroot" in distroless-style images
+
+
+def short_hash(text: str, length: int = 8) -> str:
+    """A stable short hex digest, for names that must be shortened."""
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def job_name(mv_name: str, attempt: int) -> str:
+    """`<name>-a<N>`, deterministic so that creating it twice hits AlreadyExists."""
+    suffix = f"-a{attempt}"
+    if len(mv_name) + len(suffix) <= MAX_NAME:
+        return mv_name + suffix
+    keep = MAX_NAME - len(suffix) - 9
+    return f"{mv_name[:keep].rstrip('-.')}-{short_hash(mv_name)}{suffix}"
+
+
+def label_value(mv_name: str) -> str:
+    """The MusicVideo name as a label value (≤ 63 chars; the full name is in an annotation)."""
+    if len(mv_name) <= MAX_NAME:
+        return mv_name
+    return f"{mv_name[:MAX_NAME - 9].rstrip('-.')}-{short_hash(mv_name)}"
+
+
+def selector_labels(mv_name: str, attempt: int) -> dict[str, str]:
+    """Labels that find the Jobs and Pods of one attempt."""
+    return {LABEL_NAME: label_value(mv_name), LABEL_ATTEMPT: str(attempt)}
+
+
+def spec_hash(spec: Mapping[str, Any]) -> str:
+    """Identity of what is rendered: the spec minus the fields that only steer the render."""
+    rendered = {k: v for k, v in spec.items() if k not in SPEC_FIELDS_NOT_RENDERED}
+    return short_hash(json.dumps(rendered, sort_keys=True), 16)
+
+
+def spec_json(spec: Mapping[str, Any]) -> str:
+    """The spec as the renderer reads it from VIBECRAFT_SPEC_JSON (stable key order)."""
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+
+def build_env(mv: Mapping[str, Any], attempt: int, settings: Settings) -> list[dict[str, Any]]:
+    """The renderer's env: the spec, its identity, S3 and Replicate credentials by reference."""
+    meta = mv["metadata"]
+    env: list[dict[str, Any]] = [
+        {"name": ENV_SPEC_JSON, "value": spec_json(mv.get("spec") or {})},
+        {"name": ENV_MV_NAME, "value": meta["name"]},
+        {"name": ENV_MV_NAMESPACE, "value": meta["namespace"]},
+        {"name": ENV_ATTEMPT, "value": str(attempt)},
+        _secret_env("AWS_ACCESS_KEY_ID", settings.s3_secret_name, optional=False),
+        _secret_env("AWS_SECRET_ACCESS_KEY", settings.s3_secret_name, optional=False),
+        {"name": "AWS_REGION", "value": settings.s3_region},
+        _secret_env("REPLICATE_API_TOKEN", settings.replicate_secret_name, optional=True),
+        {
+            "name": ENV_MEMORY_LIMIT_MB,
+            "valueFrom": {"resourceFieldRef": {
+                "containerName": CONTAINER_NAME, "resource": "limits.memory", "divisor": "1Mi"}},
+        },
+        {"name": "HOME", "value": SCRATCH_DIR},
+        {"name": "TMPDIR", "value": SCRATCH_DIR},
+        {"name": "NUMBA_CACHE_DIR", "value": f"{SCRATCH_DIR}/numba"},  # librosa JIT cache
+    ]
+    if settings.s3_endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint})
+    return env
+
+
+def _secret_env(name: str, secret: str, *, optional: bool) -> dict[str, Any]:
+    ref = {"name": secret, "key": name, "optional": optional}
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
+
+
+def pod_failure_policy() -> dict[str, Any]:
+    """Disruptions don't count (the Job controller replaces the pod); renderer exit codes fail at once."""
+    return {
+        "rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": CONTAINER_NAME,
+                    "operator": "In",
+                    "values": sorted(EXIT_REASONS),
+                },
+            },
+        ]
+    }
+
+
+def build_job(
+    mv: Mapping[str, Any],
+    *,
+    attempt: int,
+    memory: str,
+    cpu: str,
+    deadline_seconds: int,
+    settings: Settings,
+) -> dict[str, Any]:
+    """The Job of attempt `attempt` of MusicVideo `mv` (owned by it, so deleting `mv` deletes it)."""
+    meta, spec = mv["metadata"], mv.get("spec") or {}
+    name = meta["name"]
+    labels = {
+        **selector_labels(name, attempt),
+        LABEL_COMPONENT: COMPONENT_RENDERER,
+        LABEL_APP: APP,
+        LABEL_MANAGED_BY: MANAGED_BY,
+    }
+    annotations = {ANNOTATION_MV_NAME: name, ANNOTATION_SPEC_HASH: spec_hash(spec)}
+    job_labels = dict(labels)
+    queue_name = spec.get("queueName")
+    if queue_name:
+        job_labels[LABEL_KUEUE_QUEUE] = str(queue_name)
+    resources = {"memory": memory, "cpu": cpu}
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",  # required by podFailurePolicy; the operator owns retries
+        "serviceAccountName": settings.renderer_service_account,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RENDERER_UID,
+            "runAsGroup": RENDERER_UID,
+            "fsGroup": RENDERER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": CONTAINER_NAME,
+                "image": settings.renderer_image,
+                "imagePullPolicy": settings.renderer_image_pull_policy,
+                "args": ["--from-env"],
+                "env": build_env(mv, attempt, settings),
+                "resources": {"requests": dict(resources), "limits": dict(resources)},
+                "terminationMessagePath": TERMINATION_LOG,
+                # A crash that never wrote the termination log still leaves its last log lines.
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH_DIR}],
+            }
+        ],
+        "volumes": [{"name": "scratch", "emptyDir": {}}],
+    }
+    if settings.renderer_command:
+        pod_spec["containers"][0]["command"] = list(settings.renderer_command)
+    if spec.get("priorityClassName"):
+        pod_spec["priorityClassName"] = spec["priorityClassName"]
+    job: dict[str, Any] = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name(name, attempt), "labels": job_labels, "annotations": annotations},
+        "spec": {
+            "backoffLimit": 0,
+            "podFailurePolicy": pod_failure_policy(),
+            "activeDeadlineSeconds": max(1, int(deadline_seconds)),
+            "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+            "suspend": bool(queue_name),  # Kueue admits (un-suspends) queued Jobs itself
+            "template": {"metadata": {"labels": labels, "annotations": dict(annotations)}, "spec": pod_spec},
+        },
+    }
+    kopf.adopt(job, owner=dict(mv))  # type: ignore[arg-type]
+    return job

@@ -1,0 +1,86 @@
+"""Thin, blocking Kubernetes API calls that speak plain dicts (run them in a thread)."""
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from vibecraft_common.resource import GROUP, PLURAL, VERSION
+
+from vibecraft_operator.errors import ApiUnavailable
+
+MERGE_PATCH = "application/merge-patch+json"
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def load_api_client() -> client.ApiClient:
+    """An API client from the in-cluster service account, else from KUBECONFIG."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def _json(response: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(response.data)
+    return data
+
+
+class Kube:
+    """The handful of calls the reconciler makes; ApiUnavailable for anything worth retrying."""
+
+    def __init__(self, api: client.ApiClient, timeout: float) -> None:
+        self._custom = client.CustomObjectsApi(api)
+        self._batch = client.BatchV1Api(api)
+        self._core = client.CoreV1Api(api)
+        self._timeout = timeout
+
+    def _call(self, fn: Any, *args: Any, missing_ok: bool = False, **kwargs: Any) -> dict[str, Any] | None:
+        try:
+            return _json(fn(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs))
+        except ApiException as exc:
+            if exc.status == 404 and missing_ok:
+                return None
+            if exc.status in RETRYABLE_STATUSES:
+                raise ApiUnavailable(f"{fn.__name__}: HTTP {exc.status} {exc.reason}") from exc
+            raise
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ApiUnavailable(f"{fn.__name__}: {exc}") from exc
+
+    def get_musicvideo(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The MusicVideo, or None if it is gone."""
+        return self._call(self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name,
+                          missing_ok=True)
+
+    def patch_musicvideo_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        """Merge-patch status (None values delete keys); a vanished MusicVideo is fine."""
+        api = self._custom
+        self._call(api.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name,
+                   {"status": dict(patch)}, _content_type=MERGE_PATCH, missing_ok=True)
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Job, or None."""
+        return self._call(self._batch.read_namespaced_job, name, namespace, missing_ok=True)
+
+    def create_job(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create the Job; None if one of that name already exists (ApiException otherwise)."""
+        try:
+            return self._call(self._batch.create_namespaced_job, namespace, dict(body))
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete the Job and (foreground) its pods first; a missing Job is fine."""
+        body = {"propagationPolicy": "Foreground"}
+        self._call(self._batch.delete_namespaced_job, name, namespace, body=body, missing_ok=True)
+
+    def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Pods with all of `labels`."""
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        result = self._call(self._core.list_namespaced_pod, namespace, label_selector=selector) or {}
+        return list(result.get("items") or [])

@@ -1,0 +1,132 @@
+"""Admission of renders under the cluster-wide and per-namespace limits, first come first served."""
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from vibecraft_operator.constants import COND_SUSPENDED, PENDING, QUEUED, R_QUEUED, RUNNING
+
+WAITING_PHASES = frozenset({"", PENDING, QUEUED})
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """What admission needs to know about one MusicVideo."""
+
+    uid: str
+    namespace: str
+    name: str
+    created: str  # RFC 3339, so string order is time order
+    phase: str
+    suspended: bool = False
+    kueue: bool = False  # Kueue admits it, not this queue
+
+    @property
+    def running(self) -> bool:
+        """Holds a render slot (including while it waits for a retry)."""
+        return self.phase == RUNNING
+
+    @property
+    def waiting(self) -> bool:
+        """Wants a slot from this queue."""
+        return self.phase in WAITING_PHASES and not self.suspended and not self.kueue
+
+    @property
+    def order(self) -> tuple[str, str, str]:
+        """Creation order; names break ties of equal (second-resolution) timestamps."""
+        return self.created, self.namespace, self.name
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Max running renders; 0 = unlimited."""
+
+    cluster: int = 0
+    namespace: int = 0
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Whether a waiting render may start now, and if not, why."""
+
+    admitted: bool
+    reason: str = ""
+    message: str = ""
+
+
+def queue_entry(body: Mapping[str, Any]) -> QueueEntry:
+    """The QueueEntry of a MusicVideo body."""
+    meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
+    suspended_cond = any(
+        c.get("type") == COND_SUSPENDED and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+    return QueueEntry(
+        uid=str(meta.get("uid") or ""),
+        namespace=str(meta.get("namespace") or ""),
+        name=str(meta.get("name") or ""),
+        created=str(meta.get("creationTimestamp") or ""),
+        phase=str(status.get("phase") or ""),
+        suspended=bool(spec.get("suspend")) or (suspended_cond and status.get("phase") == PENDING),
+        kueue=bool(spec.get("queueName")),
+    )
+
+
+def admit(target: QueueEntry, entries: Iterable[QueueEntry], limits: Limits) -> Admission:
+    """Admit `target` iff it is among the waiting renders the free slots go to, oldest first.
+
+    A full namespace does not block other namespaces; a full cluster blocks everyone.
+    """
+    others = [e for e in entries if e.uid != target.uid]
+    everyone = [*others, target]
+    running = [e for e in everyone if e.running]
+    used = len(running)
+    per_ns = Counter(e.namespace for e in running)
+    for entry in sorted((e for e in everyone if e.waiting), key=lambda e: e.order):
+        if limits.cluster and used >= limits.cluster:
+            break
+        if limits.namespace and per_ns[entry.namespace] >= limits.namespace:
+            continue
+        if entry.uid == target.uid:
+            return Admission(True)
+        used += 1
+        per_ns[entry.namespace] += 1
+    if limits.cluster and used >= limits.cluster:
+        message = f"waiting for a render slot ({limits.cluster} may run cluster-wide)"
+        return Admission(False, R_QUEUED, message)
+    if limits.namespace and per_ns[target.namespace] >= limits.namespace:
+        return Admission(
+            False, R_QUEUED, f"waiting for a render slot ({limits.namespace} may run in this namespace)"
+        )
+    return Admission(False, R_QUEUED, "waiting for older renders to start first")
+
+
+class Ledger:
+    """The index's view of all MusicVideos, corrected by the phases this process just wrote.
+
+    The reconciler is the only writer of status.phase, so its latest write is always at least as
+    fresh as what the watch has delivered; noting it at once stops two renders taking one slot.
+    """
+
+    def __init__(self) -> None:
+        self._phases: dict[str, str] = {}
+
+    def note(self, uid: str, phase: str) -> None:
+        """Record the phase just written for `uid`."""
+        self._phases[uid] = phase
+
+    def forget(self, uid: str) -> None:
+        """The MusicVideo is gone."""
+        self._phases.pop(uid, None)
+
+    def entries(self, observed: Iterable[QueueEntry]) -> list[QueueEntry]:
+        """The observed entries with the noted phases applied (stale notes are dropped)."""
+        result = []
+        seen = set()
+        for entry in observed:
+            seen.add(entry.uid)
+            phase = self._phases.get(entry.uid)
+            result.append(replace(entry, phase=phase) if phase is not None else entry)
+        for uid in set(self._phases) - seen:
+            del self._phases[uid]
+        return result

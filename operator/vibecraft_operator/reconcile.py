@@ -1,0 +1,368 @@
+"""The reconciler's brain: from what is observed, the one next step to take (pure, no I/O)."""
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from vibecraft_operator import status as st
+from vibecraft_operator.classify import Failure, FailureKind, classify, job_finished
+from vibecraft_operator.constants import (
+    COND_PROGRESSING,
+    COND_SUSPENDED,
+    PENDING,
+    QUEUED,
+    R_DEADLINE,
+    R_JOB_VANISHED,
+    R_KUEUE,
+    R_OOM_KILLED,
+    R_RENDERING,
+    RUNNING,
+    TERMINAL_PHASES,
+)
+from vibecraft_operator.errors import InvalidSpec
+from vibecraft_operator.jobs import build_job, job_name, spec_hash
+from vibecraft_operator.pods import pod_activity
+from vibecraft_operator.quantities import escalate_memory
+from vibecraft_operator.queue import Admission
+from vibecraft_operator.resources import render_resources
+from vibecraft_operator.settings import Settings
+from vibecraft_operator.timeutil import parse_time
+
+DEFAULT_DEADLINE = 3600
+DEFAULT_RETRIES = 2
+DEADLINE_GRACE = timedelta(seconds=120)  # the Job's own activeDeadlineSeconds should fire first
+DELETION_POLL = 2.0  # seconds between checks that a deleted Job is gone
+
+
+class Outcome(enum.Enum):
+    """What a step meant, for metrics."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    OOM_RETRY = "oom_retry"
+    RETRY = "retry"
+    DISRUPTED = "disrupted"
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What S3 says about a finished render (url fields always set; sizes when readable)."""
+
+    output: Mapping[str, Any]
+    analysis: Mapping[str, Any] | None = None
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything one reconcile step looks at."""
+
+    mv: Mapping[str, Any]
+    job: Mapping[str, Any] | None  # the Job named status.jobName, None if absent
+    pods: Sequence[Mapping[str, Any]]  # that Job's pods
+    now: datetime
+    admission: Admission
+    outputs: Outputs | None = None  # read from S3 when the Job completed
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post on the MusicVideo."""
+
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    """The step: patch status, create/delete a Job, post events; then look again after `again` s."""
+
+    status: dict[str, Any] = field(default_factory=dict)
+    create_job: dict[str, Any] | None = None
+    delete_job: str | None = None
+    events: list[Event] = field(default_factory=list)
+    outcome: Outcome | None = None
+    again: float | None = None  # 0 = at once; None = on the next change (or resync)
+    first_job: bool = False  # the MusicVideo's first Job ever (for the apply→Job latency)
+
+    def info(self, reason: str, message: str) -> "Plan":
+        """Add a Normal event."""
+        self.events.append(Event("Normal", reason, message))
+        return self
+
+    def warn(self, reason: str, message: str) -> "Plan":
+        """Add a Warning event."""
+        self.events.append(Event("Warning", reason, message))
+        return self
+
+
+def output_prefix(spec: Mapping[str, Any]) -> str:
+    """spec.output.url without its trailing slash."""
+    return str((spec.get("output") or {}).get("url") or "").rstrip("/")
+
+
+def names_live_job(mv: Mapping[str, Any]) -> bool:
+    """Whether status.jobName is the current attempt's Job: while Running, or Queued for Kueue.
+
+    A render Queued in our own queue may still name the Job of an attempt before a restart or a
+    suspension, which must not be mistaken for its own.
+    """
+    phase = (mv.get("status") or {}).get("phase")
+    return phase == RUNNING or (phase == QUEUED and bool((mv.get("spec") or {}).get("queueName")))
+
+
+def wants_outputs(mv: Mapping[str, Any], job: Mapping[str, Any] | None) -> bool:
+    """Whether this step will record a success, so S3 should be read first."""
+    return names_live_job(mv) and job is not None and job_finished(job) == "Complete"
+
+
+def job_active(job: Mapping[str, Any] | None) -> bool:
+    """The Job exists and has not finished (it may be being deleted)."""
+    return job is not None and job_finished(job) is None
+
+
+def backoff_seconds(failed_attempts: int, settings: Settings) -> float:
+    """Exponential backoff before retry number `failed_attempts` (1-based)."""
+    delay = settings.retry_backoff_seconds * 2 ** max(0, failed_attempts - 1)
+    return float(min(delay, settings.retry_backoff_max_seconds))
+
+
+def decide(obs: Observation, settings: Settings) -> Plan:
+    """The next step for one MusicVideo; calling it again after applying the plan moves on."""
+    mv, now = obs.mv, obs.now
+    meta, spec, status = mv["metadata"], mv.get("spec") or {}, mv.get("status") or {}
+    generation = int(meta.get("generation") or 0)
+    phase = str(status.get("phase") or "")
+    wanted = spec_hash(spec)
+
+    if not status.get("specHash"):
+        return Plan(st.accepted(status, spec_hash=wanted, generation=generation, now=now), again=0)
+    if status["specHash"] != wanted:
+        return _restart(obs, wanted, generation)
+    if phase in TERMINAL_PHASES:
+        return Plan(st.observed(generation)) if status.get("observedGeneration") != generation else Plan()
+
+    attempt = int(status.get("attempts") or 0)
+    recorded = (status.get("lastFailure") or {}).get("attempt") == attempt
+    if names_live_job(mv) and attempt > 0 and status.get("jobName") and not recorded:
+        return _current_attempt(obs, settings, generation, attempt)
+    if spec.get("suspend"):
+        return _suspend(obs, generation, job=None)
+    cond = st.condition(status, COND_SUSPENDED) or {}
+    if cond.get("status") == "True":
+        return Plan(st.resumed(status, generation=generation, now=now), again=0).info(
+            "Resumed", "spec.suspend cleared: the render continues with a new attempt")
+    if job_active(obs.job):
+        return _await_deletion(obs)
+    if phase == RUNNING:  # a recorded failure: the next attempt follows its backoff
+        next_at = parse_time(status.get("nextAttemptAt"))
+        if next_at is not None and now < next_at:
+            return Plan(again=(next_at - now).total_seconds())
+        return _launch(obs, settings, generation, attempt)
+    if spec.get("queueName") or obs.admission.admitted:
+        return _launch(obs, settings, generation, attempt)
+    if phase != QUEUED:
+        patch = st.queued(status, reason=obs.admission.reason, message=obs.admission.message,
+                          generation=generation, now=now)
+        return Plan(patch).info("Queued", obs.admission.message)
+    return Plan(st.observed(generation)) if status.get("observedGeneration") != generation else Plan()
+
+
+def _restart(obs: Observation, wanted: str, generation: int) -> Plan:
+    status = obs.mv.get("status") or {}
+    plan = Plan(st.restarted(status, spec_hash=wanted, generation=generation, now=obs.now), again=0)
+    if job_active(obs.job) and obs.job is not None:
+        plan.delete_job = obs.job["metadata"]["name"]
+        return plan.info("SpecChanged", f"spec changed: stopping Job {plan.delete_job}, rendering again")
+    return plan.info("SpecChanged", "spec changed: rendering again")
+
+
+def _await_deletion(obs: Observation) -> Plan:
+    """An old Job still runs (or terminates): make sure it goes, and wait before the next one."""
+    assert obs.job is not None
+    meta = obs.job["metadata"]
+    plan = Plan(again=DELETION_POLL)
+    if not meta.get("deletionTimestamp"):
+        plan.delete_job = meta["name"]
+    return plan
+
+
+def _suspend(obs: Observation, generation: int, job: Mapping[str, Any] | None) -> Plan:
+    status = obs.mv.get("status") or {}
+    cond = st.condition(status, COND_SUSPENDED) or {}
+    if job is None and cond.get("status") == "True" and status.get("phase") == PENDING:
+        if status.get("observedGeneration") != generation:
+            return Plan(st.observed(generation))
+        return Plan()
+    message = "suspended" + (f": Job {job['metadata']['name']} deleted" if job else "")
+    plan = Plan(st.suspended(status, message=message, generation=generation, now=obs.now))
+    if job is not None:
+        plan.delete_job = job["metadata"]["name"]
+    return plan.info("Suspended", message)
+
+
+def _current_attempt(obs: Observation, settings: Settings, generation: int, attempt: int) -> Plan:
+    """The current attempt's Job exists, finished, or vanished."""
+    mv, job, now = obs.mv, obs.job, obs.now
+    spec, status = mv.get("spec") or {}, mv.get("status") or {}
+    if job is None:
+        failure = Failure(FailureKind.DISRUPTION, R_JOB_VANISHED,
+                          f"Job {status.get('jobName')} disappeared before it finished")
+        return _failed_attempt(obs, settings, generation, attempt, failure)
+    finished = job_finished(job)
+    if finished == "Complete":
+        return _succeeded(obs, generation, attempt)
+    if finished == "Failed":
+        return _failed_attempt(obs, settings, generation, attempt, classify(job, obs.pods))
+    if spec.get("suspend"):
+        return _suspend(obs, generation, job)
+
+    job_name_ = job["metadata"]["name"]
+    kueue_held = bool((job.get("spec") or {}).get("suspend"))
+    phase = status.get("phase")
+    if phase == RUNNING and kueue_held:
+        message = f"Kueue suspended Job {job_name_} again (preempted?)"
+        return Plan(st.queued(status, reason=R_KUEUE, message=message, generation=generation, now=now)).warn(
+            "Requeued", message)
+    if phase == QUEUED and not kueue_held:
+        patch = st.kueue_admitted(status, job_name=job_name_, generation=generation, now=now)
+        return Plan(patch, again=0).info("Admitted", f"Kueue admitted Job {job_name_}")
+
+    started = parse_time(status.get("startedAt"))
+    deadline = timedelta(seconds=int(spec.get("deadlineSeconds") or DEFAULT_DEADLINE))
+    if not kueue_held and started is not None and now > started + deadline + DEADLINE_GRACE:
+        message = f"the render ran past spec.deadlineSeconds ({int(deadline.total_seconds())}s)"
+        plan = Plan(st.failed(status, reason=R_DEADLINE, message=message, failure=None, attempt=attempt,
+                              generation=generation, now=now), outcome=Outcome.FAILED)
+        plan.delete_job = job_name_
+        return plan.warn(R_DEADLINE, message)
+
+    activity = pod_activity(obs.pods)
+    current = st.condition(status, COND_PROGRESSING) or {}
+    if activity is None or (current.get("reason"), current.get("message")) == activity:
+        return Plan(st.observed(generation)) if status.get("observedGeneration") != generation else Plan()
+    reason, message = activity
+    plan = Plan(st.progressing(status, reason=reason, message=message, generation=generation, now=now))
+    return plan if reason == R_RENDERING else plan.warn(reason, message)
+
+
+def _succeeded(obs: Observation, generation: int, attempt: int) -> Plan:
+    status, spec = obs.mv.get("status") or {}, obs.mv.get("spec") or {}
+    outputs = obs.outputs or default_outputs(spec)
+    started = parse_time(status.get("startedAt"))
+    took = f" in {int((obs.now - started).total_seconds())}s" if started else ""
+    message = f"rendered {outputs.output.get('videoUrl')}{took} (attempt {attempt})"
+    patch = st.succeeded(status, output=outputs.output, analysis=outputs.analysis, message=message,
+                         generation=generation, now=obs.now)
+    plan = Plan(patch, outcome=Outcome.SUCCEEDED).info("Succeeded", message)
+    if outputs.warning:
+        plan.warn("OutputsUnavailable", outputs.warning)
+    return plan
+
+
+def default_outputs(spec: Mapping[str, Any]) -> Outputs:
+    """Output URLs without anything read from S3."""
+    prefix = output_prefix(spec)
+    return Outputs({"videoUrl": f"{prefix}/video.mp4", "thumbnailUrl": f"{prefix}/thumbnail.jpg",
+                    "analysisUrl": f"{prefix}/analysis.json"})
+
+
+def _failed_attempt(
+    obs: Observation, settings: Settings, generation: int, attempt: int, failure: Failure
+) -> Plan:
+    """Record a failed attempt, then retry (OOM: with more memory) or give up."""
+    mv, now = obs.mv, obs.now
+    spec, status = mv.get("spec") or {}, mv.get("status") or {}
+    failed_attempts = int(status.get("failedAttempts") or 0)
+    try:
+        resources = render_resources(spec, settings)
+    except InvalidSpec as exc:
+        return _give_up(obs, generation, attempt, "InvalidSpec", str(exc), failure)
+    memory = str(status.get("memoryLimit") or resources.memory)
+
+    def retry(delay: float, message: str, *, new_memory: str = memory, used: int = failed_attempts) -> Plan:
+        patch = st.retrying(status, failure=failure, attempt=attempt, failed_attempts=used, memory=new_memory,
+                            next_attempt_at=now + timedelta(seconds=delay), message=message,
+                            generation=generation, now=now)
+        return Plan(patch, again=delay)
+
+    if failure.kind is FailureKind.OOM:
+        bigger = escalate_memory(memory, resources.max_memory)
+        if bigger is None:
+            return _give_up(obs, generation, attempt, R_OOM_KILLED,
+                            f"{failure.message}; already at maxMemory {resources.max_memory}", failure)
+        message = f"attempt {attempt} ran out of memory at {memory}: retrying with {bigger}"
+        plan = retry(0, message, new_memory=bigger)
+        plan.outcome = Outcome.OOM_RETRY
+        return plan.warn(failure.reason, f"{message} (maxMemory {resources.max_memory})")
+    if failure.kind is FailureKind.DISRUPTION:
+        message = f"attempt {attempt} was disrupted ({failure.reason}): retrying, not counted"
+        plan = retry(0, message)
+        plan.outcome = Outcome.DISRUPTED
+        return plan.warn("Disrupted", f"{message}: {failure.message}")
+    retries = int(spec.get("retries", DEFAULT_RETRIES) or 0)
+    if failure.kind is FailureKind.RETRYABLE and failed_attempts < retries:
+        used = failed_attempts + 1
+        delay = backoff_seconds(used, settings)
+        message = f"attempt {attempt} failed ({failure.reason}): retry {used}/{retries} in {int(delay)}s"
+        plan = retry(delay, message, used=used)
+        plan.outcome = Outcome.RETRY
+        return plan.warn("RenderFailed", f"{message}: {failure.message}")
+    suffix = f" (after {retries} retries)" if failure.kind is FailureKind.RETRYABLE else ""
+    return _give_up(obs, generation, attempt, failure.reason, failure.message + suffix, failure)
+
+
+def _give_up(
+    obs: Observation, generation: int, attempt: int, reason: str, message: str, failure: Failure | None
+) -> Plan:
+    status = obs.mv.get("status") or {}
+    patch = st.failed(status, reason=reason, message=message, failure=failure, attempt=attempt,
+                      generation=generation, now=obs.now)
+    return Plan(patch, outcome=Outcome.FAILED).warn(reason, message)
+
+
+def _launch(obs: Observation, settings: Settings, generation: int, attempt: int) -> Plan:
+    """Create the next attempt's Job (suspended for Kueue when spec.queueName is set)."""
+    mv, now = obs.mv, obs.now
+    spec, status = mv.get("spec") or {}, mv.get("status") or {}
+    kueue = bool(spec.get("queueName"))
+    try:
+        resources = render_resources(spec, settings)
+    except InvalidSpec as exc:
+        return _give_up(obs, generation, attempt, "InvalidSpec", str(exc), None)
+    started = parse_time(status.get("startedAt")) or now
+    deadline = int(spec.get("deadlineSeconds") or DEFAULT_DEADLINE)
+    remaining = deadline - int((now - started).total_seconds())
+    if remaining <= 0:
+        return _give_up(obs, generation, attempt, R_DEADLINE,
+                        f"spec.deadlineSeconds ({deadline}s) used up before attempt {attempt + 1}", None)
+    memory = str(status.get("memoryLimit") or resources.memory)
+    number = attempt + 1
+    job = build_job(mv, attempt=number, memory=memory, cpu=resources.cpu, deadline_seconds=remaining,
+                    settings=settings)
+    name = job_name(mv["metadata"]["name"], number)
+    patch = st.launched(status, attempt=number, job_name=name, memory=memory, kueue=kueue,
+                        generation=generation, now=now)
+    plan = Plan(patch, create_job=job, first_job=number == 1, again=None)
+    return plan.info("JobCreated", f"attempt {number}: Job {name} ({memory} memory, {resources.cpu} cpu)")
+
+
+def needs_reconciler(body: Mapping[str, Any], **_: Any) -> bool:
+    """Whether a MusicVideo needs a running reconciler (and so kopf's finalizer) right now.
+
+    Not when it is being deleted, finished, or suspended, unless a newer generation is unseen.
+    """
+    meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
+    if meta.get("deletionTimestamp"):
+        return False
+    settled = status.get("observedGeneration") == meta.get("generation")
+    phase = status.get("phase")
+    if phase in TERMINAL_PHASES:
+        return not settled
+    cond = st.condition(status, COND_SUSPENDED) or {}
+    if spec.get("suspend") and phase == PENDING and cond.get("status") == "True":
+        return not settled
+    return True

@@ -1,0 +1,59 @@
+"""How much memory and CPU a render gets: spec values, else an estimate from the frame size."""
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vibecraft_operator.errors import InvalidSpec
+from vibecraft_operator.quantities import format_mebibytes, memory_bytes, parse_quantity
+from vibecraft_operator.settings import Settings
+
+DEFAULT_HEIGHT = 720
+ASPECT_RATIOS: dict[str, tuple[int, int]] = {"16:9": (16, 9), "9:16": (9, 16), "1:1": (1, 1)}
+
+
+@dataclass(frozen=True)
+class RenderResources:
+    """Requests and limits of one attempt (memory is also the limit the OOM escalation raises)."""
+
+    memory: str
+    cpu: str
+    max_memory: str
+
+
+def frame_size(video: Mapping[str, Any]) -> tuple[int, int]:
+    """Output width and height: explicit, from aspectRatio + height, or 16:9 at 720p."""
+    height = int(video.get("height") or DEFAULT_HEIGHT)
+    if video.get("width"):
+        return int(video["width"]), height
+    num, den = ASPECT_RATIOS.get(str(video.get("aspectRatio") or "16:9"), (16, 9))
+    width = math.ceil(height * num / den)
+    return width + (width % 2), height  # encoders want even dimensions
+
+
+def estimate_memory(video: Mapping[str, Any], settings: Settings) -> int:
+    """Bytes a render needs before its audio is known: a base plus a share per megapixel."""
+    width, height = frame_size(video)
+    per_mp = parse_quantity(settings.memory_per_megapixel)
+    return memory_bytes(settings.default_memory) + math.ceil(per_mp * width * height / 1_000_000)
+
+
+def render_resources(spec: Mapping[str, Any], settings: Settings) -> RenderResources:
+    """Resources of a first attempt; the estimate never exceeds maxMemory."""
+    res: Mapping[str, Any] = spec.get("resources") or {}
+    max_memory = str(res.get("maxMemory") or settings.default_max_memory)
+    cpu = str(res.get("cpu") or settings.default_cpu)
+    try:
+        max_b = memory_bytes(max_memory)
+        if res.get("memory"):
+            memory = str(res["memory"])
+            if memory_bytes(memory) > max_b:
+                raise InvalidSpec(f"resources.memory {memory} is above resources.maxMemory {max_memory}")
+        else:
+            estimate = estimate_memory(spec.get("video") or {}, settings)
+            memory = format_mebibytes(estimate) if estimate < max_b else max_memory
+        parse_quantity(cpu)
+    except ValueError as exc:
+        raise InvalidSpec(str(exc)) from exc
+    return RenderResources(memory=memory, cpu=cpu, max_memory=max_memory)

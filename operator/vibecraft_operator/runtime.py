@@ -1,0 +1,192 @@
+"""Carrying out reconcile plans: gather the observation, call decide(), apply the plan."""
+
+import asyncio
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+from vibecraft_common.resource import LABEL_ATTEMPT
+
+from vibecraft_operator import metrics
+from vibecraft_operator.constants import ANNOTATION_SPEC_HASH, QUEUED, R_JOB_NAME_TAKEN, RUNNING
+from vibecraft_operator.errors import ApiUnavailable, JobNameTaken
+from vibecraft_operator.jobs import selector_labels, spec_hash
+from vibecraft_operator.kube import Kube
+from vibecraft_operator.outputs import fetch_outputs
+from vibecraft_operator.queue import Ledger, Limits, QueueEntry, admit, queue_entry
+from vibecraft_operator.reconcile import Observation, Outcome, Plan, decide, wants_outputs
+from vibecraft_operator.settings import Settings
+from vibecraft_operator.status import attempt_skipped
+from vibecraft_operator.timeutil import parse_time, utcnow
+from vibecraft_operator.wakeups import Wakeups
+
+MAX_STEPS = 8  # steps per wake-up; a plan chain longer than this is looked at again a second later
+
+
+def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    """Whether `obj` has an ownerReference to `uid`."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid for ref in refs)
+
+
+def api_message(exc: ApiException) -> str:
+    """The API server's own message from an error response."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.reason)
+
+
+def as_body(obj: Mapping[str, Any]) -> kopf.Body:
+    """A plain dict where kopf's API wants a Body (kopf only reads it as a mapping)."""
+    return cast(kopf.Body, obj)
+
+
+@dataclass
+class Runtime:
+    """The operator's long-lived state, kept in kopf's memo."""
+
+    settings: Settings
+    kube: Kube
+    ledger: Ledger = field(default_factory=Ledger)
+    wakeups: Wakeups = field(default_factory=Wakeups)
+
+    @property
+    def limits(self) -> Limits:
+        """Concurrency limits from the settings."""
+        return Limits(cluster=self.settings.max_running, namespace=self.settings.max_running_per_namespace)
+
+    async def reconcile(
+        self,
+        namespace: str,
+        name: str,
+        observed: Callable[[], Iterable[QueueEntry]],
+        logger: kopf.Logger,
+        stopped: Callable[[], bool] = lambda: False,
+    ) -> float | None:
+        """Step until a plan says wait (or we are told to stop); seconds until the next look."""
+        for _ in range(MAX_STEPS):
+            again = await self.step(namespace, name, observed, logger)
+            if again != 0 or stopped():
+                return again
+        return 1.0
+
+    async def step(
+        self, namespace: str, name: str, observed: Callable[[], Iterable[QueueEntry]], logger: kopf.Logger
+    ) -> float | None:
+        """One observe-decide-act round."""
+        kube = self.kube
+        mv = await asyncio.to_thread(kube.get_musicvideo, namespace, name)
+        if mv is None:
+            return None
+        uid = mv["metadata"]["uid"]
+        status = mv.get("status") or {}
+        job: dict[str, Any] | None = None
+        pods: list[dict[str, Any]] = []
+        if status.get("jobName"):
+            job = await asyncio.to_thread(kube.get_job, namespace, status["jobName"])
+            if job is not None and not owned_by(job, uid):
+                job = None
+        if job is not None:
+            attempt = int((job["metadata"].get("labels") or {}).get(LABEL_ATTEMPT) or 0)
+            pods = await asyncio.to_thread(kube.list_pods, namespace, selector_labels(name, attempt))
+        outputs = None
+        if wants_outputs(mv, job):
+            outputs = await asyncio.to_thread(fetch_outputs, mv.get("spec") or {}, self.settings)
+
+        # No await from here until the ledger notes the new phase: admission is decided atomically.
+        entry = queue_entry(mv)
+        entries = [e for e in self.ledger.entries(observed()) if e.uid != uid] + [entry]
+        admission = admit(entry, entries, self.limits)
+        plan = decide(Observation(mv, job, pods, utcnow(), admission, outputs), self.settings)
+        old_phase, new_phase = str(status.get("phase") or ""), plan.status.get("phase")
+        if new_phase:
+            self.ledger.note(uid, new_phase)
+        try:
+            again = await self.apply(mv, plan, logger)
+        except BaseException:
+            self.ledger.note(uid, old_phase)
+            raise
+        self._update_gauges(entries, uid, new_phase or old_phase)
+        if old_phase == RUNNING and new_phase and new_phase != RUNNING:
+            self.wakeups.wake_all()
+        return again
+
+    async def apply(self, mv: Mapping[str, Any], plan: Plan, logger: kopf.Logger) -> float | None:
+        """Delete, create, patch, post events and count, in that order (create before recording it)."""
+        meta = mv["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        if plan.delete_job:
+            await asyncio.to_thread(self.kube.delete_job, namespace, plan.delete_job)
+            logger.info(f"Deleted Job {plan.delete_job}")
+        if plan.create_job is not None:
+            try:
+                await self._create_job(mv, plan.create_job, logger)
+            except JobNameTaken as exc:
+                attempt = int(plan.create_job["metadata"]["labels"][LABEL_ATTEMPT])
+                self.ledger.note(meta["uid"], str((mv.get("status") or {}).get("phase") or ""))
+                await asyncio.to_thread(self.kube.patch_musicvideo_status, namespace, name,
+                                        attempt_skipped(attempt))
+                kopf.event(as_body(mv), type="Warning", reason=R_JOB_NAME_TAKEN, message=str(exc))
+                return 0
+            except ApiException as exc:  # refused (quota, admission, RBAC): say so where users look
+                if exc.status not in (409, 429) and 400 <= (exc.status or 0) < 500:
+                    kopf.event(as_body(mv), type="Warning", reason="JobCreateFailed",
+                               message=f"creating Job {plan.create_job['metadata']['name']}: {api_message(exc)}")
+                raise
+            if plan.first_job:
+                created = parse_time(meta.get("creationTimestamp"))
+                if created is not None:
+                    metrics.APPLY_TO_JOB.observe(max(0.0, (utcnow() - created).total_seconds()))
+        if plan.status:
+            await asyncio.to_thread(self.kube.patch_musicvideo_status, namespace, name, plan.status)
+        for event in plan.events:
+            kopf.event(as_body(mv), type=event.type, reason=event.reason, message=event.message)
+            log = logger.warning if event.type == "Warning" else logger.info
+            log(f"{event.reason}: {event.message}")
+        self._count(mv, plan)
+        return plan.again
+
+    async def _create_job(self, mv: Mapping[str, Any], job: Mapping[str, Any], logger: kopf.Logger) -> None:
+        """Create the Job; an existing one of that name is fine if it is ours and renders this spec."""
+        namespace, job_name = mv["metadata"]["namespace"], job["metadata"]["name"]
+        created = await asyncio.to_thread(self.kube.create_job, namespace, job)
+        if created is not None:
+            logger.info(f"Created Job {job_name}")
+            return
+        existing = await asyncio.to_thread(self.kube.get_job, namespace, job_name)
+        if existing is None:
+            raise ApiUnavailable(f"Job {job_name} already existed but is gone now")
+        hash_ = (existing["metadata"].get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
+        if not owned_by(existing, mv["metadata"]["uid"]):
+            raise JobNameTaken(f"Job {job_name} is not owned by this MusicVideo: skipping the name")
+        if hash_ != spec_hash(mv.get("spec") or {}):
+            await asyncio.to_thread(self.kube.delete_job, namespace, job_name)
+            raise JobNameTaken(f"Job {job_name} was created for an older spec: deleted it, skipping its name")
+        logger.info(f"Job {job_name} already exists (created before a restart): adopting it")
+
+    def _count(self, mv: Mapping[str, Any], plan: Plan) -> None:
+        outcome = plan.outcome
+        if outcome in (Outcome.SUCCEEDED, Outcome.FAILED):
+            assert outcome is not None
+            metrics.RENDERS.labels(outcome.value).inc()
+            started = parse_time((mv.get("status") or {}).get("startedAt"))
+            if started is not None:
+                seconds = max(0.0, (utcnow() - started).total_seconds())
+                metrics.RENDER_DURATION.labels(outcome.value).observe(seconds)
+        elif outcome is Outcome.OOM_RETRY:
+            metrics.OOM_RETRIES.inc()
+            metrics.RETRIES.labels("oom").inc()
+        elif outcome is Outcome.RETRY:
+            metrics.RETRIES.labels("error").inc()
+        elif outcome is Outcome.DISRUPTED:
+            metrics.RETRIES.labels("disruption").inc()
+
+    @staticmethod
+    def _update_gauges(entries: Iterable[QueueEntry], uid: str, phase: str) -> None:
+        phases = [phase if e.uid == uid else e.phase for e in entries]
+        metrics.RUNNING.set(phases.count(RUNNING))
+        metrics.QUEUED.set(phases.count(QUEUED))

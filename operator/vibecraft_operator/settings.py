@@ -1,0 +1,67 @@
+"""The operator's one typed settings object, read from VIBECRAFT_* env vars (set by the Helm chart)."""
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from vibecraft_operator.quantities import parse_quantity
+
+
+class Settings(BaseSettings):
+    """Everything tunable about the operator; each field maps to `VIBECRAFT_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="VIBECRAFT_", frozen=True, extra="ignore")
+
+    # The renderer Job.
+    renderer_image: str = "vibecraft/renderer:0.1.0"
+    renderer_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    renderer_command: list[str] = []  # JSON; replaces the image's entrypoint (wrappers, tests); [] = keep it
+    renderer_service_account: str = "vibecraft-renderer"
+    s3_secret_name: str = "vibecraft-s3"  # keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+    replicate_secret_name: str = "vibecraft-replicate"  # key REPLICATE_API_TOKEN; optional
+    s3_endpoint: str = ""  # AWS_ENDPOINT_URL for the renderer and the operator; "" = AWS
+    s3_region: str = "us-east-1"
+    job_ttl_seconds: int = Field(default=86400, ge=0)
+
+    # Resources when spec.resources leaves them out.
+    default_memory: str = "512Mi"  # the base every render needs
+    memory_per_megapixel: str = "256Mi"  # added per megapixel of output frame
+    default_cpu: str = "1"
+    default_max_memory: str = "8Gi"  # the OOM-escalation ceiling without spec.resources.maxMemory
+
+    # Concurrency: 0 means unlimited.
+    max_running: int = Field(default=0, ge=0)
+    max_running_per_namespace: int = Field(default=0, ge=0)
+
+    # Retries of failed attempts (OOM and disruptions retry at once).
+    retry_backoff_seconds: float = Field(default=10.0, ge=0)
+    retry_backoff_max_seconds: float = Field(default=300.0, ge=0)
+
+    # Watching and serving.
+    namespaces: Annotated[list[str], NoDecode] = []  # comma-separated; empty = all namespaces
+    metrics_port: int = Field(default=9090, ge=0, le=65535)  # 0 = no metrics server
+    liveness_endpoint: str = "http://0.0.0.0:8080/healthz"  # "" = no liveness endpoint
+    log_format: Literal["json", "plain", "full"] = "json"
+    peering_name: str = "vibecraft"
+    peering_priority: int = 0
+    standalone: bool = False
+    resync_seconds: float = Field(default=30.0, gt=0)  # re-check of every active render
+    api_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    # Reading analysis.json and the video's size back from S3 on success.
+    fetch_outputs: bool = True
+    outputs_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("default_memory", "memory_per_megapixel", "default_max_memory", "default_cpu")
+    @classmethod
+    def _is_quantity(cls, value: str) -> str:
+        parse_quantity(value)  # raises ValueError with a readable message
+        return value

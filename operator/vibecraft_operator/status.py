@@ -1,0 +1,321 @@
+"""Pure builders of MusicVideo status merge-patches; every key they write is declared in the CRD."""
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from vibecraft_operator.classify import Failure
+from vibecraft_operator.constants import (
+    COND_PROGRESSING,
+    COND_READY,
+    COND_SUSPENDED,
+    FAILED,
+    PENDING,
+    QUEUED,
+    R_ACCEPTED,
+    R_JOB_CREATED,
+    R_KUEUE,
+    R_RESUMED,
+    R_RETRYING,
+    R_SPEC_CHANGED,
+    R_SUCCEEDED,
+    R_SUSPENDED,
+    RUNNING,
+    SUCCEEDED,
+)
+from vibecraft_operator.timeutil import format_time
+
+Status = Mapping[str, Any]
+Patch = dict[str, Any]
+
+
+def with_condition(
+    conditions: Sequence[Mapping[str, Any]],
+    *,
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """The condition list with one condition set; lastTransitionTime moves only when status flips."""
+    value = "True" if status else "False"
+    new = {
+        "type": type_,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": format_time(now),
+        "observedGeneration": generation,
+    }
+    result: list[dict[str, Any]] = []
+    for cond in conditions:
+        if cond.get("type") != type_:
+            result.append(dict(cond))
+            continue
+        if cond.get("status") == value and cond.get("lastTransitionTime"):
+            new["lastTransitionTime"] = cond["lastTransitionTime"]
+    result.append(new)
+    return sorted(result, key=lambda c: str(c.get("type")))
+
+
+def conditions_patch(
+    status: Status, generation: int, now: datetime, *updates: tuple[str, bool, str, str]
+) -> list[dict[str, Any]]:
+    """Apply several (type, status, reason, message) updates to status.conditions."""
+    conditions: list[dict[str, Any]] = list(status.get("conditions") or [])
+    for type_, value, reason, message in updates:
+        conditions = with_condition(conditions, type_=type_, status=value, reason=reason,
+                                    message=message, generation=generation, now=now)
+    return conditions
+
+
+def condition(status: Status, type_: str) -> Mapping[str, Any] | None:
+    """status.conditions[type==type_], if present."""
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return None
+
+
+def accepted(status: Status, *, spec_hash: str, generation: int, now: datetime) -> Patch:
+    """First sight of a MusicVideo: Pending, counters at zero."""
+    return {
+        "phase": PENDING,
+        "specHash": spec_hash,
+        "observedGeneration": generation,
+        "attempts": 0,
+        "failedAttempts": 0,
+        "conditions": conditions_patch(
+            status, generation, now,
+            (COND_READY, False, R_ACCEPTED, "no video rendered yet"),
+            (COND_PROGRESSING, True, R_ACCEPTED, "waiting to be admitted"),
+        ),
+    }
+
+
+def restarted(status: Status, *, spec_hash: str, generation: int, now: datetime) -> Patch:
+    """The spec changed: forget the old render's results and budget, start over (attempts go on)."""
+    message = f"spec changed (generation {generation}): rendering again"
+    return {
+        "phase": PENDING,
+        "specHash": spec_hash,
+        "observedGeneration": generation,
+        "failedAttempts": 0,
+        "memoryLimit": None,
+        "nextAttemptAt": None,
+        "startedAt": None,
+        "finishedAt": None,
+        "output": None,
+        "analysis": None,
+        "progress": {"stage": "Pending", "percent": 0, "message": message},
+        "conditions": conditions_patch(
+            status, generation, now,
+            (COND_READY, False, R_SPEC_CHANGED, message),
+            (COND_PROGRESSING, True, R_SPEC_CHANGED, message),
+        ),
+    }
+
+
+def observed(generation: int) -> Patch:
+    """Only acknowledge a generation (nothing else to do for it)."""
+    return {"observedGeneration": generation}
+
+
+def queued(status: Status, *, reason: str, message: str, generation: int, now: datetime) -> Patch:
+    """Waiting for a render slot (or for Kueue)."""
+    return {
+        "phase": QUEUED,
+        "observedGeneration": generation,
+        "progress": {"stage": "Queued", "message": message},
+        "conditions": conditions_patch(status, generation, now, (COND_PROGRESSING, True, reason, message)),
+    }
+
+
+def launched(
+    status: Status,
+    *,
+    attempt: int,
+    job_name: str,
+    memory: str,
+    kueue: bool,
+    generation: int,
+    now: datetime,
+) -> Patch:
+    """A Job was created for attempt `attempt` (suspended, for Kueue to admit, if `kueue`)."""
+    message = (f"Job {job_name} waits for Kueue admission" if kueue
+               else f"attempt {attempt}: Job {job_name} created with {memory} memory")
+    patch: Patch = {
+        "phase": QUEUED if kueue else RUNNING,
+        "observedGeneration": generation,
+        "attempts": attempt,
+        "jobName": job_name,
+        "memoryLimit": memory,
+        "nextAttemptAt": None,
+        "progress": {"stage": "Queued" if kueue else "Starting", "message": message},
+        "conditions": conditions_patch(
+            status, generation, now, (COND_PROGRESSING, True, R_KUEUE if kueue else R_JOB_CREATED, message)
+        ),
+    }
+    if not kueue and not status.get("startedAt"):
+        patch["startedAt"] = format_time(now)
+    return patch
+
+
+def kueue_admitted(status: Status, *, job_name: str, generation: int, now: datetime) -> Patch:
+    """Kueue un-suspended the Job: the render runs."""
+    message = f"Kueue admitted Job {job_name}"
+    patch: Patch = {
+        "phase": RUNNING,
+        "observedGeneration": generation,
+        "progress": {"stage": "Starting", "message": message},
+        "conditions": conditions_patch(
+            status, generation, now, (COND_PROGRESSING, True, R_JOB_CREATED, message)
+        ),
+    }
+    if not status.get("startedAt"):
+        patch["startedAt"] = format_time(now)
+    return patch
+
+
+def progressing(status: Status, *, reason: str, message: str, generation: int, now: datetime) -> Patch:
+    """What the attempt's pod is doing (scheduling trouble, image pulls, rendering)."""
+    return {
+        "observedGeneration": generation,
+        "conditions": conditions_patch(status, generation, now, (COND_PROGRESSING, True, reason, message)),
+    }
+
+
+def last_failure(failure: Failure, *, attempt: int, now: datetime) -> dict[str, Any]:
+    """status.lastFailure for a classified failure of attempt `attempt`."""
+    record: dict[str, Any] = {
+        "reason": failure.reason,
+        "message": failure.message,
+        "time": format_time(now),
+        "attempt": attempt,
+        "kind": failure.kind.value,
+    }
+    if failure.exit_code is not None:
+        record["exitCode"] = failure.exit_code
+    return record
+
+
+def retrying(
+    status: Status,
+    *,
+    failure: Failure,
+    attempt: int,
+    failed_attempts: int,
+    memory: str,
+    next_attempt_at: datetime,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> Patch:
+    """The attempt failed and another one follows at `next_attempt_at` (phase stays Running)."""
+    return {
+        "phase": RUNNING,
+        "observedGeneration": generation,
+        "lastFailure": last_failure(failure, attempt=attempt, now=now),
+        "failedAttempts": failed_attempts,
+        "memoryLimit": memory,
+        "nextAttemptAt": format_time(next_attempt_at),
+        "progress": {"stage": "Retrying", "message": message},
+        "conditions": conditions_patch(
+            status, generation, now, (COND_PROGRESSING, True, R_RETRYING, message)
+        ),
+    }
+
+
+def failed(
+    status: Status,
+    *,
+    reason: str,
+    message: str,
+    failure: Failure | None,
+    attempt: int,
+    generation: int,
+    now: datetime,
+) -> Patch:
+    """The render failed for good (until the spec changes)."""
+    patch: Patch = {
+        "phase": FAILED,
+        "observedGeneration": generation,
+        "finishedAt": format_time(now),
+        "nextAttemptAt": None,
+        "progress": {"stage": "Failed", "message": message},
+        "conditions": conditions_patch(
+            status, generation, now,
+            (COND_READY, False, reason, message),
+            (COND_PROGRESSING, False, reason, message),
+        ),
+    }
+    if failure is not None:
+        patch["lastFailure"] = last_failure(failure, attempt=attempt, now=now)
+    return patch
+
+
+def succeeded(
+    status: Status,
+    *,
+    output: Mapping[str, Any],
+    analysis: Mapping[str, Any] | None,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> Patch:
+    """The render finished; its outputs as far as S3 could tell."""
+    patch: Patch = {
+        "phase": SUCCEEDED,
+        "observedGeneration": generation,
+        "finishedAt": format_time(now),
+        "nextAttemptAt": None,
+        "output": dict(output),
+        "progress": {"stage": "Done", "percent": 100, "etaSeconds": 0, "message": message},
+        "conditions": conditions_patch(
+            status, generation, now,
+            (COND_READY, True, R_SUCCEEDED, message),
+            (COND_PROGRESSING, False, R_SUCCEEDED, message),
+        ),
+    }
+    if analysis:
+        patch["analysis"] = dict(analysis)
+    return patch
+
+
+def suspended(status: Status, *, message: str, generation: int, now: datetime) -> Patch:
+    """spec.suspend: no Job runs; the render resumes (as a new attempt) when it is cleared."""
+    return {
+        "phase": PENDING,
+        "observedGeneration": generation,
+        "nextAttemptAt": None,
+        "progress": {"stage": "Suspended", "message": message},
+        "conditions": conditions_patch(
+            status, generation, now,
+            (COND_SUSPENDED, True, R_SUSPENDED, message),
+            (COND_PROGRESSING, False, R_SUSPENDED, message),
+        ),
+    }
+
+
+def resumed(status: Status, *, generation: int, now: datetime) -> Patch:
+    """spec.suspend was cleared: back to admission."""
+    message = "resumed: waiting to be admitted"
+    return {
+        "phase": PENDING,
+        "observedGeneration": generation,
+        "progress": {"stage": "Pending", "message": message},
+        "conditions": conditions_patch(
+            status, generation, now,
+            (COND_SUSPENDED, False, R_RESUMED, message),
+            (COND_PROGRESSING, True, R_RESUMED, message),
+        ),
+    }
+
+
+def attempt_skipped(attempt: int) -> Patch:
+    """Burn an attempt number whose Job name is unusable, so the next launch uses the next one."""
+    return {"attempts": attempt}
+
+

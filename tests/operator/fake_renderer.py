@@ -1,0 +1,50 @@
+"""A stand-in for vibecraft-render in end-to-end tests: behaves as spec.style.prompt says.
+
+Scenarios (comma-separated, `@N` limits a step to attempt N):
+  oom@1        allocate far beyond the memory limit (the cgroup OOM-kills us) on attempt 1
+  fail:11@1    exit 11 with a termination message on attempt 1 (any attempt without @)
+  sleep:30     sleep 30 seconds
+  ok           upload video.mp4, thumbnail.jpg and analysis.json to spec.output.url, exit 0
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+spec = json.loads(os.environ["VIBECRAFT_SPEC_JSON"])
+attempt = int(os.environ["VIBECRAFT_ATTEMPT"])
+assert sys.argv[1:] == ["--from-env"], sys.argv
+
+
+def upload() -> None:
+    import boto3
+
+    prefix = spec["output"]["url"].removeprefix("s3://").rstrip("/")
+    bucket, _, key = prefix.partition("/")
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=bucket, Key=f"{key}/video.mp4", Body=b"\0" * 4096)
+    s3.put_object(Bucket=bucket, Key=f"{key}/thumbnail.jpg", Body=b"jpg")
+    analysis = {"duration": 12.5, "tempo": 128.0, "beats": [0.5, 1.0, 1.5],
+                "sections": [{"start": 0.0, "end": 12.5, "label": "A"}]}
+    s3.put_object(Bucket=bucket, Key=f"{key}/analysis.json", Body=json.dumps(analysis).encode())
+
+
+for step in spec["style"].get("prompt", "ok").split(","):
+    action, _, only = step.partition("@")
+    if only and int(only) != attempt:
+        continue
+    name, _, arg = action.partition(":")
+    if name == "oom":
+        hog = [bytearray(64 * 1024**2) for _ in range(16)]  # zero-filled, so really committed
+        time.sleep(30)  # not killed within a GiB: the test will notice
+    elif name == "fail":
+        Path(os.environ.get("VIBECRAFT_TERMINATION_LOG", "/dev/termination-log")).write_text(
+            f"fake renderer failed on attempt {attempt}\n")
+        sys.exit(int(arg))
+    elif name == "sleep":
+        time.sleep(float(arg))
+    elif name == "ok":
+        upload()
+sys.exit(0)

@@ -1,0 +1,187 @@
+"""The CRD is a structural schema that declares every status field the operator writes."""
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from vibecraft_common.resource import GROUP, KIND, PLURAL, SHORT_NAME, VERSION
+from vibecraft_operator import status as st
+from vibecraft_operator.classify import Failure, FailureKind
+from vibecraft_operator.constants import PHASES
+from vibecraft_operator.outputs import summarize_analysis
+from vibecraft_operator.reconcile import DEFAULT_DEADLINE, DEFAULT_RETRIES, Outputs, default_outputs
+
+from tests.operator.operator_factories import T0, job, musicvideo, pod, spec, step
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = yaml.safe_load((ROOT / "crds" / "musicvideo.yaml").read_text())
+VERSION_DEF = CRD["spec"]["versions"][0]
+SCHEMA = VERSION_DEF["schema"]["openAPIV3Schema"]
+
+
+def walk_schema(node: dict[str, Any], path: str = ""):
+    yield path, node
+    for key, child in (node.get("properties") or {}).items():
+        yield from walk_schema(child, f"{path}.{key}")
+    if "items" in node:
+        yield from walk_schema(node["items"], f"{path}[]")
+
+
+def schema_at(path: list[str]) -> dict[str, Any] | None:
+    node: dict[str, Any] | None = SCHEMA
+    for key in path:
+        if node is None:
+            return None
+        if node.get("type") == "array":
+            node = node["items"]
+        node = (node.get("properties") or {}).get(key)
+    return node
+
+
+def undeclared(value: Any, path: list[str]) -> list[str]:
+    """Paths in `value` that the schema would prune."""
+    node = schema_at(path)
+    if node is None:
+        return [".".join(path)]
+    if node.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    missing: list[str] = []
+    if isinstance(value, dict):
+        for key, child in value.items():
+            missing += undeclared(child, [*path, key])
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    missing += undeclared(child, [*path, key])
+    return missing
+
+
+def test_identity_matches_the_shared_constants():
+    names = CRD["spec"]["names"]
+    assert CRD["metadata"]["name"] == f"{PLURAL}.{GROUP}"
+    assert (CRD["spec"]["group"], VERSION_DEF["name"], names["kind"], names["plural"]) == (GROUP, VERSION, KIND, PLURAL)
+    assert names["shortNames"] == [SHORT_NAME] and names["categories"] == ["vibecraft"]
+    assert CRD["spec"]["scope"] == "Namespaced"
+    assert VERSION_DEF["subresources"] == {"status": {}}
+
+
+def test_structural_every_node_has_a_type():
+    for path, node in walk_schema(SCHEMA):
+        assert node.get("type") or node.get("x-kubernetes-int-or-string") or node.get(
+            "x-kubernetes-preserve-unknown-fields"), f"{path or '<root>'} has no type"
+        if node.get("type") == "array":
+            assert "items" in node, path
+
+
+def test_validation_rules_carry_human_messages():
+    rules = [(path, rule) for path, node in walk_schema(SCHEMA) for rule in node.get("x-kubernetes-validations", [])]
+    assert len(rules) >= 10
+    for path, rule in rules:
+        assert rule.get("message"), f"rule at {path} has no message"
+
+
+def test_spec_defaults_match_the_code():
+    s = SCHEMA["properties"]["spec"]["properties"]
+    assert s["retries"]["default"] == DEFAULT_RETRIES and s["deadlineSeconds"]["default"] == DEFAULT_DEADLINE
+    assert s["style"]["properties"]["backend"]["default"] == "procedural"
+    assert s["video"]["properties"]["fps"]["default"] == 30
+    assert s["retries"]["minimum"] == 0 and s["retries"]["maximum"] == 10
+    assert s["deadlineSeconds"]["minimum"] == 60
+    (rule,) = s["style"]["properties"]["backend"]["x-kubernetes-validations"]
+    assert rule["rule"] == "self in ['procedural', 'replicate']"
+    assert s["video"]["properties"]["aspectRatio"]["enum"] == ["16:9", "9:16", "1:1"]
+    assert s["video"]["properties"]["cutEvery"]["enum"] == ["beat", "2beats", "bar", "phrase"]
+
+
+def test_phase_enum_matches_the_code():
+    assert SCHEMA["properties"]["status"]["properties"]["phase"]["enum"] == list(PHASES)
+
+
+def test_printer_columns_point_at_declared_fields():
+    columns = {c["name"]: c["jsonPath"] for c in VERSION_DEF["additionalPrinterColumns"]}
+    assert {"Phase", "Progress", "Stage", "Attempts", "Age"} <= set(columns)
+    for name, json_path in columns.items():
+        parts = json_path.lstrip(".").split(".")
+        if parts[0] == "metadata":
+            continue
+        assert schema_at(parts) is not None, f"column {name}: {json_path} is not in the schema"
+
+
+def every_builder_output() -> list[dict[str, Any]]:
+    """One patch from every status builder, with every optional field filled."""
+    failure = Failure(FailureKind.OOM, "OOMKilled", "killed", 137)
+    now, old = T0, {"conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": "x"}]}
+    outputs = Outputs({**default_outputs(spec()).output, "sizeBytes": 1, "durationSeconds": 2.0},
+                      summarize_analysis({"tempo": 120, "beats": [0.5, 1.0],
+                                          "sections": [{"start": 0, "end": 1, "label": "intro"}]})[0])
+    patches = {
+        "accepted": st.accepted(old, spec_hash="h", generation=1, now=now),
+        "restarted": st.restarted(old, spec_hash="h", generation=1, now=now),
+        "observed": st.observed(1),
+        "queued": st.queued(old, reason="Queued", message="m", generation=1, now=now),
+        "launched": st.launched(old, attempt=1, job_name="j", memory="1Gi", kueue=False, generation=1, now=now),
+        "kueue_admitted": st.kueue_admitted(old, job_name="j", generation=1, now=now),
+        "progressing": st.progressing(old, reason="Rendering", message="m", generation=1, now=now),
+        "retrying": st.retrying(old, failure=failure, attempt=1, failed_attempts=1, memory="1Gi",
+                                next_attempt_at=now, message="m", generation=1, now=now),
+        "failed": st.failed(old, reason="r", message="m", failure=failure, attempt=1, generation=1, now=now),
+        "succeeded": st.succeeded(old, output=outputs.output, analysis=outputs.analysis, message="m",
+                                  generation=1, now=now),
+        "suspended": st.suspended(old, message="m", generation=1, now=now),
+        "resumed": st.resumed(old, generation=1, now=now),
+        "attempt_skipped": st.attempt_skipped(3),
+        "last_failure": {"lastFailure": st.last_failure(failure, attempt=1, now=now)},
+    }
+    builders = {name for name, fn in inspect.getmembers(st, inspect.isfunction)
+                if fn.__module__ == st.__name__ and fn.__annotations__.get("return") is st.Patch}
+    assert len(builders) >= 12
+    assert builders <= set(patches), f"status builders not covered here: {sorted(builders - set(patches))}"
+    return list(patches.values())
+
+
+def every_decision_output() -> list[dict[str, Any]]:
+    """Status patches of decide() across the lifecycle (in case a decision writes a field directly)."""
+    from tests.operator.operator_factories import applied
+
+    mv = musicvideo()
+    patches = []
+    mv = applied(mv, plan := step(mv))
+    patches.append(plan.status)
+    mv = applied(mv, plan := step(mv))
+    patches.append(plan.status)
+    failed = job(mv, condition="Failed")
+    for pods in ([pod(exit_code=137, reason="OOMKilled")], [pod(exit_code=1)], [pod(exit_code=10)], []):
+        patches.append(step(mv, job_=failed, pods=pods).status)
+    patches.append(step(mv, job_=job(mv, condition="Complete")).status)
+    patches.append(step(mv, job_=job(mv), pods=[pod(phase="Running")]).status)
+    return patches
+
+
+@pytest.mark.parametrize("source", [every_builder_output, every_decision_output])
+def test_every_status_field_written_is_declared(source):
+    for patch in source():
+        assert undeclared(patch, ["status"]) == [], patch
+
+
+def test_renderer_progress_fields_are_declared():
+    progress = {"stage": "render", "percent": 42.5, "framesDone": 10, "framesTotal": 100, "etaSeconds": 3.2,
+                "message": "m"}
+    assert undeclared({"progress": progress}, ["status"]) == []
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("musicvideo*.yaml")), ids=lambda p: p.name)
+def test_examples_use_only_declared_spec_fields(path):
+    doc = yaml.safe_load(path.read_text())
+    assert doc["apiVersion"] == f"{GROUP}/{VERSION}" and doc["kind"] == KIND
+    assert undeclared(doc["spec"], ["spec"]) == []
+    assert doc["spec"]["audio"]["url"].startswith(("s3://", "https://", "http://"))
+    assert doc["spec"]["output"]["url"].startswith("s3://")
+
+
+def test_minimal_example_is_the_demo():
+    doc = yaml.safe_load((ROOT / "examples" / "musicvideo.yaml").read_text())
+    assert doc["spec"] == {"audio": {"url": "s3://vibecraft/songs/demo.ogg"},
+                           "output": {"url": "s3://vibecraft/videos/demo/"}}

@@ -1,0 +1,371 @@
+"""End to end on the local cluster: the CRD validates, the operator runs renders as Jobs.
+
+The operator runs as a subprocess (`python -m vibecraft_operator.main`) scoped to the test's
+namespace; renders use tests/operator/fake_renderer.py (through VIBECRAFT_RENDERER_COMMAND), whose
+behaviour each test picks with spec.style.prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from vibecraft_common.resource import GROUP, PLURAL, VERSION
+
+from tests.conftest import Cluster, S3Server
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+FAKE_RENDERER = Path(__file__).with_name("fake_renderer.py")
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 90, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "-f", str(ROOT / "crds" / "musicvideo.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
+
+
+@pytest.fixture
+def apis(cluster: Cluster) -> tuple[client.CustomObjectsApi, client.BatchV1Api, client.CoreV1Api]:
+    api = cluster.api_client()
+    return client.CustomObjectsApi(api), client.BatchV1Api(api), client.CoreV1Api(api)
+
+
+def manifest(name: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "audio": {"url": "s3://vibecraft/songs/demo.ogg"},
+        "output": {"url": f"s3://vibecraft/e2e/{name}/"},
+    }
+    body.update(spec)
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MusicVideo", "metadata": {"name": name}, "spec": body}
+
+
+class Operator:
+    """A vibecraft-operator subprocess watching one namespace."""
+
+    def __init__(self, cluster: Cluster, s3: S3Server, namespace: str, log: Path, **settings: str) -> None:
+        self.metrics_port, self.health_port = free_port(), free_port()
+        self.log = log
+        self.env = {
+            **os.environ,
+            **s3.env(),
+            "KUBECONFIG": cluster.kubeconfig,
+            "VIBECRAFT_METRICS_PORT": str(self.metrics_port),
+            "VIBECRAFT_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.health_port}/healthz",
+            "VIBECRAFT_LOG_FORMAT": "full",
+            "VIBECRAFT_S3_ENDPOINT": s3.endpoint,
+            "VIBECRAFT_S3_REGION": s3.region,
+            "VIBECRAFT_RENDERER_IMAGE": "python:3.11",
+            "VIBECRAFT_RENDERER_COMMAND": json.dumps([sys.executable, str(FAKE_RENDERER)]),
+            "VIBECRAFT_RETRY_BACKOFF_SECONDS": "1",
+            "VIBECRAFT_RESYNC_SECONDS": "5",
+            "VIBECRAFT_DEFAULT_CPU": "100m",  # several renders must fit the one test node
+            **settings,
+        }
+        self.namespace = namespace
+        self.peering: list[str] = ["--standalone"]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "vibecraft_operator.main", *self.peering, "-n", self.namespace],
+                env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self.healthy, timeout=60, what=f"operator liveness (log: {self.log})")
+
+    def healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"operator exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as rsp:
+                return bool(rsp.status == 200)
+        except OSError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as rsp:
+            return str(rsp.read().decode())
+
+
+@pytest.fixture
+def renderer_namespace(cluster: Cluster, s3: S3Server, namespace: str, apis: Any) -> str:
+    """The namespace with what renders need: the renderer ServiceAccount and the S3 Secret."""
+    _, _, core = apis
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "vibecraft-renderer"}})
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "vibecraft-s3"}, "stringData": {
+        "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key}})
+    return namespace
+
+
+@pytest.fixture
+def operator_settings(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Extra VIBECRAFT_* env for the operator (parametrize it indirectly to change)."""
+    return dict(getattr(request, "param", {}))
+
+
+@pytest.fixture
+def operator(cluster: Cluster, s3: S3Server, crd: None, renderer_namespace: str, tmp_path: Path,
+             operator_settings: dict[str, str]) -> Iterator[Operator]:
+    """A running operator for the test's namespace; its MusicVideos are deleted before it stops."""
+    op = Operator(cluster, s3, renderer_namespace, tmp_path / "operator.log", **operator_settings)
+    op.start()
+    try:
+        yield op
+    finally:
+        if op.proc is not None and op.proc.poll() is None:  # release the finalizers while it runs
+            cluster.kubectl("delete", f"{PLURAL}.{GROUP}", "--all", "-n", renderer_namespace, "--timeout=60s",
+                            check=False)
+        op.stop()
+        print(f"--- operator log ({op.log}) ---\n{op.log.read_text()[-6000:]}")
+
+
+def get_mv(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
+    return dict(custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+
+
+def create_mv(custom: client.CustomObjectsApi, namespace: str, body: dict[str, Any]) -> None:
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+
+def phase(custom: client.CustomObjectsApi, namespace: str, name: str) -> str | None:
+    return (get_mv(custom, namespace, name).get("status") or {}).get("phase")
+
+
+def events_of(core: client.CoreV1Api, namespace: str, name: str) -> list[str]:
+    items = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
+    return [f"{e.type}/{e.reason}" for e in items]
+
+
+INVALID = [
+    ({"style": {"backend": "blender"}}, "style.backend must be procedural or replicate"),
+    ({"video": {"fps": 0}}, "video.fps must be between 1 and 60"),
+    ({"resources": {"memory": "4Gi", "maxMemory": "2Gi"}}, "resources.memory must not be above resources.maxMemory"),
+    ({"audio": {"url": "ftp://example.com/song.ogg"}}, "audio.url must be an s3://, https:// or http:// URL"),
+    ({"video": {"width": 640}}, "video.width requires video.height"),
+    ({"output": {"url": "https://example.com/out/"}}, "output.url must be an s3:// prefix"),
+    ({"style": {"backend": "replicate"}}, "style.prompt is required when style.backend is replicate"),
+    ({"resources": {"memory": "lots"}}, "resources.memory must be a quantity"),
+]
+
+
+@pytest.mark.parametrize(("spec", "message"), INVALID, ids=[m.split(" ")[0] for _, m in INVALID])
+def test_invalid_manifests_are_rejected_with_the_crds_message(
+    cluster: Cluster, crd: None, namespace: str, spec: dict[str, Any], message: str
+) -> None:
+    body = manifest("bad", **spec)
+    res = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(body),
+                          check=False)
+    assert res.returncode != 0 and message in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("musicvideo*.yaml")), ids=lambda p: p.name)
+def test_examples_are_accepted_with_defaults(cluster: Cluster, crd: None, namespace: str, example: Path) -> None:
+    res = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(example), "-o", "json")
+    spec = json.loads(res.stdout)["spec"]
+    assert spec["retries"] >= 0 and spec["deadlineSeconds"] >= 60 and spec["style"]["backend"]
+    assert spec["video"]["fps"] >= 1 and spec["suspend"] is False
+
+
+def test_a_render_gets_a_job_with_the_right_limits_and_deletion_cleans_up(operator: Operator, apis: Any) -> None:
+    custom, batch, core = apis
+    ns = operator.namespace
+    create_mv(custom, ns, manifest("limits", style={"prompt": "sleep:120"},
+                                   resources={"memory": "300Mi", "cpu": "500m", "maxMemory": "1Gi"}))
+    job = wait_for(lambda: _job(batch, ns, "limits-a1"), what="Job limits-a1")
+    container = job.spec.template.spec.containers[0]
+    assert container.resources.limits == {"memory": "300Mi", "cpu": "500m"}
+    assert container.resources.requests == {"memory": "300Mi", "cpu": "500m"}
+    assert job.spec.backoff_limit == 0 and job.spec.template.spec.restart_policy == "Never"
+    (ref,) = job.metadata.owner_references
+    mv = get_mv(custom, ns, "limits")
+    assert (ref.kind, ref.name, ref.uid) == ("MusicVideo", "limits", mv["metadata"]["uid"])
+    assert [r.action for r in job.spec.pod_failure_policy.rules] == ["Ignore", "FailJob"]
+    wait_for(lambda: phase(custom, ns, "limits") == "Running", what="phase Running")
+    status = get_mv(custom, ns, "limits")["status"]
+    assert (status["attempts"], status["memoryLimit"], status["jobName"]) == (1, "300Mi", "limits-a1")
+    wait_for(lambda: "Normal/JobCreated" in events_of(core, ns, "limits"), what="JobCreated event")
+    assert "vibecraft_renders_running 1.0" in operator.metrics()
+
+    custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "limits")
+    wait_for(lambda: _gone(lambda: get_mv(custom, ns, "limits")), what="MusicVideo deleted (finalizer released)")
+    wait_for(lambda: _gone(lambda: batch.read_namespaced_job("limits-a1", ns)), what="Job garbage-collected")
+
+
+def test_oom_kill_is_retried_with_more_memory_then_succeeds(operator: Operator, apis: Any) -> None:
+    custom, _, core = apis
+    ns = operator.namespace
+    create_mv(custom, ns, manifest("oom", style={"prompt": "oom@1,ok"},
+                                   resources={"memory": "200Mi", "maxMemory": "1Gi"}))
+    wait_for(lambda: phase(custom, ns, "oom") in ("Succeeded", "Failed"), timeout=180, what="render to end")
+    status = get_mv(custom, ns, "oom")["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["attempts"] == 2 and status["memoryLimit"] == "300Mi"
+    assert status["lastFailure"]["reason"] in ("OOMKilled", "ProbableOOMKill")
+    assert status["output"]["sizeBytes"] == 4096 and status["output"]["durationSeconds"] == 12.5
+    assert status["analysis"] == {"tempo": 128.0, "beats": 3, "sections": [{"start": 0.0, "end": 12.5,
+                                                                            "label": "A"}]}
+    oom_event = f"Warning/{status['lastFailure']['reason']}"
+    wait_for(lambda: {oom_event, "Normal/Succeeded"} <= set(events_of(core, ns, "oom")), what="events")
+    metrics = operator.metrics()
+    assert "vibecraft_oom_retries_total 1.0" in metrics
+    assert 'vibecraft_renders_total{result="succeeded"} 1.0' in metrics
+
+
+def test_renderer_errors_are_retried_then_fail_with_the_termination_message(operator: Operator, apis: Any) -> None:
+    custom, _, core = apis
+    ns = operator.namespace
+    create_mv(custom, ns, manifest("broken", style={"prompt": "fail:11"}, retries=1))
+    wait_for(lambda: phase(custom, ns, "broken") == "Failed", timeout=120, what="phase Failed")
+    status = get_mv(custom, ns, "broken")["status"]
+    assert status["attempts"] == 2 and status["failedAttempts"] == 1
+    assert status["lastFailure"]["reason"] == "DownloadFailed" and status["lastFailure"]["exitCode"] == 11
+    assert status["lastFailure"]["message"] == "fake renderer failed on attempt 2"
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "DownloadFailed")
+    wait_for(lambda: "Warning/RenderFailed" in events_of(core, ns, "broken"), what="RenderFailed event")
+
+
+@pytest.mark.parametrize("operator_settings", [{"VIBECRAFT_MAX_RUNNING": "1"}], indirect=True)
+def test_renders_beyond_the_limit_wait_queued_in_creation_order(operator: Operator, apis: Any) -> None:
+    custom, batch, _ = apis
+    ns = operator.namespace
+    for name in ("first", "second", "third"):
+        create_mv(custom, ns, manifest(name, style={"prompt": "sleep:4"}))
+        time.sleep(1.1)  # creationTimestamp has second resolution
+    wait_for(lambda: phase(custom, ns, "first") == "Running", what="first Running")
+    wait_for(lambda: phase(custom, ns, "third") == "Queued", what="third Queued")
+    assert phase(custom, ns, "second") == "Queued"
+    assert _gone(lambda: batch.read_namespaced_job("second-a1", ns))
+    for name in ("first", "second", "third"):
+        wait_for(lambda n=name: phase(custom, ns, n) == "Succeeded", timeout=120, what=f"{name} Succeeded")
+    started = [get_mv(custom, ns, n)["status"]["startedAt"] for n in ("first", "second", "third")]
+    assert started == sorted(started)
+
+
+def test_suspend_deletes_the_job_and_resume_continues(operator: Operator, apis: Any) -> None:
+    custom, batch, _ = apis
+    ns = operator.namespace
+    create_mv(custom, ns, manifest("pause", style={"prompt": "sleep:60@1,ok"}))
+    wait_for(lambda: _job(batch, ns, "pause-a1"), what="Job pause-a1")
+    custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "pause", {"spec": {"suspend": True}})
+    wait_for(lambda: _gone(lambda: batch.read_namespaced_job("pause-a1", ns)), what="Job deleted on suspend")
+    status = get_mv(custom, ns, "pause")["status"]
+    assert status["phase"] == "Pending"
+    assert any(c["type"] == "Suspended" and c["status"] == "True" for c in status["conditions"])
+    custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "pause", {"spec": {"suspend": False}})
+    wait_for(lambda: phase(custom, ns, "pause") == "Succeeded", timeout=120, what="resumed render to succeed")
+    assert get_mv(custom, ns, "pause")["status"]["attempts"] == 2
+
+
+def test_killing_the_operator_never_duplicates_a_job(operator: Operator, apis: Any) -> None:
+    custom, batch, _ = apis
+    ns = operator.namespace
+    create_mv(custom, ns, manifest("sturdy", style={"prompt": "sleep:8,ok"}))
+    wait_for(lambda: _job(batch, ns, "sturdy-a1"), what="Job sturdy-a1")
+    operator.stop(signal.SIGKILL)
+    operator.start()
+    wait_for(lambda: phase(custom, ns, "sturdy") == "Succeeded", timeout=120, what="render to succeed")
+    jobs = batch.list_namespaced_job(ns).items
+    assert [j.metadata.name for j in jobs] == ["sturdy-a1"]
+    assert get_mv(custom, ns, "sturdy")["status"]["attempts"] == 1
+
+
+@pytest.fixture(scope="session")
+def peering(cluster: Cluster) -> Iterator[str]:
+    """kopf's peering CRDs and a ClusterKopfPeering just for this test run."""
+    cluster.kubectl("apply", "-f", str(ROOT / "crds" / "kopf-peering.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev", "--timeout=60s")
+    name = f"e2e-{os.getpid()}"
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(
+        {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}))
+    yield name
+    cluster.kubectl("delete", "clusterkopfpeering", name, "--wait=false", check=False)
+
+
+def test_replicas_elect_the_highest_priority_and_hand_over(
+    cluster: Cluster, s3: S3Server, crd: None, peering: str, renderer_namespace: str, apis: Any, tmp_path: Path
+) -> None:
+    custom, batch, _ = apis
+    ns = renderer_namespace
+    replicas = [Operator(cluster, s3, ns, tmp_path / f"operator-{prio}.log", VIBECRAFT_PEERING_NAME=peering)
+                for prio in (10, 20)]
+    for replica, prio in zip(replicas, (10, 20), strict=True):
+        replica.peering = ["--priority", str(prio)]
+        replica.start()
+    low, high = replicas
+    try:
+        wait_for(lambda: "Pausing operations" in low.log.read_text(), what="the low-priority replica to pause")
+        create_mv(custom, ns, manifest("led", style={"prompt": "sleep:60"}))
+        wait_for(lambda: _job(batch, ns, "led-a1"), what="the leader to create the Job")
+        assert "led-a1" in high.log.read_text() and "led-a1" not in low.log.read_text()
+        high.stop()  # graceful: it leaves the peering, the other one resumes
+        wait_for(lambda: "Resuming operations" in low.log.read_text(), what="the other replica to resume")
+        create_mv(custom, ns, manifest("after", style={"prompt": "sleep:60"}))
+        wait_for(lambda: _job(batch, ns, "after-a1"), what="the new leader to create the Job")
+        assert _job(batch, ns, "led-a2") is None  # the render in flight was adopted, not restarted
+    finally:
+        if low.proc is not None and low.proc.poll() is None:
+            cluster.kubectl("delete", f"{PLURAL}.{GROUP}", "--all", "-n", ns, "--timeout=60s", check=False)
+        for replica in replicas:
+            replica.stop()
+
+
+def _job(batch: client.BatchV1Api, namespace: str, name: str) -> Any:
+    try:
+        return batch.read_namespaced_job(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _gone(read: Callable[[], Any]) -> bool:
+    try:
+        read()
+    except ApiException as exc:
+        if exc.status == 404:
+            return True
+        raise
+    return False

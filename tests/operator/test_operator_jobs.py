@@ -1,0 +1,173 @@
+"""The renderer Job builder: name, resources, ownership, env, failure policy (no cluster)."""
+
+import json
+
+import pytest
+from vibecraft_common.resource import (
+    ENV_ATTEMPT,
+    ENV_MV_NAME,
+    ENV_MV_NAMESPACE,
+    ENV_SPEC_JSON,
+    LABEL_ATTEMPT,
+    LABEL_NAME,
+)
+from vibecraft_operator.constants import LABEL_KUEUE_QUEUE
+from vibecraft_operator.errors import InvalidSpec
+from vibecraft_operator.jobs import build_job, job_name, label_value, spec_hash
+from vibecraft_operator.resources import estimate_memory, frame_size, render_resources
+
+from tests.operator.operator_factories import musicvideo, settings, spec
+
+
+def build(mv=None, **kwargs):
+    mv = mv or musicvideo()
+    args = {"attempt": 1, "memory": "768Mi", "cpu": "1", "deadline_seconds": 3600, "settings": settings()}
+    args.update(kwargs)
+    return build_job(mv, **args)
+
+
+def container(job):
+    return job["spec"]["template"]["spec"]["containers"][0]
+
+
+def env_of(job):
+    return {e["name"]: e for e in container(job)["env"]}
+
+
+def test_job_name_is_deterministic_per_attempt():
+    assert job_name("demo", 1) == "demo-a1"
+    assert job_name("demo", 12) == "demo-a12"
+    assert build(attempt=3)["metadata"]["name"] == "demo-a3"
+
+
+def test_long_names_are_shortened_stably_within_63_chars():
+    long = "x" * 80
+    first, again = job_name(long, 7), job_name(long, 7)
+    assert first == again and len(first) <= 63 and first.endswith("-a7")
+    assert job_name(long, 7) != job_name("x" * 81, 7)
+    assert len(label_value(long)) <= 63
+    assert label_value("short") == "short"
+
+
+def test_memory_and_cpu_requests_equal_limits():
+    resources = container(build(memory="1536Mi", cpu="2"))["resources"]
+    assert resources == {"requests": {"memory": "1536Mi", "cpu": "2"}, "limits": {"memory": "1536Mi", "cpu": "2"}}
+
+
+def test_owned_by_the_musicvideo_so_deletion_cascades():
+    job = build()
+    (ref,) = job["metadata"]["ownerReferences"]
+    assert ref["kind"] == "MusicVideo" and ref["apiVersion"] == "vibecraft.io/v1alpha1"
+    assert ref["uid"] == musicvideo()["metadata"]["uid"] and ref["name"] == "demo"
+    assert ref["controller"] is True and ref["blockOwnerDeletion"] is True
+    assert job["metadata"]["namespace"] == "default"
+
+
+def test_labels_find_the_attempt_and_the_owner_labels_are_copied():
+    job = build(attempt=2)
+    for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
+        assert labels[LABEL_NAME] == "demo" and labels[LABEL_ATTEMPT] == "2"
+    assert job["metadata"]["labels"]["team"] == "music"  # kopf.adopt copies the owner's labels
+
+
+def test_env_carries_spec_identity_and_secrets_by_reference():
+    mv = musicvideo(namespace="music")
+    env = env_of(build(mv, attempt=4))
+    assert json.loads(env[ENV_SPEC_JSON]["value"]) == mv["spec"]
+    assert env[ENV_MV_NAME]["value"] == "demo"
+    assert env[ENV_MV_NAMESPACE]["value"] == "music"
+    assert env[ENV_ATTEMPT]["value"] == "4"
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "vibecraft-s3", "key": key, "optional": False}
+    assert env["REPLICATE_API_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    assert env["AWS_ENDPOINT_URL"]["value"] == "http://127.0.0.1:8333"
+    assert env["AWS_REGION"]["value"] == "us-east-1"
+    limit = env["VIBECRAFT_MEMORY_LIMIT_MB"]["valueFrom"]["resourceFieldRef"]
+    assert limit == {"containerName": "renderer", "resource": "limits.memory", "divisor": "1Mi"}
+    assert not any("value" in e and "SECRET" in e["name"] for e in container(build())["env"])
+
+
+def test_renderer_command_replaces_the_entrypoint_only_when_set():
+    assert "command" not in container(build())
+    job = build(settings=settings(renderer_command=["python3", "/opt/wrap.py"]))
+    assert container(job)["command"] == ["python3", "/opt/wrap.py"] and container(job)["args"] == ["--from-env"]
+
+
+def test_no_endpoint_env_without_a_configured_endpoint():
+    assert "AWS_ENDPOINT_URL" not in env_of(build(settings=settings(s3_endpoint="")))
+
+
+def test_renderer_contract_and_pod_settings():
+    job = build(deadline_seconds=1234)
+    pod_spec = job["spec"]["template"]["spec"]
+    c = container(job)
+    assert c["image"] == "vibecraft/renderer:0.1.0" and c["args"] == ["--from-env"]
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert pod_spec["restartPolicy"] == "Never"
+    assert pod_spec["serviceAccountName"] == "vibecraft-renderer"
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["activeDeadlineSeconds"] == 1234
+    assert job["spec"]["ttlSecondsAfterFinished"] == 3600
+    assert job["spec"]["suspend"] is False
+    assert "priorityClassName" not in pod_spec
+
+
+def test_pod_failure_policy_ignores_disruptions_and_fails_on_renderer_exit_codes():
+    rules = build()["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert rules[1]["action"] == "FailJob"
+    assert rules[1]["onExitCodes"]["operator"] == "In"
+    assert rules[1]["onExitCodes"]["containerName"] == "renderer"
+    assert set(rules[1]["onExitCodes"]["values"]) == {1, 2, 10, 11, 12, 13, 14}
+
+
+def test_kueue_queue_name_creates_a_suspended_labelled_job():
+    job = build(musicvideo(queueName="renders", priorityClassName="batch-low"))
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"][LABEL_KUEUE_QUEUE] == "renders"
+    assert job["spec"]["template"]["spec"]["priorityClassName"] == "batch-low"
+
+
+def test_spec_hash_ignores_suspend_only():
+    assert spec_hash(spec(suspend=True)) == spec_hash(spec(suspend=False))
+    assert spec_hash(spec(retries=3)) != spec_hash(spec())
+
+
+@pytest.mark.parametrize(
+    ("video", "size"),
+    [
+        ({}, (1280, 720)),
+        ({"width": 640, "height": 360}, (640, 360)),
+        ({"aspectRatio": "9:16", "height": 1920}, (1080, 1920)),
+        ({"aspectRatio": "1:1", "height": 512}, (512, 512)),
+        ({"aspectRatio": "16:9", "height": 100}, (178, 100)),
+    ],
+)
+def test_frame_size(video, size):
+    assert frame_size(video) == size
+
+
+def test_memory_estimate_grows_with_resolution():
+    cfg = settings()
+    small = estimate_memory({"width": 160, "height": 90}, cfg)
+    hd = estimate_memory({"width": 1920, "height": 1080}, cfg)
+    assert 512 * 2**20 < small < hd
+    assert hd == 512 * 2**20 + round(256 * 2**20 * 1920 * 1080 / 1e6)
+
+
+def test_render_resources_defaults_and_spec_values():
+    cfg = settings()
+    res = render_resources(spec(video={"width": 1920, "height": 1080}), cfg)
+    assert res.memory == "1043Mi" and res.cpu == "1" and res.max_memory == "8Gi"
+    res = render_resources(spec(resources={"memory": "2Gi", "cpu": "500m", "maxMemory": "4Gi"}), cfg)
+    assert (res.memory, res.cpu, res.max_memory) == ("2Gi", "500m", "4Gi")
+
+
+def test_estimate_is_capped_at_max_memory():
+    res = render_resources(spec(video={"width": 7680, "height": 4320}, resources={"maxMemory": "1Gi"}), settings())
+    assert res.memory == "1Gi"
+
+
+def test_memory_above_max_memory_is_an_invalid_spec():
+    with pytest.raises(InvalidSpec, match=r"above resources\.maxMemory"):
+        render_resources(spec(resources={"memory": "4Gi", "maxMemory": "2Gi"}), settings())

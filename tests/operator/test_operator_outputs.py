@@ -1,0 +1,53 @@
+"""Reading a render's outputs back: analysis.json is summarised tolerantly; S3 trouble is a warning."""
+
+import pytest
+from vibecraft_operator.errors import OutputsUnavailable
+from vibecraft_operator.outputs import fetch_outputs, split_s3_url, summarize_analysis
+
+from tests.operator.operator_factories import settings, spec
+
+
+def test_summary_of_a_librosa_style_document():
+    doc = {
+        "tempo": [123.046875],
+        "beats": [0.1, 0.6, 1.1],
+        "duration": 61.25,
+        "sections": [{"start": 0, "end": 12.5, "label": "intro"}, {"start_time": 12.5, "end_time": 30, "name": "A"}],
+    }
+    analysis, duration = summarize_analysis(doc)
+    assert analysis == {"tempo": 123.05, "beats": 3,
+                        "sections": [{"start": 0.0, "end": 12.5, "label": "intro"},
+                                     {"start": 12.5, "end": 30.0, "label": "A"}]}
+    assert duration == 61.25
+
+
+def test_summary_tolerates_other_spellings_and_junk():
+    analysis, duration = summarize_analysis({"audio": {"bpm": 90, "durationSeconds": 10}, "beat_count": 15,
+                                             "sections": ["junk", {"start": 1}]})
+    assert analysis == {"tempo": 90.0, "beats": 15, "sections": []}
+    assert duration == 10.0
+    assert summarize_analysis({}) == ({}, None)
+    assert summarize_analysis({"tempo": True, "beats": "many"}) == ({}, None)
+
+
+def test_sections_are_capped():
+    analysis, _ = summarize_analysis({"sections": [{"start": i, "end": i + 1} for i in range(500)]})
+    assert len(analysis["sections"]) == 64 and analysis["sections"][3]["label"] == "3"
+
+
+def test_split_s3_url():
+    assert split_s3_url("s3://vibecraft/videos/demo/video.mp4") == ("vibecraft", "videos/demo/video.mp4")
+    with pytest.raises(OutputsUnavailable):
+        split_s3_url("https://example.com/x")
+
+
+def test_unreachable_s3_gives_urls_and_a_warning_not_an_error():
+    cfg = settings(s3_endpoint="http://127.0.0.1:9", outputs_timeout_seconds=1)
+    outputs = fetch_outputs(spec(), cfg)
+    assert outputs.output["videoUrl"] == "s3://vibecraft/videos/demo/video.mp4"
+    assert outputs.analysis is None and outputs.warning and "S3" in outputs.warning
+
+
+def test_fetching_can_be_turned_off():
+    outputs = fetch_outputs(spec(), settings(fetch_outputs=False))
+    assert outputs.warning is None and "sizeBytes" not in outputs.output

@@ -1,0 +1,351 @@
+"""The reconciler's decisions, step by step, on MusicVideo/Job/Pod dicts (no cluster)."""
+
+from datetime import timedelta
+
+from vibecraft_operator.queue import Admission
+from vibecraft_operator.reconcile import Observation, Outcome, Outputs, decide, needs_reconciler
+
+from tests.operator.operator_factories import T0, applied, job, musicvideo, pod, settings, step
+
+
+def accepted(**kw):
+    mv = musicvideo(**kw)
+    return applied(mv, step(mv))
+
+
+def running(memory=None, **kw):
+    """A MusicVideo whose attempt 1 Job was just created."""
+    mv = accepted(**kw)
+    plan = step(mv)
+    assert plan.create_job is not None
+    return applied(mv, plan)
+
+
+def cond(mv, type_):
+    return next(c for c in mv["status"]["conditions"] if c["type"] == type_)
+
+
+def test_first_sight_accepts_with_zero_counters():
+    mv = musicvideo()
+    plan = step(mv)
+    assert plan.status["phase"] == "Pending"
+    assert plan.status["attempts"] == 0 and plan.status["failedAttempts"] == 0
+    assert plan.status["specHash"] and plan.status["observedGeneration"] == 1
+    assert plan.again == 0 and plan.create_job is None
+
+
+def test_admitted_render_creates_attempt_1():
+    mv = accepted(video={"width": 640, "height": 360, "fps": 30})
+    plan = step(mv)
+    job = plan.create_job
+    assert job["metadata"]["name"] == "demo-a1"
+    assert plan.status["phase"] == "Running" and plan.status["attempts"] == 1
+    assert plan.status["jobName"] == "demo-a1"
+    assert plan.status["memoryLimit"] == "571Mi"
+    assert plan.status["startedAt"] == "2025-01-01T12:00:00Z"
+    assert plan.first_job
+    assert [e.reason for e in plan.events] == ["JobCreated"]
+    limits = job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits == {"memory": "571Mi", "cpu": "1"}
+
+
+def test_spec_memory_is_used_as_is():
+    mv = running(resources={"memory": "1Gi", "maxMemory": "2Gi", "cpu": "2"})
+    assert mv["status"]["memoryLimit"] == "1Gi"
+
+
+def test_not_admitted_waits_queued_without_churn():
+    mv = accepted()
+    plan = step(mv, admitted=False)
+    assert plan.status["phase"] == "Queued" and plan.create_job is None and plan.again is None
+    assert [e.reason for e in plan.events] == ["Queued"]
+    mv = applied(mv, plan)
+    assert step(mv, admitted=False).status == {}
+    assert step(mv, admitted=True).create_job is not None
+
+
+def test_restart_safety_same_observation_same_job_name():
+    mv = accepted()
+    first, second = step(mv), step(mv)  # as if the operator died between create and status patch
+    assert first.create_job == second.create_job
+
+
+def test_pod_activity_updates_progressing_once():
+    mv = running()
+    j = job(mv)
+    plan = step(mv, job_=j, pods=[pod(phase="Running")])
+    assert cond(applied(mv, plan), "Progressing")["reason"] == "Rendering"
+    assert not plan.events
+    mv = applied(mv, plan)
+    assert step(mv, job_=j, pods=[pod(phase="Running")]).status == {}
+    stuck = pod(phase="Pending", waiting="ImagePullBackOff", message="no such image")
+    plan = step(mv, job_=j, pods=[stuck])
+    assert cond(applied(mv, plan), "Progressing")["reason"] == "ImagePullBackOff"
+    assert [e.type for e in plan.events] == ["Warning"]
+
+
+def test_complete_job_succeeds_with_outputs():
+    mv = running()
+    outputs = Outputs({"videoUrl": "s3://vibecraft/videos/demo/video.mp4", "sizeBytes": 123},
+                      {"tempo": 120.0, "beats": 240, "sections": []})
+    obs = Observation(mv, job(mv, condition="Complete"), [], T0 + timedelta(minutes=3), Admission(True), outputs)
+    plan = decide(obs, settings())
+    mv = applied(mv, plan)
+    status = mv["status"]
+    assert status["phase"] == "Succeeded" and plan.outcome is Outcome.SUCCEEDED
+    assert status["output"]["sizeBytes"] == 123 and status["analysis"]["tempo"] == 120.0
+    assert status["progress"]["percent"] == 100 and status["finishedAt"] == "2025-01-01T12:03:00Z"
+    assert cond(mv, "Ready")["status"] == "True" and cond(mv, "Progressing")["status"] == "False"
+    assert "in 180s" in plan.events[0].message
+
+
+def test_success_without_s3_still_succeeds_with_urls():
+    mv = running()
+    plan = step(mv, job_=job(mv, condition="Complete"))
+    assert plan.status["phase"] == "Succeeded"
+    assert plan.status["output"]["videoUrl"] == "s3://vibecraft/videos/demo/video.mp4"
+    assert plan.status["output"]["thumbnailUrl"] == "s3://vibecraft/videos/demo/thumbnail.jpg"
+
+
+def failed_job(mv, attempt=1, reason="BackoffLimitExceeded"):
+    return job(mv, attempt, condition="Failed", reason=reason)
+
+
+def test_oom_retries_at_once_with_one_and_a_half_times_the_memory():
+    mv = running(resources={"memory": "1Gi", "maxMemory": "2Gi"})
+    plan = step(mv, job_=failed_job(mv), pods=[pod(exit_code=137, reason="OOMKilled")])
+    assert plan.outcome is Outcome.OOM_RETRY and plan.again == 0
+    assert plan.status["memoryLimit"] == "1536Mi" and plan.status["failedAttempts"] == 0
+    assert plan.status["lastFailure"]["reason"] == "OOMKilled" and plan.status["lastFailure"]["attempt"] == 1
+    assert "retrying with 1536Mi" in plan.events[0].message
+    mv = applied(mv, plan)
+    plan = step(mv, job_=failed_job(mv))
+    assert plan.create_job["metadata"]["name"] == "demo-a2"
+    limits = plan.create_job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["memory"] == "1536Mi"
+    mv = applied(mv, plan)
+    assert mv["status"]["attempts"] == 2 and "nextAttemptAt" not in mv["status"]
+    # second OOM reaches the cap, the third fails
+    plan = step(mv, job_=failed_job(mv, 2), pods=[pod(exit_code=137)])
+    assert plan.status["memoryLimit"] == "2048Mi"
+    mv = applied(mv, plan)
+    mv = applied(mv, step(mv, job_=failed_job(mv, 2)))
+    plan = step(mv, job_=failed_job(mv, 3), pods=[pod(exit_code=137, reason="OOMKilled")])
+    assert plan.status["phase"] == "Failed" and plan.outcome is Outcome.FAILED
+    assert cond(applied(mv, plan), "Ready")["reason"] == "OOMKilled"
+    assert "already at maxMemory 2Gi" in plan.status["progress"]["message"]
+
+
+def test_render_errors_retry_with_backoff_then_fail():
+    mv = running(retries=2)
+    err = [pod(exit_code=11, message="download failed: 503")]
+    plan = step(mv, job_=failed_job(mv), pods=err)
+    assert plan.outcome is Outcome.RETRY and plan.status["failedAttempts"] == 1 and plan.again == 10
+    assert plan.status["nextAttemptAt"] == "2025-01-01T12:00:10Z"
+    mv = applied(mv, plan)
+    early = step(mv, job_=failed_job(mv), now=T0 + timedelta(seconds=4))
+    assert early.create_job is None and early.again == 6 and early.status == {}
+    plan = step(mv, job_=failed_job(mv), now=T0 + timedelta(seconds=10))
+    assert plan.create_job["metadata"]["name"] == "demo-a2"
+    mv = applied(mv, plan)
+    plan = step(mv, job_=failed_job(mv, 2), pods=err, now=T0 + timedelta(seconds=20))
+    assert plan.status["failedAttempts"] == 2 and plan.again == 20  # backoff doubles
+    mv = applied(mv, plan)
+    mv = applied(mv, step(mv, job_=failed_job(mv, 2), now=T0 + timedelta(seconds=40)))
+    plan = step(mv, job_=failed_job(mv, 3), pods=err, now=T0 + timedelta(seconds=50))
+    assert plan.status["phase"] == "Failed"
+    assert plan.status["lastFailure"]["reason"] == "DownloadFailed"
+    assert plan.status["lastFailure"]["message"] == "download failed: 503"
+    assert plan.status["progress"]["message"] == "download failed: 503 (after 2 retries)"
+
+
+def test_permanent_errors_fail_at_once():
+    mv = running(retries=5)
+    plan = step(mv, job_=failed_job(mv), pods=[pod(exit_code=10, message="not audio: text/html")])
+    assert plan.status["phase"] == "Failed" and plan.status["lastFailure"]["reason"] == "BadAudio"
+    assert plan.status["lastFailure"]["exitCode"] == 10
+
+
+def test_disruptions_retry_without_using_the_budget():
+    mv = running(retries=0)
+    evicted = pod(exit_code=137, conditions=[{"type": "DisruptionTarget", "status": "True",
+                                               "reason": "PreemptionByScheduler"}])
+    plan = step(mv, job_=failed_job(mv), pods=[evicted])
+    assert plan.outcome is Outcome.DISRUPTED and plan.status["failedAttempts"] == 0 and plan.again == 0
+    assert plan.status["phase"] == "Running"
+
+
+def test_a_vanished_job_never_leaves_the_render_running_forever():
+    mv = running(retries=0)
+    plan = step(mv, job_=None)
+    assert plan.status["lastFailure"]["reason"] == "JobVanished" and plan.outcome is Outcome.DISRUPTED
+    mv = applied(mv, plan)
+    plan = step(mv, job_=None)
+    assert plan.create_job["metadata"]["name"] == "demo-a2"
+
+
+def test_suspend_deletes_the_job_and_resume_starts_a_new_attempt():
+    mv = running()
+    j = job(mv)
+    mv["spec"]["suspend"] = True
+    mv["metadata"]["generation"] = 2
+    plan = step(mv, job_=j)
+    assert plan.delete_job == "demo-a1"
+    mv = applied(mv, plan)
+    assert mv["status"]["phase"] == "Pending" and cond(mv, "Suspended")["status"] == "True"
+    assert step(mv, job_=job(mv, deleting=True)).status == {}
+    assert not needs_reconciler(mv)
+    mv["spec"]["suspend"] = False
+    mv["metadata"]["generation"] = 3
+    assert needs_reconciler(mv)
+    plan = step(mv, job_=job(mv, deleting=True))
+    assert [e.reason for e in plan.events] == ["Resumed"]
+    mv = applied(mv, plan)
+    waiting = step(mv, job_=job(mv, deleting=True))
+    assert waiting.create_job is None and waiting.delete_job is None and waiting.again == 2.0
+    plan = step(mv, job_=None)
+    assert plan.create_job["metadata"]["name"] == "demo-a2"
+
+
+def test_suspend_before_start_never_creates_a_job():
+    mv = accepted(suspend=True)
+    plan = step(mv)
+    assert plan.create_job is None and plan.status["phase"] == "Pending"
+    assert cond(applied(mv, plan), "Suspended")["reason"] == "Suspended"
+
+
+def test_spec_change_while_running_restarts_as_a_new_attempt():
+    mv = running(retries=1)
+    mv["status"]["failedAttempts"] = 1
+    j = job(mv)
+    mv["spec"]["style"] = {"backend": "procedural", "seed": 7}
+    mv["metadata"]["generation"] = 2
+    plan = step(mv, job_=j)
+    assert plan.delete_job == "demo-a1" and plan.status["phase"] == "Pending"
+    assert plan.status["failedAttempts"] == 0 and plan.status["memoryLimit"] is None
+    assert plan.status["observedGeneration"] == 2
+    mv = applied(mv, plan)
+    assert step(mv, job_=job(mv, deleting=True)).create_job is None
+    plan = step(mv, job_=None)
+    assert plan.create_job["metadata"]["name"] == "demo-a2"
+
+
+def test_spec_change_after_success_renders_again_and_settled_terminal_is_idle():
+    mv = running()
+    mv = applied(mv, step(mv, job_=job(mv, condition="Complete")))
+    assert step(mv, job_=job(mv, condition="Complete")).status == {}
+    assert not needs_reconciler(mv)
+    mv["metadata"]["generation"] = 2
+    mv["spec"]["suspend"] = True  # not a spec change for rendering
+    assert needs_reconciler(mv)
+    plan = step(mv)
+    assert plan.status == {"observedGeneration": 2}
+    mv = applied(mv, plan)
+    mv["spec"]["retries"] = 5
+    mv["spec"]["suspend"] = False
+    mv["metadata"]["generation"] = 3
+    plan = step(mv, job_=job(mv, condition="Complete"))
+    assert plan.status["phase"] == "Pending" and plan.delete_job is None
+    assert plan.status["output"] is None
+
+
+def test_a_queued_rerender_never_mistakes_the_old_job_for_its_own():
+    mv = running()
+    done = job(mv, condition="Complete")
+    mv = applied(mv, step(mv, job_=done))
+    mv["spec"]["video"] = {"fps": 24, "cutEvery": "bar", "preset": "veryfast"}
+    mv["metadata"]["generation"] = 2
+    mv = applied(mv, step(mv, job_=done))
+    mv = applied(mv, step(mv, job_=done, admitted=False))
+    assert mv["status"]["phase"] == "Queued" and mv["status"]["jobName"] == "demo-a1"
+    assert step(mv, job_=done, admitted=False).status == {}
+    plan = step(mv, job_=done, admitted=True)
+    assert plan.create_job["metadata"]["name"] == "demo-a2"
+
+
+def test_a_queued_resumed_render_does_not_see_its_deleted_job_as_vanished():
+    mv = running()
+    mv["spec"]["suspend"] = True
+    mv = applied(mv, step(mv, job_=job(mv)))
+    mv["spec"]["suspend"] = False
+    mv = applied(mv, step(mv))
+    mv = applied(mv, step(mv, admitted=False))
+    assert mv["status"]["phase"] == "Queued"
+    plan = step(mv, admitted=False)
+    assert plan.status == {} and not plan.events
+
+
+def test_kueue_job_is_created_suspended_and_follows_kueue():
+    mv = accepted(queueName="renders")
+    plan = step(mv, admitted=False)  # our own queue does not apply
+    assert plan.create_job["spec"]["suspend"] is True and plan.status["phase"] == "Queued"
+    assert "startedAt" not in plan.status
+    mv = applied(mv, plan)
+    assert step(mv, job_=job(mv, suspended=True)).status == {}
+    plan = step(mv, job_=job(mv, suspended=False))
+    assert plan.status["phase"] == "Running" and plan.status["startedAt"]
+    mv = applied(mv, plan)
+    plan = step(mv, job_=job(mv, suspended=True))
+    assert plan.status["phase"] == "Queued" and plan.events[0].reason == "Requeued"
+
+
+def test_deadline_used_up_before_the_next_attempt_fails():
+    mv = running(deadlineSeconds=60)
+    mv = applied(mv, step(mv, job_=failed_job(mv), pods=[pod(exit_code=1)]))
+    plan = step(mv, job_=failed_job(mv), now=T0 + timedelta(seconds=61))
+    assert plan.status["phase"] == "Failed" and plan.create_job is None
+    assert cond(applied(mv, plan), "Ready")["reason"] == "DeadlineExceeded"
+
+
+def test_deadline_guard_deletes_an_overdue_job():
+    mv = running(deadlineSeconds=60)
+    plan = step(mv, job_=job(mv), now=T0 + timedelta(seconds=200))
+    assert plan.status["phase"] == "Failed" and plan.delete_job == "demo-a1"
+
+
+def test_job_deadline_exceeded_fails_without_retry():
+    mv = running(retries=3)
+    plan = step(mv, job_=failed_job(mv, reason="DeadlineExceeded"))
+    assert plan.status["phase"] == "Failed" and plan.status["lastFailure"]["reason"] == "DeadlineExceeded"
+
+
+def test_later_job_is_launched_with_the_remaining_deadline():
+    mv = running(deadlineSeconds=600)
+    mv = applied(mv, step(mv, job_=failed_job(mv), pods=[pod(exit_code=1)]))
+    plan = step(mv, job_=failed_job(mv), now=T0 + timedelta(seconds=100))
+    assert plan.create_job["spec"]["activeDeadlineSeconds"] == 500
+
+
+def test_needs_reconciler():
+    assert needs_reconciler(musicvideo())
+    deleting = musicvideo()
+    deleting["metadata"]["deletionTimestamp"] = "2025-01-01T12:00:00Z"
+    assert not needs_reconciler(deleting)
+    assert not needs_reconciler(musicvideo(status={"phase": "Failed", "observedGeneration": 1}))
+    assert needs_reconciler(musicvideo(generation=2, status={"phase": "Failed", "observedGeneration": 1}))
+    assert needs_reconciler(musicvideo(status={"phase": "Queued", "observedGeneration": 1}))
+
+
+def test_a_whole_render_with_two_oom_kills_then_success():
+    """Drive decide() against a toy cluster until the render settles."""
+    mv = musicvideo(resources={"memory": "1Gi", "maxMemory": "4Gi"})
+    jobs: dict[str, dict] = {}
+    script = iter(["oom", "oom", "ok"])
+    now = T0
+    for _ in range(40):
+        name = mv["status"].get("jobName")
+        plan = step(mv, job_=jobs.get(name) if name else None, pods=[pod(exit_code=137, reason="OOMKilled")], now=now)
+        if plan.create_job is not None:
+            created = plan.create_job
+            attempt = int(created["metadata"]["labels"]["vibecraft.io/attempt"])
+            outcome = next(script)
+            jobs[created["metadata"]["name"]] = job(
+                mv, attempt, condition="Complete" if outcome == "ok" else "Failed")
+        mv = applied(mv, plan)
+        now += timedelta(seconds=1)
+        if mv["status"].get("phase") == "Succeeded":
+            break
+    status = mv["status"]
+    assert status["phase"] == "Succeeded" and status["attempts"] == 3
+    assert status["memoryLimit"] == "2304Mi" and status["failedAttempts"] == 0
+    assert status["lastFailure"]["attempt"] == 2

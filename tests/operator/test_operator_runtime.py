@@ -1,0 +1,172 @@
+"""The reconciler's I/O loop against an in-memory API: ordering, idempotency, admission races."""
+
+import asyncio
+import copy
+import logging
+from typing import Any
+
+import pytest
+from vibecraft_operator import runtime as runtime_mod
+from vibecraft_operator.queue import QueueEntry, queue_entry
+from vibecraft_operator.runtime import Runtime
+
+from tests.operator.operator_factories import merge, musicvideo, settings
+
+LOG = logging.getLogger("test")
+
+
+class FakeKube:
+    """Just enough of the API server: MusicVideos, Jobs, Pods, with a call log."""
+
+    def __init__(self) -> None:
+        self.mvs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.calls: list[tuple[str, str]] = []
+
+    def get_musicvideo(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get_mv", name))
+        mv = self.mvs.get((namespace, name))
+        return copy.deepcopy(mv) if mv else None
+
+    def patch_musicvideo_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self.calls.append(("patch_status", name))
+        mv = self.mvs[(namespace, name)]
+        mv["status"] = merge(mv.get("status") or {}, patch)
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        job = self.jobs.get((namespace, name))
+        return copy.deepcopy(job) if job else None
+
+    def create_job(self, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        self.calls.append(("create_job", body["metadata"]["name"]))
+        key = (namespace, body["metadata"]["name"])
+        if key in self.jobs:
+            return None
+        self.jobs[key] = copy.deepcopy(body)
+        return body
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        self.calls.append(("delete_job", name))
+        self.jobs.pop((namespace, name), None)
+
+    def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        return []
+
+
+@pytest.fixture
+def events(monkeypatch):
+    posted: list[tuple[str, str]] = []
+    monkeypatch.setattr(runtime_mod.kopf, "event",
+                        lambda obj, *, type, reason, message: posted.append((type, reason)))
+    return posted
+
+
+def make(max_running: int = 0) -> tuple[Runtime, FakeKube]:
+    kube = FakeKube()
+    return Runtime(settings=settings(max_running=max_running), kube=kube), kube  # type: ignore[arg-type]
+
+
+def add(kube: FakeKube, name: str, uid: str, second: int = 0) -> None:
+    mv = musicvideo(name, uid=uid)
+    mv["metadata"]["creationTimestamp"] = f"2025-01-01T12:00:{second:02}Z"
+    kube.mvs[("default", name)] = mv
+
+
+def snapshot(kube: FakeKube):
+    entries = [queue_entry(mv) for mv in kube.mvs.values()]
+    return lambda: entries  # a stale index: it never sees the operator's own writes
+
+
+def test_a_new_render_is_accepted_and_its_job_created_before_the_status_says_so(events):
+    rt, kube = make()
+    add(kube, "demo", "u1")
+    again = asyncio.run(rt.reconcile("default", "demo", snapshot(kube), LOG))
+    assert again is None
+    assert ("default", "demo-a1") in kube.jobs
+    status = kube.mvs[("default", "demo")]["status"]
+    assert status["phase"] == "Running" and status["jobName"] == "demo-a1"
+    creates = kube.calls.index(("create_job", "demo-a1"))
+    assert kube.calls[creates + 1] == ("patch_status", "demo")
+    assert ("Normal", "JobCreated") in events
+
+
+def test_concurrent_reconcilers_never_exceed_the_limit(events):
+    rt, kube = make(max_running=2)
+    for i in range(6):
+        add(kube, f"mv{i}", f"u{i}", second=i)
+    observed = snapshot(kube)
+
+    async def all_of_them() -> None:
+        await asyncio.gather(*(rt.reconcile("default", f"mv{i}", observed, LOG) for i in range(6)))
+
+    asyncio.run(all_of_them())
+    assert sorted(name for _, name in kube.jobs) == ["mv0-a1", "mv1-a1"]
+    phases = [kube.mvs[("default", f"mv{i}")]["status"]["phase"] for i in range(6)]
+    assert phases == ["Running", "Running", "Queued", "Queued", "Queued", "Queued"]
+
+
+def test_an_existing_job_of_the_same_spec_is_adopted_after_a_restart(events):
+    rt, kube = make()
+    add(kube, "demo", "u1")
+    asyncio.run(rt.reconcile("default", "demo", snapshot(kube), LOG))
+    kube.mvs[("default", "demo")]["status"] = {k: v for k, v in kube.mvs[("default", "demo")]["status"].items()
+                                               if k not in ("attempts", "jobName")}
+    kube.mvs[("default", "demo")]["status"].update(phase="Pending", attempts=0)
+    asyncio.run(rt.reconcile("default", "demo", snapshot(kube), LOG))  # "restarted" operator
+    assert len(kube.jobs) == 1
+    assert kube.mvs[("default", "demo")]["status"]["jobName"] == "demo-a1"
+
+
+def test_a_job_name_taken_by_someone_else_is_skipped(events):
+    rt, kube = make()
+    add(kube, "demo", "u1")
+    kube.jobs[("default", "demo-a1")] = {"metadata": {"name": "demo-a1", "ownerReferences": [{"uid": "other"}]}}
+    asyncio.run(rt.reconcile("default", "demo", snapshot(kube), LOG))
+    assert ("default", "demo-a2") in kube.jobs
+    assert kube.mvs[("default", "demo")]["status"]["attempts"] == 2
+    assert ("Warning", "JobNameTaken") in events
+
+
+def test_a_deleted_musicvideo_ends_the_reconcile(events):
+    rt, _ = make()
+    assert asyncio.run(rt.reconcile("default", "gone", lambda: [], LOG)) is None
+
+
+def test_queue_entries_roundtrip_through_the_index_shape():
+    entry = queue_entry(musicvideo())
+    assert isinstance(entry, QueueEntry) and entry.uid
+
+
+def test_the_ledger_covers_what_the_index_has_not_seen_yet(events):
+    """mv0 was Succeeded and is rendering again; the index still says Succeeded (takes no slot)."""
+    rt, kube = make(max_running=1)
+    add(kube, "mv0", "u0", second=0)
+    add(kube, "mv1", "u1", second=1)
+    stale = [QueueEntry("u0", "default", "mv0", "2025-01-01T12:00:00Z", "Succeeded"),
+             QueueEntry("u1", "default", "mv1", "2025-01-01T12:00:01Z", "Pending")]
+
+    async def both() -> None:
+        await asyncio.gather(rt.reconcile("default", "mv0", lambda: stale, LOG),
+                             rt.reconcile("default", "mv1", lambda: stale, LOG))
+
+    asyncio.run(both())
+    assert len(kube.jobs) == 1
+
+
+def test_a_refused_job_is_reported_as_an_event_and_retried(events, monkeypatch):
+    from kubernetes.client.exceptions import ApiException
+
+    rt, kube = make()
+    add(kube, "demo", "u1")
+
+    def refuse(namespace, body):
+        exc = ApiException(status=403, reason="Forbidden")
+        exc.body = '{"message": "exceeded quota: renders"}'
+        raise exc
+
+    monkeypatch.setattr(kube, "create_job", refuse)
+    with pytest.raises(ApiException):
+        asyncio.run(rt.reconcile("default", "demo", snapshot(kube), LOG))
+    assert ("Warning", "JobCreateFailed") in events
+    assert kube.mvs[("default", "demo")]["status"]["phase"] == "Pending"  # nothing recorded
+    assert rt.ledger.entries(snapshot(kube)())[0].phase == "Pending"  # slot given back
