@@ -28,6 +28,20 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
+# Compile librosa's numba kernels once (as Dockerfile.renderer does at build time); render pods reuse it.
+# Built in a scratch dir and swapped in whole, so an interrupted warm-up never leaves a corrupt cache.
+cache="${NUMBA_CACHE_DIR:-$HOME/.cache/vibecraft/numba}"
+if [ ! -f "$cache/.warm-$(sha1sum pyproject.toml | cut -c1-12)-$(pwd | sha1sum | cut -c1-8)" ]; then
+  echo "[bootstrap] compiling librosa's numba kernels into $cache"
+  tmp="$cache.tmp.$$"; rm -rf "$tmp"; mkdir -p "$tmp"
+  if NUMBA_CACHE_DIR="$tmp" .venv/bin/vibecraft-render --warmup >/dev/null 2>&1; then
+    touch "$tmp/.warm-$(sha1sum pyproject.toml | cut -c1-12)-$(pwd | sha1sum | cut -c1-8)"
+    rm -rf "$cache.old"; [ -d "$cache" ] && mv "$cache" "$cache.old"; mv "$tmp" "$cache"; rm -rf "$cache.old"
+  else
+    rm -rf "$tmp"; echo "[bootstrap] warning: numba warm-up failed; renders will compile on first use" >&2
+  fi
+fi
+
 bash localcluster/build-k8s.sh
 bash localcluster/build-helm.sh
 echo "[bootstrap] ready"

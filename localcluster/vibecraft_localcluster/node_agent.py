@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -29,7 +30,7 @@ from kubernetes.utils import parse_quantity
 
 from .cgroups import MemoryCgroup, node_root, tree_rss_bytes
 from .config import K8S_VERSION, ClusterConfig, venv_bin
-from .images import resolve_command
+from .images import repository, resolve_command
 
 log = logging.getLogger("node-agent")
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -159,15 +160,19 @@ class PodRunner(threading.Thread):
         raise PodFailed("CreateContainerConfigError", f"unsupported fieldRef {path}")
 
     def _env(self, c: dict[str, Any]) -> dict[str, str]:
-        env: dict[str, str] = {
+        image = self.agent.images.get(repository(c["image"]), {})
+        env: dict[str, str] = {**image.get("env", {}),
             "PATH": f"{venv_bin()}:/usr/local/bin:/usr/bin:/bin",
             "HOME": str(self.dir / "home"), "HOSTNAME": self.name,
             "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(self.agent.api_port),
             "LANG": "C.UTF-8",
         }
-        for k in ("NUMBA_CACHE_DIR", "VIBECRAFT_CACHE", "REPLICATE_BASE_URL_OVERRIDE"):
-            if k in os.environ:
-                env[k] = os.environ[k]
+        for var, src in image.get("env_dirs", {}).items():
+            dst = self.dir / "image-dirs" / c["name"] / var
+            if Path(src).is_dir() and not dst.exists():
+                shutil.copytree(src, dst)
+            dst.mkdir(parents=True, exist_ok=True)
+            env[var] = str(dst)
         for src in c.get("envFrom", []):
             prefix = src.get("prefix", "")
             if "secretRef" in src:
@@ -199,10 +204,10 @@ class PodRunner(threading.Thread):
             elif "fieldRef" in vf:
                 env[e["name"]] = self._field(vf["fieldRef"]["fieldPath"])
             elif "resourceFieldRef" in vf:
-                res = vf["resourceFieldRef"]["resource"]
-                kind, _, rname = res.partition(".")
-                val = c.get("resources", {}).get(kind, {}).get(rname, "0")
-                env[e["name"]] = str(int(parse_quantity(val)))
+                ref = vf["resourceFieldRef"]
+                kind, _, rname = ref["resource"].partition(".")
+                val = parse_quantity(c.get("resources", {}).get(kind, {}).get(rname, "0"))
+                env[e["name"]] = str(math.ceil(val / parse_quantity(ref.get("divisor", "1"))))
         return env
 
     def _service_account(self) -> Path:
@@ -264,6 +269,14 @@ class PodRunner(threading.Thread):
         term.parent.mkdir(parents=True, exist_ok=True)
         term.write_text("")
         mounts.append((str(term), c.get("terminationMessagePath", "/dev/termination-log")))
+        # A volume mounted over a directory that holds other mounts' sources (e.g. an emptyDir at /tmp
+        # while this agent's state dir is under /tmp) would hide them: mount those last, parents first.
+        sources = [src for src, _ in mounts]  # (a list being sorted looks empty to its key function)
+
+        def covers(target: str) -> bool:
+            return any(src.startswith(target.rstrip("/") + "/") for src in sources)
+
+        mounts.sort(key=lambda m: (covers(m[1]), m[1].count("/")))
         (self.dir / "home").mkdir(parents=True, exist_ok=True)
         limit = c.get("resources", {}).get("limits", {}).get("memory")
         run.limit = int(parse_quantity(limit)) if limit else None

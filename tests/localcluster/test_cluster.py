@@ -59,26 +59,30 @@ def test_job_runs_python_to_completion(cluster: Cluster, namespace: str, apis: A
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "cfg"}, "data": {"mode": "fast"}})
     code = ("import os, pathlib; print('token', os.environ['TOKEN'], 'mode', os.environ['MODE'], 'pod', "
             "os.environ['POD_NAME'], 'ns', open('/var/run/secrets/kubernetes.io/serviceaccount/namespace').read()); "
-            "pathlib.Path('/scratch/x').write_text('ok'); print('cwd', os.getcwd()); "
+            "pathlib.Path('/tmp/x').write_text('ok'); print('cwd', os.getcwd(), 'mem', os.environ['MEM_MB']); "
             "open('/dev/termination-log', 'w').write('finished fine')")
     body = job("hello", code, container={
         "env": [
             {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
             {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "mode"}}},
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "MEM_MB", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
         ],
-        "workingDir": "/scratch",
-        "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+        "resources": {"limits": {"memory": "200Mi"}},
+        # An emptyDir over /tmp, where the test cluster's own state (token, termination log) lives.
+        "workingDir": "/tmp",
+        "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}],
     }, pod={"volumes": [{"name": "scratch", "emptyDir": {}}]})
     batch.create_namespaced_job(namespace, body)
-    assert wait_for(lambda: job_condition(batch, namespace, "hello"), what="job to finish") == "Complete"
+    result = wait_for(lambda: job_condition(batch, namespace, "hello"), what="job to finish")
     pod = pods_of(core, namespace, "hello")[0]
+    assert result == "Complete", cluster.pod_log(namespace, pod.metadata.name, "main")
     assert pod.spec.node_name == cluster.cfg.node_name  # placed by the real scheduler
     term = pod.status.container_statuses[0].state.terminated
     assert (term.exit_code, term.reason, term.message) == (0, "Completed", "finished fine")
     log = cluster.pod_log(namespace, pod.metadata.name, "main")
     assert f"token s3cr3t mode fast pod {pod.metadata.name} ns {namespace}" in log
-    assert "cwd /scratch" in log
+    assert "cwd /tmp mem 200" in log
 
 
 def test_memory_limit_oom_kills(namespace: str, apis: Any) -> None:
