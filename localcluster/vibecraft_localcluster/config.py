@@ -13,6 +13,7 @@ from pathlib import Path
 
 K8S_VERSION = os.environ.get("K8S_VERSION", "1.37.2")
 HELM_VERSION = os.environ.get("HELM_VERSION", "3.22.0")
+PROM_VERSION = os.environ.get("PROM_VERSION", "0.316.0")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -34,6 +35,8 @@ def find_tool(name: str) -> str:
         return str(cache_root() / f"k8s-v{K8S_VERSION}" / "bin" / name)
     if name == "helm":
         return str(cache_root() / f"helm-v{HELM_VERSION}" / "bin" / "helm")
+    if name == "promtool":
+        return str(cache_root() / f"promtool-v{PROM_VERSION}" / "bin" / "promtool")
     found = shutil.which(name)
     if not found:
         raise FileNotFoundError(f"{name} not found in {venv_bin()} or on PATH")

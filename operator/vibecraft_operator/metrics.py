@@ -11,6 +11,9 @@ RENDER_DURATION = Histogram(
 )
 RUNNING = Gauge("vibecraft_renders_running", "Renders holding a render slot (phase Running).")
 QUEUED = Gauge("vibecraft_renders_queued", "Renders waiting for a slot or for Kueue (phase Queued).")
+OLDEST_QUEUED = Gauge(
+    "vibecraft_oldest_queued_seconds", "Age of the oldest render waiting in phase Queued (0 when none wait)."
+)
 OOM_RETRIES = Counter("vibecraft_oom_retries_total", "Attempts retried with more memory after an OOM kill.")
 RETRIES = Counter("vibecraft_retries_total", "Attempts retried, by why.", ["kind"])
 RECONCILE_ERRORS = Counter(

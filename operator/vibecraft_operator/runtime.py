@@ -187,6 +187,10 @@ class Runtime:
 
     @staticmethod
     def _update_gauges(entries: Iterable[QueueEntry], uid: str, phase: str) -> None:
+        entries = list(entries)
         phases = [phase if e.uid == uid else e.phase for e in entries]
         metrics.RUNNING.set(phases.count(RUNNING))
         metrics.QUEUED.set(phases.count(QUEUED))
+        queued = [e.created for e, p in zip(entries, phases, strict=True) if p == QUEUED]
+        oldest = parse_time(min(queued)) if queued else None
+        metrics.OLDEST_QUEUED.set(max(0.0, (utcnow() - oldest).total_seconds()) if oldest else 0.0)

@@ -1,0 +1,195 @@
+"""The Helm chart: lint, render for default/kind/EKS values, server-side dry run, and a real
+install → MusicVideo renders end to end → upgrade → uninstall on the local cluster."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from vibecraft_localcluster.config import find_tool, free_port
+
+from tests.conftest import Cluster, S3Server
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "vibecraft"
+VALUES = ("default", "kind", "eks")
+MONITORING = "monitoring.coreos.com/v1"
+
+
+def helm(*args: str, kubeconfig: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    cmd = [find_tool("helm"), *args] + (["--kubeconfig", kubeconfig] if kubeconfig else [])
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if check and res.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def render(values: str, *extra: str) -> list[dict[str, Any]]:
+    out = helm("template", "vc", str(CHART), "--kube-version", "1.37.2", "-n", "vibecraft-system",
+               "-f", str(CHART / "ci" / f"{values}-values.yaml"), *extra).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_lint_strict(values: str) -> None:
+    res = helm("lint", "--strict", str(CHART), "-f", str(CHART / "ci" / f"{values}-values.yaml"))
+    assert "0 chart(s) failed" in res.stdout
+
+
+def test_bad_values_fail_with_a_message() -> None:
+    res = helm("template", "vc", str(CHART), "--kube-version", "1.37.2", "--set", "operator.replicas=0",
+               "--set", "s3.bucket=No_Such", check=False)
+    assert res.returncode != 0
+    assert "/operator/replicas" in res.stderr and "/s3/bucket" in res.stderr
+
+
+def test_rendered_manifests_are_secure_and_wired() -> None:
+    docs = render("eks")
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+    deployments = {d["metadata"]["name"]: d for d in by_kind["Deployment"]}
+    op = deployments["vc-vibecraft-operator"]["spec"]["template"]["spec"]
+    assert "--peering=vc-vibecraft" in op["containers"][0]["args"]  # 2 replicas → leader election
+    env = {e["name"]: e.get("value") for e in op["containers"][0]["env"]}
+    assert env["VIBECRAFT_RENDERER_IMAGE"] == "123456789012.dkr.ecr.us-east-1.amazonaws.com/vibecraft/renderer:0.1.0"
+    assert "AWS_ACCESS_KEY_ID" not in env  # IRSA, no static keys
+    for dep in deployments.values():
+        sc = dep["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+        assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and sc["capabilities"]["drop"] == ["ALL"]
+    sas = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in by_kind["ServiceAccount"]}
+    for ns in ("vibecraft-system", "vc-acme", "vc-globex"):
+        assert (ns, "vibecraft-renderer") in sas
+    api_role = next(r for r in by_kind["ClusterRole"] if r["metadata"]["name"].endswith("-api"))
+    assert api_role["rules"] == [{"apiGroups": ["vibecraft.io"], "resources": ["musicvideos"],
+                                  "verbs": ["create", "get", "list", "watch", "delete"]}]
+    assert {d["kind"] for d in docs} >= {"ServiceMonitor", "PrometheusRule", "Ingress", "ConfigMap"}
+
+
+def test_chart_crd_matches_crds_dir() -> None:
+    assert (CHART / "crds" / "musicvideo.yaml").read_text() == (ROOT / "crds" / "musicvideo.yaml").read_text(), \
+        "charts/vibecraft/crds/musicvideo.yaml is a copy of crds/musicvideo.yaml: copy it again"
+
+
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
+
+
+def _exported_metrics() -> set[str]:
+    """Every series name the operator's and the API's code can export."""
+    import vibecraft_operator.metrics  # noqa: F401  (registers the operator's metrics)
+    from prometheus_client import REGISTRY
+    from vibecraft_api.metrics import Metrics
+
+    names: set[str] = set()
+    for registry in (REGISTRY, Metrics().registry):
+        for metric in registry.collect():
+            names.add(metric.name)
+            names.update(metric.name + s for s in SUFFIXES.get(metric.type, ()))
+    return names
+
+
+def _referenced_metrics(text: str) -> set[str]:
+    return set(re.findall(r"\bvibecraft_[a-z_]+", text))
+
+
+def test_dashboard_and_alerts_use_only_exported_metrics() -> None:
+    dashboard = json.loads((CHART / "dashboards" / "vibecraft.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    rules = (CHART / "rules" / "vibecraft-rules.yaml").read_text()
+    exported = _exported_metrics()
+    for where, text in (("dashboard", exprs), ("alert rules", rules)):
+        missing = _referenced_metrics(text) - exported
+        assert not missing, f"{where} reference metrics nobody exports: {sorted(missing)}"
+    assert len(dashboard["panels"]) >= 8
+
+
+def test_prometheus_rules_pass_promtool(tmp_path: Path) -> None:
+    promtool = Path(find_tool("promtool"))
+    if not promtool.exists():
+        pytest.skip("promtool not built (localcluster/build-promtool.sh)")
+    rule = next(d for d in render("eks") if d["kind"] == "PrometheusRule")
+    f = tmp_path / "rules.yaml"
+    f.write_text(yaml.safe_dump(rule["spec"]))
+    res = subprocess.run([str(promtool), "check", "rules", str(f)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_server_side_dry_run(cluster: Cluster, values: str) -> None:
+    docs = [d for d in render(values) if d["apiVersion"] != MONITORING]  # no prometheus-operator CRDs here
+    cluster.kubectl("apply", "--server-side", "-f", str(CHART / "crds"))
+    namespaces = [d for d in docs if d["kind"] == "Namespace"] + [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "vibecraft-system"}}]
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(namespaces))
+    rest = [d for d in docs if d["kind"] != "Namespace"]
+    res = cluster.kubectl("apply", "--server-side", "--dry-run=server", "--force-conflicts", "-f", "-",
+                          input=yaml.safe_dump_all(rest), check=False)
+    assert res.returncode == 0, res.stderr
+
+
+def _wait(pred: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        val = pred()
+        if val:
+            return val
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_install_render_upgrade_uninstall(cluster: Cluster, s3: S3Server, tmp_path: Path) -> None:
+    release, ns = f"vc{uuid.uuid4().hex[:5]}", f"vc-sys-{uuid.uuid4().hex[:5]}"
+    render_ns = f"renders-{uuid.uuid4().hex[:5]}"
+    cluster.kubectl("create", "namespace", render_ns)
+    values = {
+        "s3": {"endpoint": s3.endpoint, "bucket": s3.bucket, "region": s3.region,
+               "credentials": {"accessKeyId": s3.access_key, "secretAccessKey": s3.secret_key}},
+        "operator": {"metricsPort": free_port(), "healthPort": free_port(), "maxRunning": 2,
+                     "watchNamespaces": [render_ns]},
+        "renderer": {"namespaces": [render_ns]},
+        "api": {"port": free_port()},
+    }
+    vf = tmp_path / "values.json"
+    vf.write_text(json.dumps(values))
+    kc = cluster.kubeconfig
+    helm("install", release, str(CHART), "-n", ns, "--create-namespace", "-f", str(vf), "--wait", "--timeout", "3m",
+         kubeconfig=kc)
+    try:
+        song = tmp_path / "song.wav"
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=f=440:d=6", "-af",
+                        "volume='if(lt(mod(t,0.5),0.1),1,0.1)':eval=frame", str(song)], check=True)
+        key = f"songs/{release}.wav"
+        s3.client().upload_file(str(song), s3.bucket, key)
+        mv = {"apiVersion": "vibecraft.io/v1alpha1", "kind": "MusicVideo", "metadata": {"name": "hello"},
+              "spec": {"audio": {"url": f"s3://{s3.bucket}/{key}"}, "output": {"url": f"s3://{s3.bucket}/{release}/"},
+                       "video": {"width": 160, "height": 90, "fps": 10, "preset": "ultrafast"},
+                       "resources": {"memory": "768Mi", "maxMemory": "2Gi"}}}
+        cluster.kubectl("apply", "-n", render_ns, "-f", "-", input=json.dumps(mv))
+
+        def phase() -> str | None:
+            st = json.loads(cluster.kubectl("get", "mv", "hello", "-n", render_ns, "-o", "json").stdout).get("status", {})
+            return st.get("phase") if st.get("phase") in ("Succeeded", "Failed") else None
+
+        assert _wait(phase, 600, "the render to finish") == "Succeeded"
+        head = s3.client().head_object(Bucket=s3.bucket, Key=f"{release}/video.mp4")
+        assert head["ContentLength"] > 1000
+
+        helm("upgrade", release, str(CHART), "-n", ns, "-f", str(vf), "--set", "operator.maxRunning=3", "--wait",
+             "--timeout", "3m", kubeconfig=kc)
+        dep = json.loads(cluster.kubectl("get", "deploy", "-n", ns, "-o", "json").stdout)["items"]
+        op = next(d for d in dep if d["metadata"]["name"].endswith("-operator"))
+        env = {e["name"]: e.get("value") for e in op["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["VIBECRAFT_MAX_RUNNING"] == "3"
+    finally:
+        helm("uninstall", release, "-n", ns, "--wait", kubeconfig=kc, check=False)
+    left = json.loads(cluster.kubectl("get", "deploy,pods", "-n", ns, "-o", "json").stdout)["items"]
+    assert _wait(lambda: not json.loads(cluster.kubectl("get", "deploy,pods", "-n", ns, "-o", "json").stdout)["items"],
+                 90, f"uninstall to remove {[i['metadata']['name'] for i in left]}")
+    cluster.kubectl("delete", "namespace", ns, render_ns, "--wait=false", check=False)
