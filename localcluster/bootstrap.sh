@@ -44,4 +44,5 @@ fi
 
 bash localcluster/build-k8s.sh
 bash localcluster/build-helm.sh
+bash localcluster/build-promtool.sh
 echo "[bootstrap] ready"
