@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -193,3 +194,11 @@ def test_install_render_upgrade_uninstall(cluster: Cluster, s3: S3Server, tmp_pa
     assert _wait(lambda: not json.loads(cluster.kubectl("get", "deploy,pods", "-n", ns, "-o", "json").stdout)["items"],
                  90, f"uninstall to remove {[i['metadata']['name'] for i in left]}")
     cluster.kubectl("delete", "namespace", ns, render_ns, "--wait=false", check=False)
+
+
+def test_chart_readme_documents_every_value() -> None:
+    res = subprocess.run([sys.executable, str(ROOT / "localcluster" / "chart_docs.py"), "--check"], capture_output=True)
+    assert res.returncode == 0, "charts/vibecraft/README.md is stale: run python localcluster/chart_docs.py"
+    readme = (CHART / "README.md").read_text()
+    for key in ("operator.maxRunning", "renderer.defaultMaxMemory", "api.tenants", "metrics.prometheusRule.enabled"):
+        assert f"`{key}`" in readme
