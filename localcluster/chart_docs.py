@@ -15,7 +15,9 @@ BEGIN, END = "<!-- values:begin -->", "<!-- values:end -->"
 def rows() -> list[tuple[str, str, str]]:
     lines = (CHART / "values.yaml").read_text().splitlines()
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    out, path, doc = [], [], []
+    out: list[tuple[str, str, str]] = []
+    path: list[str] = []
+    doc: list[str] = []
     for line in lines:
         if m := re.match(r"^(\s*)# -- (.*)", line):
             doc = [m.group(2)]
@@ -25,7 +27,7 @@ def rows() -> list[tuple[str, str, str]]:
             continue
         if m := re.match(r"^(\s*)([A-Za-z][\w]*):", line):
             depth = len(m.group(1)) // 2
-            path = path[:depth] + [m.group(2)]
+            path = [*path[:depth], m.group(2)]
             if doc:
                 val = values
                 for p in path:
