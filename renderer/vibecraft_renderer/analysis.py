@@ -1,0 +1,139 @@
+"""Audio analysis: tempo, beats, bars, onsets, energy bands and structural sections.
+
+One streamed pass over the PCM computes compact per-frame features (features.py); then the
+whole-song steps run on those: beat tracking once over the full onset envelope (rhythm.py; block
+by block would give wrong beats at block edges) and segmentation (structure.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from . import audio, rhythm
+from .features import FRAME_RATE, SR, FeatureStream
+from .structure import Section, find_sections
+
+log = logging.getLogger(__name__)
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+ANALYSIS_VERSION: Final = 1
+__all__ = ["FRAME_RATE", "SR", "Analysis", "FeatureStream", "Section", "analyze_blocks", "analyze_file"]
+
+
+@dataclass
+class Analysis:
+    """Everything the visuals need to know about the song, at FRAME_RATE resolution."""
+
+    duration: float
+    tempo: float
+    beats: F64  # seconds
+    downbeats: F64  # seconds, estimated bar starts (4/4 assumed)
+    onsets: F64  # seconds
+    sections: list[Section]
+    energy: F32  # 0..~1.5 per analysis frame (RMS / 95th percentile)
+    bands: F32  # (3, n): low/mid/high, 0..~1.5 after robust normalisation
+    frame_rate: float = FRAME_RATE
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """analysis.json: small and stable enough for the API to serve as-is."""
+        return {
+            "version": ANALYSIS_VERSION,
+            "duration": round(self.duration, 3),
+            "tempo": round(self.tempo, 2),
+            "beats": [round(float(b), 3) for b in self.beats],
+            "downbeats": [round(float(b), 3) for b in self.downbeats],
+            "onsets": [round(float(b), 3) for b in self.onsets],
+            "sections": [s.to_json() for s in self.sections],
+            **self.extras,
+        }
+
+
+def analyze_blocks(
+    blocks: Iterable[F32], on_progress: Callable[[float], None] | None = None, expected_s: float | None = None
+) -> Analysis:
+    """Run the full analysis over a stream of mono PCM blocks at SR."""
+    stream = FeatureStream()
+    for block in blocks:
+        stream.push(block)
+        if on_progress and expected_s:
+            on_progress(min(0.8, 0.8 * stream.n_samples / SR / expected_s))
+    duration = audio.check_decoded(stream.n_samples, stream.peak)
+    feats = stream.finish()
+    env, bass = feats["onset_env"], feats["bass_env"]
+    rms = feats["rms"]
+    energy = (rms / max(float(np.percentile(rms, 95)), 1e-9)).clip(0.0, 1.5).astype(np.float32)
+    bands = np.stack([rhythm._unit(b) for b in feats["bands"]]).astype(np.float32)
+    tempo, beats = rhythm.track(env, bass, FRAME_RATE, duration)
+    if on_progress:
+        on_progress(0.9)
+    bars = rhythm.downbeats(beats, env, bass, FRAME_RATE)
+    onsets = rhythm.onset_frames(env, FRAME_RATE) / FRAME_RATE
+    sections = find_sections(beats, feats, energy, duration, FRAME_RATE)
+    if on_progress:
+        on_progress(1.0)
+    log.info("analysis: %.1f s, %.1f BPM, %d beats, %d sections", duration, tempo, beats.size, len(sections))
+    return Analysis(
+        duration=duration,
+        tempo=tempo,
+        beats=beats,
+        downbeats=bars.astype(np.float64),
+        onsets=onsets.astype(np.float64),
+        sections=sections,
+        energy=energy,
+        bands=bands,
+    )
+
+
+def analyze_file(path: Path, on_progress: Callable[[float], None] | None = None) -> Analysis:
+    """Probe, decode (streamed) and analyse an audio file."""
+    info = audio.probe(path)
+    return analyze_blocks(audio.decode_blocks(path), on_progress, info.duration)
+
+
+def preload() -> threading.Thread:
+    """Import the slow-to-import libraries (scipy via librosa.filters, scikit-learn: ~1-2 s)
+    in the background, overlapping the download."""
+
+    def work() -> None:
+        try:
+            for name in ("librosa.filters", "scipy.fft", "sklearn.cluster", "sklearn.feature_extraction.image"):
+                importlib.import_module(name)
+        except Exception as exc:  # the real import later reports it properly
+            log.debug("preload failed: %s", exc)
+
+    thread = threading.Thread(target=work, name="analysis-preload", daemon=True)
+    thread.start()
+    return thread
+
+
+def synthetic_clicks(bpm: float, seconds: float, sr: int = SR) -> F32:
+    """A click track with an accent every bar: warm-up input and a quick test signal."""
+    t = np.arange(int(seconds * sr)) / sr
+    y = 0.02 * np.sin(2 * np.pi * 220.0 * t)
+    n = int(0.03 * sr)
+    click = np.sin(2 * np.pi * 1000.0 * np.arange(n) / sr) * np.exp(-np.arange(n) / (0.005 * sr))
+    for i, start in enumerate(np.arange(0.0, seconds, 60.0 / bpm)):
+        s = int(start * sr)
+        seg = click[: max(0, min(click.size, y.size - s))]
+        y[s : s + seg.size] += (0.9 if i % rhythm.BEATS_PER_BAR == 0 else 0.5) * seg
+    return y.astype(np.float32)
+
+
+def warmup() -> float:
+    """Run the whole analysis on 12 s of clicks: fills numba's cache (librosa's cached kernels used
+    by the filter banks) and the OS page cache of the libraries. Returns the tempo found."""
+    y = synthetic_clicks(120.0, 12.0)
+    blocks = (y[i : i + audio.BLOCK_SAMPLES] for i in range(0, y.size, audio.BLOCK_SAMPLES))
+    return analyze_blocks(blocks).tempo

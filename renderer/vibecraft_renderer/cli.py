@@ -1,0 +1,248 @@
+"""`vibecraft-render`: the CLI and the Job entry point; translates domain errors into exit codes.
+
+vibecraft-render song.mp3 -o out.mp4          # local render with a progress bar
+vibecraft-render --from-env                   # in a Job: spec from VIBECRAFT_SPEC_JSON
+vibecraft-render --warmup                     # compile numba once (populates NUMBA_CACHE_DIR)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+from vibecraft_common.resource import (
+    ENV_SPEC_JSON,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_USAGE,
+    TERMINATION_LOG,
+)
+
+from .config import (
+    ASPECT_RATIOS,
+    BACKENDS,
+    CUT_EVERY,
+    DEFAULT_MODEL,
+    DEFAULT_PRESET,
+    X264_PRESETS,
+    RenderSpec,
+    RuntimeOptions,
+    runtime_from_env,
+    spec_from_dict,
+    spec_from_json,
+)
+from .errors import RenderError, UsageError
+
+log = logging.getLogger("vibecraft_renderer")
+
+ENV_TERMINATION_LOG = "VIBECRAFT_TERMINATION_LOG"
+ENV_NUMBA_SEED = "VIBECRAFT_NUMBA_CACHE_SEED"  # read-only numba cache baked into the image
+EXIT_SIGTERM = 128 + signal.SIGTERM
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags mirror the MusicVideo spec fields (spec.style.*, spec.video.*) plus runtime knobs."""
+    p = _Parser(
+        prog="vibecraft-render",
+        description="Render an audio-reactive music video (H.264/AAC MP4 + thumbnail + analysis.json).",
+    )
+    p.add_argument("audio", nargs="?", help="input audio: path, file://, http(s):// or s3://bucket/key")
+    p.add_argument("-o", "--output", help="out.mp4 (siblings out.jpg, out.analysis.json) or a dir/s3 prefix")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--from-env", action="store_true", help=f"read the MusicVideo spec from ${ENV_SPEC_JSON}")
+    src.add_argument("--spec", metavar="FILE", help="read the MusicVideo spec JSON from FILE ('-' = stdin)")
+    src.add_argument("--warmup", action="store_true", help="analyse a synthetic signal to fill the numba cache")
+    g = p.add_argument_group("style (spec.style)")
+    g.add_argument("--backend", choices=BACKENDS, default=None)
+    g.add_argument("--prompt", default=None)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--model", default=None, help=f"Replicate model owner/name[:version] (default {DEFAULT_MODEL})")
+    v = p.add_argument_group("video (spec.video)")
+    v.add_argument("--width", type=int, default=None)
+    v.add_argument("--height", type=int, default=None)
+    v.add_argument("--aspect-ratio", choices=ASPECT_RATIOS, default=None)
+    v.add_argument("--fps", type=int, default=None)
+    v.add_argument("--cut-every", choices=CUT_EVERY, default=None)
+    v.add_argument("--preset", choices=X264_PRESETS, default=None, help=f"x264 preset (default {DEFAULT_PRESET})")
+    v.add_argument("--crf", type=int, default=None)
+    r = p.add_argument_group("runtime")
+    r.add_argument("--segment-seconds", type=float, default=None, help="checkpoint segment length (default 30)")
+    r.add_argument("--work-dir", default=None, help="scratch directory (default $TMPDIR)")
+    r.add_argument("--images-per-section", type=int, default=None)
+    r.add_argument("--replicate-concurrency", type=int, default=None)
+    r.add_argument("--memory-limit-mb", type=float, default=None, help="memory guard (default 90%% of cgroup)")
+    r.add_argument("--keep-segments", action="store_true", default=None, help="keep checkpoints after success")
+    r.add_argument("--report", metavar="FILE", help="write a JSON summary (stage timings, frames) to FILE")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def spec_from_args(ns: argparse.Namespace) -> RenderSpec:
+    """Build the spec dict the CRD would hold from flags, so validation is shared."""
+    if not ns.audio or not ns.output:
+        raise UsageError("need AUDIO and -o OUTPUT (or --from-env / --spec)")
+    style = {k: v for k, v in {"backend": ns.backend, "prompt": ns.prompt, "seed": ns.seed,
+                               "model": ns.model}.items() if v is not None}  # fmt: skip
+    video = {k: v for k, v in {"width": ns.width, "height": ns.height, "aspectRatio": ns.aspect_ratio,
+                               "fps": ns.fps, "cutEvery": ns.cut_every, "preset": ns.preset,
+                               "crf": ns.crf}.items() if v is not None}  # fmt: skip
+    return spec_from_dict({"audio": {"url": ns.audio}, "output": {"url": ns.output}, "style": style, "video": video})
+
+
+def _spec_for(ns: argparse.Namespace) -> RenderSpec:
+    if ns.spec:
+        text = sys.stdin.read() if ns.spec == "-" else Path(ns.spec).read_text()
+        return spec_from_json(text)
+    env_spec = os.environ.get(ENV_SPEC_JSON)
+    if ns.from_env or (env_spec and not ns.audio and not ns.output):
+        if not env_spec:
+            raise UsageError(f"--from-env given but ${ENV_SPEC_JSON} is empty")
+        return spec_from_json(env_spec)
+    return spec_from_args(ns)
+
+
+def write_termination_log(line: str) -> None:
+    """Kubernetes shows this in the pod status; not writable outside a pod, which is fine."""
+    path = os.environ.get(ENV_TERMINATION_LOG) or TERMINATION_LOG
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(line.replace("\n", " ")[:4000] + "\n")
+    except OSError:
+        pass
+
+
+def ensure_numba_cache() -> None:
+    """Give numba a writable, pre-filled cache before librosa imports it (saves ~5-20 s per run).
+
+    numba only uses a cache dir it can write to, so a cache baked into a read-only image by
+    `--warmup` is copied: into NUMBA_CACHE_DIR when that is writable but empty (the operator points
+    it at the pod's scratch emptyDir) from VIBECRAFT_NUMBA_CACHE_SEED, or, when NUMBA_CACHE_DIR
+    itself is read-only, from there to $TMPDIR.
+    """
+    cache = os.environ.get("NUMBA_CACHE_DIR")
+    if not cache:
+        return
+    seed = os.environ.get(ENV_NUMBA_SEED)
+    target = Path(cache)
+    if not os.access(cache, os.W_OK) and target.is_dir():
+        seed, target = cache, Path(tempfile.gettempdir()) / "vibecraft-numba-cache"
+        os.environ["NUMBA_CACHE_DIR"] = str(target)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        if seed and Path(seed).is_dir() and Path(seed) != target and not any(target.iterdir()):
+            shutil.copytree(seed, target, dirs_exist_ok=True)
+    except OSError as exc:
+        log.warning("could not prepare numba cache %s: %s", target, exc)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(EXIT_SIGTERM)
+
+
+def _setup_logging(verbose: bool, bar: bool) -> None:
+    level = logging.DEBUG if verbose else (logging.WARNING if bar else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not verbose:
+        for noisy in ("numba", "botocore", "boto3", "urllib3", "httpx", "s3transfer", "kubernetes"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run(ns: argparse.Namespace) -> int:
+    """Everything after argument parsing; raises RenderError subclasses."""
+    if ns.warmup:
+        from .analysis import warmup
+
+        t0 = time.monotonic()
+        tempo = warmup()
+        log.info("warmup done in %.1f s (tempo %.1f); numba cache: %s", time.monotonic() - t0, tempo,
+                 os.environ.get("NUMBA_CACHE_DIR", "next to the librosa sources"))  # fmt: skip
+        return int(EXIT_OK)
+    spec = _spec_for(ns)
+    opts: RuntimeOptions = runtime_from_env(
+        segment_seconds=ns.segment_seconds,
+        work_dir=ns.work_dir,
+        images_per_section=ns.images_per_section,
+        replicate_concurrency=ns.replicate_concurrency,
+        memory_limit_mb=ns.memory_limit_mb,
+        keep_segments=ns.keep_segments,
+    )
+    from .pipeline import render
+    from .progress import Progress, default_sinks, stage_weights
+
+    progress = Progress(default_sinks(quiet=ns.quiet), stage_weights(spec.style.backend))
+    t0 = time.monotonic()
+    try:
+        result = render(spec, opts, progress)
+    finally:
+        progress.close()
+    elapsed = time.monotonic() - t0
+    log.info("rendered %s: %d frames, %.1f s of audio in %.1f s (%.2fx), %d segments rendered, %d reused",
+             result.layout.video, result.frames, result.duration, elapsed, elapsed / max(result.duration, 1e-9),
+             result.segments_rendered, result.segments_reused)  # fmt: skip
+    log.info("stage times: %s", ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items()))
+    if ns.report:
+        import resource
+
+        peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        report = {"video": result.layout.video, "frames": result.frames, "duration": result.duration,
+                  "tempo": result.tempo, "wallSeconds": elapsed, "stageSeconds": result.stage_seconds,
+                  "segmentsRendered": result.segments_rendered, "segmentsReused": result.segments_reused,
+                  "peakRssMb": round(peak_self, 1), "peakRssChildMb": round(peak_children, 1)}  # fmt: skip
+        Path(ns.report).write_text(json.dumps(report, indent=2))
+    write_termination_log(f"ok: rendered {result.layout.video}")
+    return int(EXIT_OK)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point; returns the process exit code."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(argv)
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"vibecraft-render: error: {exc}", file=sys.stderr)
+        write_termination_log(f"usage: {exc}")
+        return int(EXIT_USAGE)
+    _setup_logging(ns.verbose, bar=not ns.quiet and sys.stderr.isatty() and not os.environ.get("VIBECRAFT_MUSICVIDEO_NAME"))
+    ensure_numba_cache()
+    try:
+        return run(ns)
+    except RenderError as exc:
+        reason = exc.reason()
+        log.error("%s (exit %d)", reason, exc.exit_code)
+        write_termination_log(reason)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        write_termination_log("interrupted")
+        return 130
+    except SystemExit as exc:
+        if exc.code == EXIT_SIGTERM:
+            write_termination_log("terminated by SIGTERM")
+        raise
+    except Exception as exc:
+        log.exception("internal error")
+        write_termination_log(f"internal error: {type(exc).__name__}: {exc}")
+        return int(EXIT_INTERNAL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

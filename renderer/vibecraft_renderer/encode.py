@@ -1,0 +1,160 @@
+"""ffmpeg processes: encoding streamed frames into segments, joining them, muxing audio, thumbnails.
+
+Frames go to ffmpeg through a stdin rawvideo pipe, one at a time: nothing is buffered beyond the
+frame being drawn and the pipe. ffmpeg does the upscale and the RGB->YUV conversion in one
+swscale pass, far cheaper than drawing output-resolution pixels in numpy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import EncodeError
+
+log = logging.getLogger(__name__)
+
+AUDIO_BITRATE: Final = "192k"
+_BT709: Final = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]
+
+
+def _stderr_tail(fh: IO[bytes]) -> str:
+    fh.seek(0)
+    lines = fh.read().decode(errors="replace").strip().splitlines()
+    return " | ".join(lines[-3:]) if lines else "no output"
+
+
+def run_ffmpeg(args: list[str], what: str) -> None:
+    """Run one ffmpeg command to completion; EncodeError with its last stderr lines on failure."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y", *args],
+                              stdout=subprocess.DEVNULL, stderr=err, check=False)  # fmt: skip
+        if proc.returncode != 0:
+            raise EncodeError(f"ffmpeg failed while {what}: {_stderr_tail(err)}")
+
+
+def effective_cpus() -> int:
+    """CPUs we may really use: affinity, capped by a cgroup CPU quota (a pod's limits.cpu).
+
+    os.cpu_count() reports the node's cores; x264 would start threads for all of them and thrash
+    under a 2-CPU quota.
+    """
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+class SegmentEncoder:
+    """One H.264 video-only segment fed with planar GBR frames at the internal resolution.
+
+    Frames are written straight from the drawing thread: a writer thread was measured slower
+    (GIL hand-offs on every partial pipe write), and the pipe already decouples us from x264.
+    """
+
+    def __init__(
+        self,
+        out: Path,
+        in_size: tuple[int, int],
+        out_size: tuple[int, int],
+        fps: int,
+        preset: str,
+        crf: int,
+        pix_fmt: str = "gbrp",
+    ) -> None:
+        iw, ih = in_size
+        ow, oh = out_size
+        vf = f"scale={ow}:{oh}:flags=bicubic:out_color_matrix=bt709:out_range=tv,format=yuv420p"
+        cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", pix_fmt, "-s", f"{iw}x{ih}", "-framerate", str(fps),
+               "-i", "pipe:0", "-vf", vf,
+               "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
+               "-threads", str(effective_cpus()),
+               # A keyframe every 2 s keeps seeking snappy; segments always start with one.
+               "-g", str(2 * fps), *_BT709,
+               "-an", "-f", "mp4", str(out)]  # fmt: skip
+        self.out = out
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the ffmpeg process
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err)
+        self.frames = 0
+
+    @property
+    def pid(self) -> int:
+        """ffmpeg's pid (the memory guard counts its RSS too)."""
+        return self._proc.pid
+
+    def write(self, frame: npt.NDArray[np.uint8]) -> None:
+        """Send one frame (blocks while x264 is behind: natural back-pressure)."""
+        stdin = self._proc.stdin
+        assert stdin is not None
+        try:
+            stdin.write(np.ascontiguousarray(frame).data.cast("B"))
+        except (BrokenPipeError, ValueError):
+            self._proc.wait()
+            raise EncodeError(f"ffmpeg stopped while encoding {self.out.name}: {_stderr_tail(self._err)}") from None
+        self.frames += 1
+
+    def close(self) -> None:
+        """Finish the segment; raises EncodeError if ffmpeg failed."""
+        assert self._proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self._proc.stdin.close()
+        code = self._proc.wait()
+        tail = _stderr_tail(self._err)
+        self._err.close()
+        if code != 0:
+            raise EncodeError(f"ffmpeg failed encoding {self.out.name} (exit {code}): {tail}")
+
+    def abort(self) -> None:
+        """Kill ffmpeg on error paths."""
+        self._proc.kill()
+        self._proc.wait()
+        if self._proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+        self._err.close()
+
+    def __enter__(self) -> SegmentEncoder:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def join_and_mux(segments: list[Path], audio: Path, out: Path, work_dir: Path) -> None:
+    """Concatenate segments without re-encoding (concat demuxer) and add the AAC soundtrack."""
+    listing = work_dir / "concat.txt"
+    listing.write_text("".join(f"file '{p.resolve().as_posix()}'\n" for p in segments))
+    run_ffmpeg(
+        ["-f", "concat", "-safe", "0", "-i", str(listing), "-i", str(audio),
+         "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+         "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ac", "2",
+         "-movflags", "+faststart", "-f", "mp4", str(out)],
+        "joining segments and muxing audio",
+    )  # fmt: skip
+
+
+def thumbnail(video: Path, at_s: float, out: Path, max_width: int = 1280) -> None:
+    """A JPEG still from the rendered video (seek is keyframe-accurate enough for a poster)."""
+    run_ffmpeg(
+        ["-ss", f"{max(0.0, at_s):.3f}", "-i", str(video), "-frames:v", "1",
+         "-vf", f"scale='min({max_width},iw)':-2", "-q:v", "3", "-f", "image2", str(out)],
+        "extracting the thumbnail",
+    )  # fmt: skip

@@ -1,0 +1,70 @@
+"""Domain errors of the renderer; each one maps to a process exit code the operator can act on.
+
+The CLI translates them at the edge (cli.main): one-line reason to stderr and the termination log,
+exit code from vibecraft_common.resource.
+"""
+
+from __future__ import annotations
+
+from vibecraft_common.resource import (
+    EXIT_BAD_AUDIO,
+    EXIT_DOWNLOAD_FAILED,
+    EXIT_INTERNAL,
+    EXIT_MEMORY_GUARD,
+    EXIT_REPLICATE_FAILED,
+    EXIT_UPLOAD_FAILED,
+    EXIT_USAGE,
+)
+
+
+class RenderError(Exception):
+    """Base of every failure the renderer reports with a specific exit code."""
+
+    exit_code: int = EXIT_INTERNAL
+
+    def reason(self) -> str:
+        """One-line reason for the termination log (Kubernetes shows it in the pod status)."""
+        text = " ".join(str(self).split())
+        return text[:1000] if text else type(self).__name__
+
+
+class UsageError(RenderError):
+    """The command line or the MusicVideo spec is invalid; retrying cannot help."""
+
+    exit_code = EXIT_USAGE
+
+
+class BadAudioError(RenderError):
+    """The input is not usable audio: not decodable, empty, silent or too long."""
+
+    exit_code = EXIT_BAD_AUDIO
+
+
+class DownloadError(RenderError):
+    """The input audio could not be fetched (unreachable URL, missing bucket/key, HTTP error)."""
+
+    exit_code = EXIT_DOWNLOAD_FAILED
+
+
+class UploadError(RenderError):
+    """An output could not be written (missing bucket, denied, disk full)."""
+
+    exit_code = EXIT_UPLOAD_FAILED
+
+
+class ReplicateFailedError(RenderError):
+    """Image generation through Replicate failed (no token, model error, retries exhausted)."""
+
+    exit_code = EXIT_REPLICATE_FAILED
+
+
+class MemoryGuardError(RenderError):
+    """The renderer stopped itself before the kernel's OOM killer would (resident memory over limit)."""
+
+    exit_code = EXIT_MEMORY_GUARD
+
+
+class EncodeError(RenderError):
+    """ffmpeg failed while encoding or muxing; a bug or a broken environment, not bad input."""
+
+    exit_code = EXIT_INTERNAL

@@ -1,0 +1,320 @@
+"""Progress reporting: stages, percent, frames and ETA, to a terminal bar, the log, or the MusicVideo.
+
+In a Job (VIBECRAFT_MUSICVIDEO_NAME/NAMESPACE set) the renderer patches only `status.progress` of
+its MusicVideo with a JSON merge patch, at most about once a second, stage changes immediately.
+A failing patch is logged and never fails the render: progress is advisory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from vibecraft_common.resource import ENV_MV_NAME, ENV_MV_NAMESPACE, GROUP, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+
+STAGES: Final = ("downloading", "analyzing", "generating", "composing", "encoding", "uploading")
+PATCH_INTERVAL_S: Final = 1.0
+LOG_INTERVAL_S: Final = 10.0
+PATCH_TIMEOUT_S: Final = (3.0, 5.0)
+
+
+def stage_weights(backend: str) -> dict[str, float]:
+    """Rough share of wall time per stage, so percent moves steadily."""
+    generating = 25.0 if backend == "replicate" else 0.5
+    return {"downloading": 2.0, "analyzing": 6.0, "generating": generating, "composing": 82.0,
+            "encoding": 6.0, "uploading": 3.0}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One progress report; to_status() is the MusicVideo status.progress object."""
+
+    stage: str
+    percent: float
+    frames_done: int | None
+    frames_total: int | None
+    eta_seconds: int | None
+    message: str
+
+    def to_status(self) -> dict[str, Any]:
+        """camelCase fields of status.progress (None clears a field in a merge patch)."""
+        return {
+            "stage": self.stage,
+            "percent": round(self.percent, 1),
+            "framesDone": self.frames_done,
+            "framesTotal": self.frames_total,
+            "etaSeconds": self.eta_seconds,
+            "message": self.message,
+        }
+
+
+class Sink(Protocol):
+    """Where snapshots go."""
+
+    def emit(self, snap: Snapshot, important: bool) -> None:
+        """Report; important=True for stage changes and the final report."""
+
+    def close(self) -> None:
+        """Flush and release."""
+
+
+class Progress:
+    """Tracks stage/fractions and fans snapshots out to sinks."""
+
+    def __init__(
+        self,
+        sinks: Sequence[Sink],
+        weights: dict[str, float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sinks = list(sinks)
+        self.weights = weights or stage_weights("procedural")
+        self.clock = clock
+        self.started = clock()
+        self.stage_seconds: dict[str, float] = {}  # wall time per finished stage
+        self._stage_started = self.started
+        self.stage_name = STAGES[0]
+        self.fraction = 0.0
+        self.frames_done: int | None = None
+        self.frames_total: int | None = None
+        self.message = ""
+        self._rate_start: tuple[float, int] | None = None
+        self.last: Snapshot | None = None
+
+    def _percent(self) -> float:
+        total = sum(self.weights.values())
+        done = 0.0
+        for name in STAGES:
+            if name == self.stage_name:
+                done += self.weights.get(name, 0.0) * min(max(self.fraction, 0.0), 1.0)
+                break
+            done += self.weights.get(name, 0.0)
+        return min(100.0, 100.0 * done / total)
+
+    def _eta(self, percent: float) -> int | None:
+        now = self.clock()
+        if self.stage_name == "composing" and self.frames_total and self.frames_done is not None:
+            if self._rate_start is None:
+                return None
+            t0, f0 = self._rate_start
+            rendered = self.frames_done - f0
+            if rendered <= 0 or now - t0 < 1e-6:
+                return None
+            rate = rendered / (now - t0)
+            tail = (self.weights["encoding"] + self.weights["uploading"]) / self.weights["composing"]
+            remaining = (self.frames_total - self.frames_done) / rate
+            return round(remaining + tail * (self.frames_total / rate))
+        if STAGES.index(self.stage_name) > STAGES.index("composing") and percent > 1.0:
+            elapsed = now - self.started
+            return round(elapsed * (100.0 - percent) / percent)
+        return None
+
+    def _emit(self, important: bool) -> None:
+        pct = self._percent()
+        snap = Snapshot(self.stage_name, pct, self.frames_done, self.frames_total, self._eta(pct), self.message)
+        self.last = snap
+        for sink in self.sinks:
+            sink.emit(snap, important)
+
+    def stage(self, name: str, message: str = "") -> None:
+        """Enter a stage (reported immediately)."""
+        if name not in STAGES:
+            raise ValueError(f"unknown stage {name}")
+        self._close_stage()
+        self.stage_name = name
+        self.fraction = 0.0
+        self.message = message
+        if name != "composing":
+            self.frames_done = self.frames_total = None
+        self._emit(important=True)
+
+    def update(
+        self,
+        fraction: float | None = None,
+        frames_done: int | None = None,
+        frames_total: int | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Progress within the current stage (throttled by the sinks)."""
+        if frames_total is not None:
+            self.frames_total = frames_total
+        if frames_done is not None:
+            if self._rate_start is None:
+                self._rate_start = (self.clock(), frames_done)
+            self.frames_done = frames_done
+            if self.frames_total:
+                self.fraction = frames_done / self.frames_total
+        if fraction is not None:
+            self.fraction = fraction
+        if message is not None:
+            self.message = message
+        self._emit(important=False)
+
+    def restart_rate(self) -> None:
+        """Frames skipped via checkpoints must not inflate the measured frame rate."""
+        self._rate_start = None
+
+    def _close_stage(self) -> None:
+        now = self.clock()
+        self.stage_seconds[self.stage_name] = self.stage_seconds.get(self.stage_name, 0.0) + now - self._stage_started
+        self._stage_started = now
+
+    def finish(self, message: str = "done") -> None:
+        """Final 100% report, then close the sinks."""
+        self._close_stage()
+        self.stage_name = STAGES[-1]
+        self.fraction = 1.0
+        self.message = message
+        self._emit(important=True)
+        self.close()
+
+    def close(self) -> None:
+        """Release sinks (also on failure)."""
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # reporting must never mask the real outcome
+                log.warning("progress sink close failed: %s", exc)
+        self.sinks = []
+
+
+class LogSink:
+    """Plain log lines: every stage change and every LOG_INTERVAL_S otherwise."""
+
+    def __init__(self, interval: float = LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._last = -1e9
+
+    def emit(self, snap: Snapshot, important: bool) -> None:
+        """Log if due."""
+        now = self.clock()
+        if important or now - self._last >= self.interval:
+            self._last = now
+            frames = f" frames {snap.frames_done}/{snap.frames_total}" if snap.frames_total else ""
+            eta = f" eta {snap.eta_seconds}s" if snap.eta_seconds is not None else ""
+            msg = f" - {snap.message}" if snap.message else ""
+            log.info("progress %s %.1f%%%s%s%s", snap.stage, snap.percent, frames, eta, msg)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class TqdmSink:
+    """A terminal progress bar (CLI use)."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=100.0, unit="%", file=sys.stderr, dynamic_ncols=True,
+                         bar_format="{desc:<11} {percentage:5.1f}%|{bar}| {postfix}")  # fmt: skip
+
+    def emit(self, snap: Snapshot, important: bool) -> None:
+        """Redraw (tqdm throttles its own redraws)."""
+        self._bar.set_description_str(snap.stage, refresh=False)
+        parts = []
+        if snap.frames_total:
+            parts.append(f"{snap.frames_done}/{snap.frames_total} frames")
+        if snap.eta_seconds is not None:
+            parts.append(f"eta {snap.eta_seconds}s")
+        if snap.message:
+            parts.append(snap.message)
+        self._bar.set_postfix_str(", ".join(parts), refresh=False)
+        self._bar.n = round(snap.percent, 1)
+        self._bar.refresh() if important else self._bar.update(0)
+
+    def close(self) -> None:
+        """Leave the bar on screen."""
+        self._bar.close()
+
+
+class KubeStatusSink:
+    """Patches status.progress of the MusicVideo (merge patch), throttled to ~1/s."""
+
+    def __init__(
+        self,
+        name: str,
+        namespace: str,
+        api: Any | None = None,
+        interval: float = PATCH_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.namespace = namespace
+        self.interval = interval
+        self.clock = clock
+        self._api = api
+        self._loaded = api is not None
+        self._last_sent = -1e9
+        self._pending: Snapshot | None = None
+        self._failures = 0
+        self.sent = 0
+
+    def _client(self) -> Any | None:
+        if not self._loaded:
+            self._loaded = True
+            try:
+                from kubernetes import client, config
+
+                try:
+                    config.load_incluster_config()
+                except config.ConfigException:
+                    config.load_kube_config()  # honours KUBECONFIG: local runs against a dev cluster
+                self._api = client.CustomObjectsApi()
+            except Exception as exc:
+                log.warning("progress: no Kubernetes client configuration (%s); status will not be patched", exc)
+        return self._api
+
+    def emit(self, snap: Snapshot, important: bool) -> None:
+        """Send now if due (or important), else remember it for the next send."""
+        self._pending = snap
+        backoff = min(30.0, self.interval * (2 ** min(self._failures, 5)))
+        if important or self.clock() - self._last_sent >= backoff:
+            self._flush()
+
+    def _flush(self) -> None:
+        snap, self._pending = self._pending, None
+        api = self._client()
+        if snap is None or api is None:
+            return
+        self._last_sent = self.clock()
+        body = {"status": {"progress": snap.to_status()}}
+        try:
+            api.patch_namespaced_custom_object_status(
+                GROUP, VERSION, self.namespace, PLURAL, self.name, body,
+                _content_type="application/merge-patch+json", _request_timeout=PATCH_TIMEOUT_S,
+            )  # fmt: skip
+            self.sent += 1
+            self._failures = 0
+        except Exception as exc:
+            self._failures += 1
+            if self._failures in (1, 10) or self._failures % 100 == 0:
+                log.warning("progress: patching %s/%s status failed (%d in a row): %s",
+                            self.namespace, self.name, self._failures, _short(exc))  # fmt: skip
+
+    def close(self) -> None:
+        """Send the last pending snapshot."""
+        if self._pending is not None:
+            self._flush()
+
+
+def _short(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200]
+
+
+def default_sinks(quiet: bool = False) -> list[Sink]:
+    """MusicVideo status when running in a Job, a tqdm bar on a terminal, log lines otherwise."""
+    name, namespace = os.environ.get(ENV_MV_NAME), os.environ.get(ENV_MV_NAMESPACE)
+    if name and namespace:
+        return [KubeStatusSink(name, namespace), LogSink()]
+    if not quiet and sys.stderr.isatty():
+        return [TqdmSink()]
+    return [LogSink()]

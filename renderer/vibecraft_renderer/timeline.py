@@ -1,0 +1,172 @@
+"""The analysis resampled to video frames: what every frame needs to know, from its global index only.
+
+Every value is a pure function of the frame index (motion phases are integrals of band energy,
+precomputed once), so a segment rendered in a retried pod is pixel-identical to the first try and
+segment joins stay on the beat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from .analysis import Analysis
+from .config import CutEvery
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+BEAT_DECAY_S: Final = 0.16
+BAR_DECAY_S: Final = 0.45
+RELEASE_S: Final = 0.18  # envelope release: motion follows attacks instantly, relaxes smoothly
+CROSSFADE_MAX_S: Final = 1.0
+
+
+@dataclass(frozen=True)
+class FrameContext:
+    """Audio state at one video frame."""
+
+    index: int
+    t: float
+    energy: float
+    low: float
+    mid: float
+    high: float
+    low_phase: float
+    mid_phase: float
+    high_phase: float
+    beat_pulse: float  # 1.0 on the frame nearest a beat, decaying
+    bar_pulse: float  # same for bar starts
+    phrase: int  # index of the current 4-bar phrase
+    since_beat: float  # seconds since that frame
+    section: int
+    section_pos: float  # 0..1 through the section
+    cut: int  # index of the current shot (cut grid + section starts)
+    since_cut: float
+    blend_section: int  # section to crossfade with near a boundary (== section when none)
+    blend: float  # weight of blend_section, 0..1
+
+
+def frame_count(duration: float, fps: int) -> int:
+    """The exact number of frames of the final video."""
+    return max(1, round(duration * fps))
+
+
+def extend_grid(marks: npt.NDArray[np.float64], period: float, duration: float) -> npt.NDArray[np.float64]:
+    """Continue a beat/bar grid at the song's tempo where tracking stopped (quiet intros, fades),
+    so the picture keeps changing; detected marks are kept as they are."""
+    if marks.size == 0 or period <= 0:
+        return marks
+    before = np.arange(marks[0] - period, -1e-9, -period)[::-1]
+    after = np.arange(marks[-1] + period, duration, period)
+    return np.concatenate([before[before >= 0], marks, after])
+
+
+def cut_times(analysis: Analysis, cut_every: CutEvery) -> npt.NDArray[np.float64]:
+    """Cut grid in seconds: beats, every other beat, bars or phrases (4 bars)."""
+    period = 60.0 / max(analysis.tempo, 1.0)
+    beats = extend_grid(analysis.beats, period, analysis.duration)
+    bars = extend_grid(analysis.downbeats, period * 4, analysis.duration)
+    if cut_every == "beat":
+        return beats
+    if cut_every == "2beats":
+        # Anchor on the bar phase so pairs start on beat one.
+        start = int(np.searchsorted(beats, bars[0] - 1e-6)) % 2 if bars.size else 0
+        return beats[start::2]
+    if cut_every == "bar":
+        return bars
+    return bars[::4]
+
+
+def _smooth(x: F32, rate: float) -> F32:
+    """Instant attack, exponential release (a peak follower) at the analysis frame rate."""
+    from scipy.signal import lfilter
+
+    alpha = float(np.exp(-1.0 / (RELEASE_S * rate)))
+    released = np.asarray(lfilter([1.0 - alpha], [1.0, -alpha], x.astype(np.float64)))
+    out: F32 = np.maximum(x, released).astype(np.float32)
+    return out
+
+
+class Timeline:
+    """Per-frame arrays for a whole song (a few floats per frame: 10 MB for an hour at 30 fps)."""
+
+    def __init__(self, analysis: Analysis, fps: int, cut_every: CutEvery) -> None:
+        self.fps = fps
+        self.duration = analysis.duration
+        self.n_frames = frame_count(analysis.duration, fps)
+        self.sections = analysis.sections
+        t = np.arange(self.n_frames, dtype=np.float64) / fps
+        pos = t * analysis.frame_rate
+        grid = np.arange(analysis.energy.size, dtype=np.float64)
+
+        def sample(x: F32) -> F32:
+            return np.interp(pos, grid, _smooth(x, analysis.frame_rate)).astype(np.float32)
+
+        self.energy = sample(analysis.energy)
+        self.low, self.mid, self.high = (sample(b) for b in analysis.bands)
+        # Motion phases advance faster when a band is loud; a floor keeps quiet passages drifting.
+        self.low_phase = np.cumsum(0.25 + self.low, dtype=np.float64) / fps
+        self.mid_phase = np.cumsum(0.25 + self.mid, dtype=np.float64) / fps
+        self.high_phase = np.cumsum(0.25 + self.high, dtype=np.float64) / fps
+
+        period = 60.0 / max(analysis.tempo, 1.0)
+        self.beat_frames = self._frames_of(extend_grid(analysis.beats, period, analysis.duration))
+        self.bar_frames = self._frames_of(extend_grid(analysis.downbeats, 4 * period, analysis.duration))
+        self.section_frames = self._frames_of(np.array([s.start for s in analysis.sections]))
+        self.section_frames[0] = 0
+        cuts = self._frames_of(cut_times(analysis, cut_every))
+        self.cut_frames = np.unique(np.concatenate([[0], cuts, self.section_frames]))
+        self.cut_seconds = cut_times(analysis, cut_every)
+        beat_len = 60.0 / max(analysis.tempo, 1.0)
+        self.crossfade_frames = max(2, round(min(CROSSFADE_MAX_S, beat_len) * fps))
+
+    def _frames_of(self, times: npt.NDArray[np.float64]) -> I64:
+        frames = np.round(np.asarray(times, dtype=np.float64) * self.fps).astype(np.int64)
+        return np.unique(frames[(frames >= 0) & (frames < self.n_frames)])
+
+    @staticmethod
+    def _since(marks: I64, i: int) -> tuple[int, int]:
+        k = int(np.searchsorted(marks, i, side="right")) - 1
+        return k, (i - int(marks[k])) if k >= 0 else 1_000_000
+
+    def at(self, i: int) -> FrameContext:
+        """Context of global frame i."""
+        fps = float(self.fps)
+        _, d_beat = self._since(self.beat_frames, i)
+        bar, d_bar = self._since(self.bar_frames, i)
+        sec, _ = self._since(self.section_frames, i)
+        sec = max(sec, 0)
+        cut, d_cut = self._since(self.cut_frames, i)
+        s_start = int(self.section_frames[sec])
+        s_end = int(self.section_frames[sec + 1]) if sec + 1 < self.section_frames.size else self.n_frames
+        blend_section, blend = sec, 0.0
+        half = self.crossfade_frames / 2.0
+        if sec + 1 < self.section_frames.size and i >= s_end - half:
+            blend_section, blend = sec + 1, (i - (s_end - half)) / self.crossfade_frames
+        elif sec > 0 and i < s_start + half:
+            blend_section, blend = sec - 1, 0.5 - (i - s_start + 0.5) / self.crossfade_frames
+        return FrameContext(
+            index=i,
+            t=i / fps,
+            energy=float(self.energy[i]),
+            low=float(self.low[i]),
+            mid=float(self.mid[i]),
+            high=float(self.high[i]),
+            low_phase=float(self.low_phase[i]),
+            mid_phase=float(self.mid_phase[i]),
+            high_phase=float(self.high_phase[i]),
+            beat_pulse=float(np.exp(-d_beat / fps / BEAT_DECAY_S)),
+            bar_pulse=float(np.exp(-d_bar / fps / BAR_DECAY_S)),
+            phrase=max(bar, 0) // 4,
+            since_beat=d_beat / fps,
+            section=sec,
+            section_pos=(i - s_start) / max(1, s_end - s_start),
+            cut=max(cut, 0),
+            since_cut=d_cut / fps,
+            blend_section=blend_section,
+            blend=float(np.clip(blend, 0.0, 1.0)),
+        )

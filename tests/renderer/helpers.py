@@ -1,0 +1,103 @@
+"""Test helpers: synthetic songs with known beats, running the CLI, probing the results."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+RENDER = [sys.executable, "-m", "vibecraft_renderer"]
+REAL_SONGS = Path("/usr/share/hyperrogue/music")
+
+
+def write_click_track(
+    path: Path, bpm: float, seconds: float, sr: int = 44100, offset: float = 0.25, seed: int = 0
+) -> np.ndarray:
+    """A drum-machine-like track: kick+click on every beat (accented on beat one), hats on the
+    off-beats and a quiet pad. Returns the true beat times."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    t = np.arange(n) / sr
+    y = 0.04 * np.sin(2 * np.pi * 110.0 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.25 * t))
+    period = 60.0 / bpm
+    beats = np.arange(offset, seconds - 0.05, period)
+    k = np.arange(int(0.12 * sr)) / sr
+    kick = np.sin(2 * np.pi * (55.0 + 60.0 * np.exp(-k * 40.0)) * k) * np.exp(-k * 25.0)
+    c = np.arange(int(0.02 * sr)) / sr
+    click = np.sin(2 * np.pi * 2000.0 * c) * np.exp(-c * 300.0)
+    hat = rng.standard_normal(int(0.03 * sr)) * np.exp(-np.arange(int(0.03 * sr)) / (0.005 * sr))
+    for i, b in enumerate(beats):
+        s = round(b * sr)
+        accent = 1.0 if i % 4 == 0 else 0.6
+        for sound, gain, at in ((kick, 0.7 * accent, s), (click, 0.3 * accent, s), (hat, 0.08, s + int(period * sr / 2))):
+            end = min(n, at + sound.size)
+            if at < n:
+                y[at:end] += gain * sound[: end - at]
+    sf.write(path, (0.8 * y / np.max(np.abs(y))).astype(np.float32), sr, subtype="PCM_16")
+    return beats
+
+
+def run_render(args: list[str], env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as the Job would (a separate process), capturing output."""
+    full_env = dict(os.environ)
+    full_env.pop("VIBECRAFT_SPEC_JSON", None)
+    full_env.pop("VIBECRAFT_MUSICVIDEO_NAME", None)
+    full_env.update(env or {})
+    return subprocess.run([*RENDER, *args], env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def ffprobe(path: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    data: dict[str, Any] = json.loads(out)
+    return data
+
+
+def count_frames(path: Path) -> int:
+    """Decode and count (not the header's nb_frames)."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+         "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return int(out.strip())
+
+
+def audio_duration(path: Path) -> float:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return float(out.strip())
+
+
+def frame_signals(path: Path, size: tuple[int, int] = (32, 18)) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame mean luma, and mean absolute RGB difference to the previous frame (decoded tiny)."""
+    w, h = size
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-vf", f"scale={w}:{h}:flags=area", "-f", "rawvideo",
+         "-pix_fmt", "rgb24", "pipe:1"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    frames = np.frombuffer(raw, dtype=np.uint8).reshape(-1, h, w, 3).astype(np.float32)
+    luma = frames.mean(axis=(1, 2, 3))
+    diff = np.zeros(len(frames), dtype=np.float32)
+    diff[1:] = np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2, 3))
+    return luma, diff
+
+
+def near(times: np.ndarray, targets: np.ndarray, tol: float) -> np.ndarray:
+    """For each time, whether some target lies within tol."""
+    if len(targets) == 0:
+        return np.zeros(len(times), dtype=bool)
+    idx = np.clip(np.searchsorted(targets, times), 1, len(targets) - 1)
+    dist = np.minimum(np.abs(times - targets[idx - 1]), np.abs(times - targets[idx]))
+    return np.asarray(dist <= tol)

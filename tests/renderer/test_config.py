@@ -1,0 +1,105 @@
+"""The spec model: MusicVideo JSON and CLI flags give the same validated config."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from vibecraft_renderer.cli import build_parser, spec_from_args
+from vibecraft_renderer.config import RuntimeOptions, runtime_from_env, spec_from_dict, spec_from_json
+from vibecraft_renderer.errors import UsageError
+
+
+def base(**video: object) -> dict[str, object]:
+    return {"audio": {"url": "s3://b/song.ogg"}, "output": {"url": "s3://b/out/"}, "video": video}
+
+
+def test_defaults_match_the_crd_defaults() -> None:
+    spec = spec_from_dict(base())
+    assert (spec.video.width, spec.video.height, spec.video.fps) == (1280, 720, 30)
+    assert spec.video.cut_every == "beat"
+    assert spec.style.backend == "procedural"
+
+
+@pytest.mark.parametrize(
+    ("video", "size"),
+    [
+        ({"aspectRatio": "16:9", "height": 720}, (1280, 720)),
+        ({"aspectRatio": "9:16", "height": 1920}, (1080, 1920)),
+        ({"aspectRatio": "1:1", "height": 480}, (480, 480)),
+        ({"width": 640, "height": 360}, (640, 360)),
+        ({"height": 1080}, (1920, 1080)),
+    ],
+)
+def test_sizes(video: dict[str, object], size: tuple[int, int]) -> None:
+    spec = spec_from_dict(base(**video))
+    assert (spec.video.width, spec.video.height) == size
+
+
+@pytest.mark.parametrize(
+    "video",
+    [
+        {"width": 641, "height": 360},
+        {"width": 8, "height": 8},
+        {"fps": 0},
+        {"fps": "fast"},
+        {"cutEvery": "bars"},
+        {"preset": "warp"},
+        {"crf": 60},
+        {"aspectRatio": "wide", "height": 720},
+        {"width": 640, "height": 360, "aspectRatio": "16:9"},
+    ],
+)
+def test_invalid_video(video: dict[str, object]) -> None:
+    with pytest.raises(UsageError):
+        spec_from_dict(base(**video))
+
+
+def test_missing_urls_and_bad_style() -> None:
+    with pytest.raises(UsageError, match=r"audio\.url"):
+        spec_from_dict({"output": {"url": "s3://b/o/"}})
+    with pytest.raises(UsageError, match=r"output\.url"):
+        spec_from_dict({"audio": {"url": "s3://b/a.ogg"}})
+    with pytest.raises(UsageError, match="backend"):
+        spec_from_dict({**base(), "style": {"backend": "dalle"}})
+
+
+def test_json_accepts_whole_resource_and_ignores_unknown_fields() -> None:
+    mv = {"apiVersion": "vibecraft.io/v1alpha1", "kind": "MusicVideo",
+          "spec": {**base(fps=24), "retries": 3, "resources": {"memory": "1Gi"},
+                   "style": {"backend": "replicate", "prompt": "neon", "seed": 7}}}  # fmt: skip
+    spec = spec_from_json(json.dumps(mv))
+    assert spec.video.fps == 24 and spec.style.prompt == "neon" and spec.style.seed == 7
+    with pytest.raises(UsageError):
+        spec_from_json("{not json")
+
+
+def test_cli_flags_build_the_same_spec() -> None:
+    ns = build_parser().parse_args(
+        ["song.mp3", "-o", "out.mp4", "--aspect-ratio", "9:16", "--height", "640", "--fps", "24",
+         "--cut-every", "bar", "--backend", "replicate", "--prompt", "city", "--seed", "3"]
+    )  # fmt: skip
+    spec = spec_from_args(ns)
+    assert spec == spec_from_dict(
+        {"audio": {"url": "song.mp3"}, "output": {"url": "out.mp4"},
+         "style": {"backend": "replicate", "prompt": "city", "seed": 3},
+         "video": {"aspectRatio": "9:16", "height": 640, "fps": 24, "cutEvery": "bar"}}
+    )  # fmt: skip
+    assert (spec.video.width, spec.video.height) == (360, 640)
+
+
+def test_fingerprint_changes_with_the_look() -> None:
+    a = spec_from_dict(base())
+    b = spec_from_dict(base(crf=30))
+    assert a.fingerprint() != b.fingerprint()
+    assert spec_from_dict(base()).fingerprint() == a.fingerprint()
+
+
+def test_runtime_options_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIBECRAFT_SEGMENT_SECONDS", "12")
+    monkeypatch.setenv("VIBECRAFT_MEMORY_LIMIT_MB", "1024")
+    opts = runtime_from_env()
+    assert opts == RuntimeOptions(segment_seconds=12.0, memory_limit_mb=1024.0)
+    assert runtime_from_env(segment_seconds=5.0).segment_seconds == 5.0
+    with pytest.raises(UsageError):
+        runtime_from_env(segment_seconds=0.1)

@@ -1,0 +1,134 @@
+"""The replicate backend against a local fake of Replicate's HTTP API, with the real client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from vibecraft_common.resource import EXIT_REPLICATE_FAILED
+from vibecraft_renderer.errors import ReplicateFailedError
+from vibecraft_renderer.visuals_replicate import ImageRequest, ReplicateImages
+
+from tests.fakes.replicate_server import FakeReplicate
+
+from .helpers import count_frames, ffprobe, frame_signals, run_render
+
+ARGS = ["--backend", "replicate", "--prompt", "neon city at night", "--width", "320", "--height", "180",
+        "--fps", "24", "--cut-every", "beat", "-q"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeReplicate]:
+    with FakeReplicate(throttle_first=1, retry_after="1") as server:
+        yield server
+
+
+def env_for(fake: FakeReplicate, **extra: str) -> dict[str, str]:
+    return {"REPLICATE_BASE_URL": fake.url, "REPLICATE_API_TOKEN": fake.token, "REPLICATE_POLL_INTERVAL": "0.05",
+            **extra}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def first_render(fake: FakeReplicate, click120: tuple[Path, np.ndarray], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("rep") / "out"
+    res = run_render([str(click120[0]), "-o", str(out), *ARGS], env=env_for(fake))
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def test_render_with_throttling_and_prefer_wait(fake: FakeReplicate, first_render: Path) -> None:
+    assert fake.stats.throttled == 1  # first create got 429 + Retry-After, and was retried
+    assert fake.stats.creates >= 2
+    assert fake.stats.prefer_wait == fake.stats.creates
+    assert fake.stats.unauthorized == 0
+    assert fake.stats.files_served == fake.stats.creates
+    cached = list((first_render / "cache" / "replicate").glob("*.img"))
+    assert len(cached) == fake.stats.creates
+    prompts = [i["prompt"] for i in fake.stats.inputs]
+    assert all(p.startswith("neon city at night, ") for p in prompts)
+    video = first_render / "video.mp4"
+    streams = {s["codec_type"]: s for s in ffprobe(video)["streams"]}
+    assert streams["video"]["width"] == 320 and streams["audio"]["codec_name"] == "aac"
+    assert count_frames(video) == 240
+
+
+def test_cuts_show_in_the_picture_on_beats(first_render: Path) -> None:
+    """Each cut switches image: the big frame-to-frame changes are at planned cut frames."""
+    analysis = json.loads((first_render / "analysis.json").read_text())
+    cut_frames = np.round(np.array(analysis["cuts"]) * 24).astype(int)
+    _, diff = frame_signals(first_render / "video.mp4")
+    threshold = max(8.0, 4 * float(np.median(diff[1:])))
+    jumps = np.flatnonzero(diff > threshold)
+    assert len(jumps) >= len(cut_frames) // 2
+    assert all(np.min(np.abs(cut_frames - j)) <= 1 for j in jumps), (jumps, cut_frames)
+
+
+def test_retry_uses_the_cache(fake: FakeReplicate, first_render: Path, click120: tuple[Path, np.ndarray]) -> None:
+    before = fake.stats.creates
+    (first_render / "video.mp4").unlink()
+    res = run_render([str(click120[0]), "-o", str(first_render), *ARGS], env=env_for(fake))
+    assert res.returncode == 0, res.stderr
+    assert fake.stats.creates == before
+    assert (first_render / "video.mp4").exists()
+
+
+def test_data_uri_outputs(fake: FakeReplicate, click100: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    served = fake.stats.files_served
+    res = run_render([str(click100[0]), "-o", str(tmp_path / "v.mp4"), *ARGS, "--model", "fake/datauri-model"],
+                     env=env_for(fake))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert fake.stats.files_served == served  # images came inline
+    assert count_frames(tmp_path / "v.mp4") == round(9.0 * 24)
+
+
+def test_failing_model(fake: FakeReplicate, click100: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    log = tmp_path / "termination-log"
+    res = run_render([str(click100[0]), "-o", str(tmp_path / "out"), *ARGS, "--model", "fake/fail-model"],
+                     env=env_for(fake, VIBECRAFT_TERMINATION_LOG=str(log)))  # fmt: skip
+    assert res.returncode == EXIT_REPLICATE_FAILED
+    assert "CUDA out of memory" in log.read_text()
+    assert "fake/fail-model" in res.stderr
+    assert not (tmp_path / "out" / "video.mp4").exists()
+
+
+def test_missing_token(click100: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    log = tmp_path / "termination-log"
+    res = run_render([str(click100[0]), "-o", str(tmp_path / "out"), *ARGS],
+                     env={"REPLICATE_API_TOKEN": "", "VIBECRAFT_TERMINATION_LOG": str(log)})  # fmt: skip
+    assert res.returncode == EXIT_REPLICATE_FAILED
+    assert "REPLICATE_API_TOKEN" in log.read_text()
+
+
+def test_wrong_token_is_a_clear_failure(fake: FakeReplicate, tmp_path: Path) -> None:
+    images = ReplicateImages(str(tmp_path / "cache"), tmp_path, token="r8_wrong", base_url=fake.url)
+    req = ImageRequest(0, 0, "a prompt", 1, "16:9", "fake/model")
+    with pytest.raises(ReplicateFailedError, match="401"):
+        images.generate([req])
+
+
+def test_create_retry_honours_retry_after(tmp_path: Path) -> None:
+    """The client does not retry POST /predictions on 429; we do, sleeping what Retry-After says."""
+    slept: list[float] = []
+    with FakeReplicate(throttle_first=2, retry_after="7") as server:
+        images = ReplicateImages(str(tmp_path / "cache"), tmp_path, token=server.token, base_url=server.url,
+                                 sleep=slept.append)  # fmt: skip
+        req = ImageRequest(0, 0, "a prompt", 1, "16:9", "fake/model")
+        files = images.generate([req, req])  # duplicate requests are generated once
+        assert server.stats.throttled == 2 and server.stats.creates == 1
+    assert slept[:2] == [7.0, 7.0]
+    assert files[req.key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "cache" / "replicate" / f"{req.key}.img").exists()
+
+
+def test_version_reference_uses_the_predictions_endpoint(tmp_path: Path) -> None:
+    with FakeReplicate(throttle_first=0) as server:
+        images = ReplicateImages(str(tmp_path / "cache"), tmp_path, token=server.token, base_url=server.url,
+                                 sleep=lambda s: None)  # fmt: skip
+        req = ImageRequest(1, 0, "p", 2, "1:1", "owner/model:abcdef123456")
+        images.generate([req])
+        assert server.stats.creates == 1
+        pred = next(iter(server.predictions.values()))
+        assert pred["version"] == "abcdef123456"

@@ -1,0 +1,56 @@
+"""s3:// input and output against the local S3 server (the session `s3` fixture in tests/conftest.py)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from vibecraft_common.resource import EXIT_DOWNLOAD_FAILED, EXIT_UPLOAD_FAILED
+
+from .helpers import count_frames, run_render
+
+pytestmark = pytest.mark.s3
+
+
+@pytest.fixture(scope="module")
+def s3server(request: pytest.FixtureRequest) -> Any:
+    try:
+        return request.getfixturevalue("s3")
+    except pytest.FixtureLookupError:
+        pytest.skip("no `s3` fixture (tests/conftest.py) in this checkout")
+
+
+def test_s3_round_trip(s3server: Any, click120: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    client = s3server.client()
+    run = uuid.uuid4().hex[:8]
+    client.upload_file(str(click120[0]), s3server.bucket, f"renderer-tests/{run}/in/song.wav")
+    src = f"s3://{s3server.bucket}/renderer-tests/{run}/in/song.wav"
+    prefix = f"renderer-tests/{run}/out/"
+    res = run_render([src, "-o", f"s3://{s3server.bucket}/{prefix}", "--width", "160", "--height", "90",
+                      "--segment-seconds", "4", "-q"], env=s3server.env())  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3server.bucket, Prefix=prefix).get("Contents", [])}
+    assert keys == {prefix + name for name in ("video.mp4", "thumbnail.jpg", "analysis.json")}, keys
+    local = tmp_path / "video.mp4"
+    client.download_file(s3server.bucket, prefix + "video.mp4", str(local))
+    assert count_frames(local) == 300
+    head = client.head_object(Bucket=s3server.bucket, Key=prefix + "video.mp4")
+    assert head["ContentType"] == "video/mp4"
+
+
+def test_s3_missing_bucket_and_key(s3server: Any, click120: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    env = s3server.env()
+    log = tmp_path / "log"
+    env["VIBECRAFT_TERMINATION_LOG"] = str(log)
+    res = run_render(["s3://no-such-bucket-vc/song.wav", "-o", str(tmp_path / "o.mp4"), "-q"], env=env)
+    assert res.returncode == EXIT_DOWNLOAD_FAILED
+    assert "no-such-bucket-vc" in log.read_text()
+    res = run_render([f"s3://{s3server.bucket}/renderer-tests/missing.wav", "-o", str(tmp_path / "o.mp4"), "-q"],
+                     env=env)  # fmt: skip
+    assert res.returncode == EXIT_DOWNLOAD_FAILED
+    res = run_render([str(click120[0]), "-o", "s3://no-such-bucket-vc/out/", "-q"], env=env)
+    assert res.returncode == EXIT_UPLOAD_FAILED
+    assert "does not exist" in log.read_text()

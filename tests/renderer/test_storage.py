@@ -1,0 +1,56 @@
+"""URL handling, atomic local publishing, and the memory guard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from vibecraft_renderer import storage
+from vibecraft_renderer.errors import DownloadError, MemoryGuardError, UploadError
+from vibecraft_renderer.memguard import MemoryGuard, rss_bytes
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [("s3://b/k/x.ogg", storage.S3Url), ("https://h/x.mp3", storage.HttpUrl), ("file:///a/b.wav", Path),
+     ("rel/x.wav", Path), ("/abs/x.wav", Path)],
+)  # fmt: skip
+def test_parse(url: str, kind: type) -> None:
+    assert isinstance(storage.parse_url(url), kind)
+
+
+def test_join_and_redact() -> None:
+    assert storage.join("s3://b/p", "video.mp4") == "s3://b/p/video.mp4"
+    assert storage.join("s3://b/p/", "video.mp4") == "s3://b/p/video.mp4"
+    assert storage.join("s3://b", "video.mp4") == "s3://b/video.mp4"
+    assert storage.redact("https://user:pw@host:8443/a.mp3?X-Amz-Signature=secret") == "https://host:8443/a.mp3"
+    assert storage.redact("s3://b/k") == "s3://b/k"
+
+
+def test_put_file_is_atomic_and_leaves_no_temp(tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"x" * 1000)
+    dest = tmp_path / "out" / "deep" / "video.mp4"
+    storage.put_file(src, str(dest))
+    assert dest.read_bytes() == b"x" * 1000 and src.exists()
+    storage.put_file(src, str(dest), move=True)
+    assert not src.exists()
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["video.mp4"]
+
+
+def test_fetch_missing_file_and_unwritable_output(tmp_path: Path) -> None:
+    with pytest.raises(DownloadError):
+        storage.fetch(str(tmp_path / "nope.ogg"), tmp_path)
+    (tmp_path / "f").write_text("")
+    with pytest.raises(UploadError):
+        storage.check_writable(str(tmp_path / "f" / "sub"))
+    with pytest.raises(UploadError):
+        storage.check_writable("https://example.com/out/")
+
+
+def test_memory_guard_trips_over_the_limit() -> None:
+    assert rss_bytes() > 0
+    MemoryGuard(limit_mb=64 * 1024).check(force=True)  # far above: fine
+    with pytest.raises(MemoryGuardError, match="memory guard"):
+        MemoryGuard(limit_mb=1).check(force=True)
+    MemoryGuard(limit_mb=None).check(force=True)  # no cgroup limit here: no-op or fine
