@@ -1,0 +1,1 @@
+"""Request and response models, split by use (`VideoCreate` in, `VideoPublic` out)."""

@@ -1,0 +1,161 @@
+"""MusicVideo objects in tenant namespaces: the API's only Kubernetes writes (create and delete)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from typing import Any
+
+from vibecraft_common.resource import GROUP, PLURAL, VERSION
+
+from vibecraft_api.errors import (
+    BadRequest,
+    FieldIssue,
+    Gone,
+    InvalidInput,
+    KubeError,
+    NotFound,
+    TenantNotProvisioned,
+    Unavailable,
+)
+from vibecraft_api.kube import Kube
+
+Obj = dict[str, Any]
+LIST_PAGE = 250  # objects per Kubernetes list request
+MAX_PAGES_PER_REQUEST = 8  # bounds the work of one filtered list request; the rest comes with `continue`
+
+
+def collection(namespace: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+
+
+def unavailable(exc: KubeError) -> Unavailable:
+    if exc.code == 0:
+        return Unavailable("The Kubernetes API is unreachable; try again shortly.")
+    if exc.code == 403:
+        # With per-tenant RoleBindings (the Helm chart's way), a tenant nobody set up looks like this.
+        return TenantNotProvisioned("Your account is not fully set up yet (no access to its namespace); "
+                                    "ask an administrator.")
+    if exc.code == 401:
+        return Unavailable("The API's credentials for the cluster are not accepted.")
+    return Unavailable(f"The Kubernetes API failed ({exc.code} {exc.reason}).")
+
+
+def encode_continue(k8s_continue: str, resource_version: str, offset: int) -> str:
+    raw = json.dumps({"c": k8s_continue, "rv": resource_version, "o": offset}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_continue(token: str) -> tuple[str, str, int]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        k8s, rv, offset = data["c"], data["rv"], data["o"]
+        if isinstance(k8s, str) and isinstance(rv, str) and isinstance(offset, int) and not isinstance(offset, bool) \
+                and 0 <= offset < LIST_PAGE and (k8s or rv.isdigit()):
+            return k8s, rv, offset
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        pass
+    raise BadRequest("The continue token is not valid; start the listing again without it.")
+
+
+class MusicVideos:
+    """CRUD on MusicVideos; Kubernetes errors become problems the client can act on."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    async def get(self, namespace: str, name: str) -> Obj:
+        try:
+            return await self.kube.get(f"{collection(namespace)}/{name}")
+        except KubeError as exc:
+            if exc.code == 404:
+                raise NotFound(f"There is no video {name}.") from None
+            raise unavailable(exc) from None
+
+    async def create(self, namespace: str, body: Obj) -> Obj:
+        try:
+            return await self.kube.request("POST", collection(namespace), body=body)
+        except KubeError as exc:
+            if exc.code == 404:
+                raise TenantNotProvisioned(
+                    f"Your account's namespace {namespace} does not exist yet; ask an administrator to create it."
+                ) from None
+            if exc.code == 422:
+                # A rule the API's models missed: the API server's own words, per field.
+                issues = [FieldIssue(c.get("field", "").removeprefix("spec."), c.get("message", exc.message))
+                          for c in exc.causes] or [FieldIssue("", exc.message)]
+                raise InvalidInput("; ".join(f"{i.field}: {i.detail}" for i in issues), errors=issues) from None
+            raise unavailable(exc) from None
+
+    async def delete(self, namespace: str, name: str) -> None:
+        try:
+            # Background: the operator's finalizer and the garbage collector stop and remove the Job.
+            await self.kube.request("DELETE", f"{collection(namespace)}/{name}",
+                                    body={"propagationPolicy": "Background"})
+        except KubeError as exc:
+            if exc.code == 404:
+                raise NotFound(f"There is no video {name}.") from None
+            raise unavailable(exc) from None
+
+    async def _list(self, namespace: str, params: dict[str, Any]) -> Obj:
+        try:
+            return await self.kube.get(collection(namespace), params=params)
+        except KubeError as exc:
+            if exc.code == 410:
+                raise Gone("The listing expired; start again without a continue token.") from None
+            if exc.code == 404:
+                return {"items": [], "metadata": {}}  # no namespace (yet): no videos
+            if exc.code in (400, 422) and params.get("continue"):
+                raise BadRequest("The continue token is not valid; start the listing again without it.") from None
+            raise unavailable(exc) from None
+
+    async def all(self, namespace: str, label_selector: str | None = None) -> list[Obj]:
+        """Every MusicVideo in the namespace (optionally with the labels), following pagination."""
+        items: list[Obj] = []
+        token = ""
+        while True:
+            params: dict[str, Any] = {"limit": LIST_PAGE}
+            if label_selector:
+                params["labelSelector"] = label_selector
+            if token:
+                params["continue"] = token
+            page = await self._list(namespace, params)
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return items
+
+    async def page(self, namespace: str, *, limit: int, token: str | None,
+                   keep: Callable[[Obj], bool]) -> tuple[list[Obj], str | None]:
+        """Up to `limit` (<= LIST_PAGE) objects that `keep` accepts, and a token for the next page (None at the end).
+
+        Kubernetes pages are always LIST_PAGE long and hold more matches than the client asked for, so
+        the token is (Kubernetes continue token or resourceVersion of the page being read, offset in
+        it): the next request reads the same page again, from the same consistent snapshot
+        (`continue`, or resourceVersionMatch=Exact for the first page), and skips what it returned.
+        """
+        k8s_token, rv, offset = decode_continue(token) if token else ("", "", 0)
+        out: list[Obj] = []
+        for _ in range(MAX_PAGES_PER_REQUEST):
+            params: dict[str, Any] = {"limit": LIST_PAGE}
+            if k8s_token:
+                params["continue"] = k8s_token
+            elif rv:
+                params.update(resourceVersion=rv, resourceVersionMatch="Exact")
+            page = await self._list(namespace, params)
+            items = page.get("items") or []
+            meta = page.get("metadata") or {}
+            next_token, rv = meta.get("continue") or "", str(meta.get("resourceVersion") or rv)
+            for index in range(offset, len(items)):
+                if keep(items[index]):
+                    out.append(items[index])
+                    if len(out) == limit:
+                        if index + 1 < len(items):
+                            return out, encode_continue(k8s_token, rv, index + 1)
+                        return out, encode_continue(next_token, rv, 0) if next_token else None
+            if not next_token:
+                return out, None
+            k8s_token, offset = next_token, 0
+        return out, encode_continue(k8s_token, rv, offset)

@@ -1,0 +1,73 @@
+"""/v1/videos: start renders, read them, cancel them, download the result."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from vibecraft_api.deps import (
+    IdempotencyKey,
+    MetricsDep,
+    RendersDep,
+    SettingsDep,
+    TenantDep,
+    VideoId,
+    VideosDep,
+)
+from vibecraft_api.manifests import phase_of, to_public
+from vibecraft_api.models.videos import DownloadLinks, Phase, VideoCreate, VideoPublic, VideosPublic
+from vibecraft_api.routes import AUTHED, problems
+
+router = APIRouter(prefix="/v1/videos", tags=["videos"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=VideoPublic,
+             responses={200: {"model": VideoPublic, "description": "Replay of an earlier request with this Idempotency-Key"},
+                        201: {"headers": {"Location": {"description": "The video", "schema": {"type": "string"}}}},
+                        **problems(*AUTHED, 413, 415, 429)})
+async def create_video(req: VideoCreate, tenant: TenantDep, renders: RendersDep, settings: SettingsDep,
+                       metrics: MetricsDep, response: Response,
+                       idempotency_key: IdempotencyKey = None) -> VideoPublic:
+    """Start rendering a video for an uploaded song (audio.key) or a song URL (audio.url)."""
+    obj, created = await renders.create(tenant, req, idempotency_key)
+    video = to_public(obj, settings.s3_bucket)
+    response.headers["Location"] = video.links.self
+    if created:
+        metrics.videos_created.inc()
+    else:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    return video
+
+
+@router.get("", response_model=VideosPublic, responses=problems(*AUTHED, 410))
+async def list_videos(tenant: TenantDep, videos: VideosDep, settings: SettingsDep,
+                      limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
+                      continue_: Annotated[str | None, Query(alias="continue", max_length=4096,
+                                                             description="Token from the previous page")] = None,
+                      phase: Annotated[Phase | None, Query(description="Only videos in this phase")] = None,
+                      ) -> VideosPublic:
+    """Your videos, oldest first, a page at a time."""
+    items, token = await videos.page(tenant.namespace, limit=limit, token=continue_,
+                                     keep=lambda obj: phase is None or phase_of(obj) == phase)
+    return VideosPublic.model_validate({"items": [to_public(o, settings.s3_bucket) for o in items], "continue": token})
+
+
+@router.get("/{id}", response_model=VideoPublic, responses=problems(*AUTHED, 404))
+async def get_video(id: VideoId, tenant: TenantDep, videos: VideosDep, settings: SettingsDep) -> VideoPublic:
+    """One video and the state of its render."""
+    return to_public(await videos.get(tenant.namespace, id), settings.s3_bucket)
+
+
+@router.delete("/{id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+               responses=problems(*AUTHED, 404))
+async def delete_video(id: VideoId, tenant: TenantDep, renders: RendersDep) -> None:
+    """Cancel the render if it runs, and delete the video and its files."""
+    await renders.delete(tenant, id)
+
+
+@router.get("/{id}/download", response_model=DownloadLinks, responses=problems(*AUTHED, 404, 409))
+async def download_video(id: VideoId, tenant: TenantDep, renders: RendersDep) -> DownloadLinks:
+    """Presigned links to the MP4 and its thumbnail (409 until the render has succeeded)."""
+    return await renders.download(tenant, id)

@@ -1,0 +1,115 @@
+"""The whole path with nothing simulated: upload → API → MusicVideo → real operator → real renderer Job → SSE → download.
+
+The operator runs as a subprocess for the tenant's namespace; the renderer runs as a pod through the
+local cluster's node agent (image vibecraft/renderer → vibecraft-render). Skipped when the operator
+package is not importable.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from http import HTTPStatus
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.api.conftest import REPO, TenantHandle, free_port
+from tests.api.utils import SseReader, wav_bytes
+from tests.conftest import Cluster, S3Server
+
+pytestmark = [pytest.mark.cluster, pytest.mark.s3]
+
+
+def provision_renders(cluster: Cluster, s3: S3Server, namespace: str) -> None:
+    """What an administrator (the Helm chart) sets up per tenant for renders: renderer SA, RBAC, S3 Secret."""
+    docs = [d for d in yaml.safe_load_all((REPO / "crds" / "rbac" / "renderer.yaml").read_text()) if d]
+    for doc in docs:
+        if "namespace" in doc["metadata"]:
+            doc["metadata"]["namespace"] = namespace
+        for subject in doc.get("subjects", []):
+            subject["namespace"] = namespace
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    cluster.kubectl("-n", namespace, "create", "secret", "generic", "vibecraft-s3",
+                    f"--from-literal=AWS_ACCESS_KEY_ID={s3.access_key}",
+                    f"--from-literal=AWS_SECRET_ACCESS_KEY={s3.secret_key}")
+
+
+@pytest.fixture
+def operator(cluster: Cluster, s3: S3Server, tmp_path: Path) -> Iterator[Callable[[str], None]]:
+    if importlib.util.find_spec("vibecraft_operator.main") is None:
+        pytest.skip("vibecraft_operator is not installed")
+    procs: list[subprocess.Popen[bytes]] = []
+    log = tmp_path / "operator.log"
+
+    def start(namespace: str) -> None:
+        health = free_port()
+        env = {**os.environ, **s3.env(), "KUBECONFIG": cluster.kubeconfig, "VIBECRAFT_METRICS_PORT": "0",
+               "VIBECRAFT_LIVENESS_ENDPOINT": f"http://127.0.0.1:{health}/healthz", "VIBECRAFT_LOG_FORMAT": "plain",
+               "VIBECRAFT_S3_ENDPOINT": s3.endpoint, "VIBECRAFT_S3_REGION": s3.region,
+               "VIBECRAFT_DEFAULT_CPU": "100m", "VIBECRAFT_RESYNC_SECONDS": "5"}
+        with log.open("ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "vibecraft_operator.main", "--standalone", "-n", namespace],
+                                    env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(proc)
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"operator exited: {log.read_text()[-3000:]}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=2):
+                    return
+            except OSError:
+                assert time.monotonic() < deadline, f"operator not live: {log.read_text()[-3000:]}"
+                time.sleep(0.3)
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+    print(f"--- operator log ---\n{log.read_text()[-4000:] if log.exists() else ''}")
+
+
+def test_upload_render_follow_download(new_tenant: Callable[..., TenantHandle], cluster: Cluster, s3: S3Server,
+                                       operator: Callable[[str], None]) -> None:
+    t = new_tenant("e2e")
+    provision_renders(cluster, s3, t.namespace)
+    operator(t.namespace)
+
+    song = wav_bytes(3.0, 22050)
+    upload = t.client.post("/v1/uploads/file", params={"filename": "song.wav"}, content=song)
+    assert upload.status_code == HTTPStatus.CREATED, upload.text
+    resp = t.client.post("/v1/videos", json={
+        "audio": {"key": upload.json()["key"]}, "style": {"backend": "procedural", "seed": 1},
+        "video": {"height": 72, "aspectRatio": "16:9", "fps": 10, "preset": "ultrafast"}})
+    assert resp.status_code == HTTPStatus.CREATED, resp.text
+    video = resp.json()
+
+    reader = SseReader(t.client, video["links"]["events"]).start()
+    events = reader.join(150)  # a real render: imports, analysis, encoding
+    phases = [e.json()["phase"] for e in events if e.event == "video"]
+    final = t.client.get(video["links"]["self"]).json()
+    assert phases[-1] == "Succeeded", (phases, final.get("failure"), cluster.kubectl(
+        "-n", t.namespace, "get", "pods,jobs", "-o", "wide", check=False).stdout)
+    assert "Running" in phases
+    assert any((e.json().get("progress") or {}).get("percent") for e in events if e.event == "video"), \
+        "the renderer's progress reached the stream"
+    assert events[-1].event == "end"
+
+    assert final["output"]["sizeBytes"] > 1000 and final["analysis"]
+    links = t.client.get(video["links"]["download"]).json()
+    mp4 = httpx.get(links["videoUrl"]).content
+    assert len(mp4) == final["output"]["sizeBytes"] and mp4[4:8] == b"ftyp"
+    assert httpx.get(links["thumbnailUrl"]).content[:2] == b"\xff\xd8"
+    assert t.client.delete(video["links"]["self"]).status_code == HTTPStatus.NO_CONTENT

@@ -1,0 +1,287 @@
+"""Pure parts of the API, without a cluster: models against the CRD, sniffing, keys, limits, builders, config."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import re
+import ssl
+import subprocess
+import sys
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from pydantic import ValidationError
+from vibecraft_api.audio import sniff
+from vibecraft_api.auth import parse_secret
+from vibecraft_api.errors import BadRequest, RateLimited
+from vibecraft_api.kube import from_kubeconfig, in_cluster
+from vibecraft_api.main import create_app
+from vibecraft_api.manifests import build_musicvideo, is_active, new_video_id, to_public
+from vibecraft_api.models.videos import VIDEO_ID_RE, VideoCreate
+from vibecraft_api.musicvideos import decode_continue, encode_continue
+from vibecraft_api.ratelimit import RateLimiter
+from vibecraft_api.settings import Settings
+from vibecraft_api.uploads import safe_filename
+
+from tests.api.utils import PROBLEM_JSON, wav_bytes
+
+CRD = Path(__file__).resolve().parents[2] / "crds" / "musicvideo.yaml"
+CHECKED = ("enum", "minimum", "maximum", "multipleOf", "maxLength", "minLength", "default")
+
+
+def _crd_spec() -> dict[str, Any]:
+    crd = yaml.safe_load(CRD.read_text())
+    spec: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    return spec
+
+
+def _model_props(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in schema:
+        schema = defs[schema["$ref"].split("/")[-1]]
+    return dict(schema.get("properties", {}))
+
+
+def _constraint_view(prop: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic property's constraints, looking through Optional (anyOf with null)."""
+    branch = next((b for b in prop.get("anyOf", []) if b.get("type") != "null"), prop)
+    mapping = {"exclusiveMinimum": "minimum"}
+    out = {mapping.get(k, k): v for k, v in {**branch, **prop}.items() if k in CHECKED}
+    if "const" in branch:
+        out["enum"] = [branch["const"]]
+    if out.get("default") is None:
+        out.pop("default", None)
+    return out
+
+
+def _crd_view(prop: dict[str, Any]) -> dict[str, Any]:
+    """A CRD property's constraints; an enum may be a CEL rule `self in [...]` (for a friendlier message)."""
+    want = {k: v for k, v in prop.items() if k in CHECKED}
+    for rule in prop.get("x-kubernetes-validations", []):
+        if m := re.fullmatch(r"self in \[(.*)\]", rule["rule"].strip()):
+            want["enum"] = [v.strip().strip("'\"") for v in m.group(1).split(",")]
+    if "enum" in want:
+        want.pop("maxLength", None)  # implied by the enum
+    if prop.get("format") == "int64":
+        want["maximum"] = 2**63 - 1
+    return want
+
+
+@pytest.mark.parametrize("section", ["style", "video"])
+def test_request_models_mirror_the_crd(section: str) -> None:
+    schema = VideoCreate.model_json_schema()
+    defs = schema["$defs"]
+    crd_props = _crd_spec()[section]["properties"]
+    model_props = _model_props(schema["properties"][section], defs)
+    assert set(crd_props) == set(model_props), f"{section}: fields differ"
+    for name, crd_prop in crd_props.items():
+        assert _constraint_view(model_props[name]) == _crd_view(crd_prop), f"{section}.{name}"
+
+
+def test_top_level_bounds_mirror_the_crd() -> None:
+    schema = VideoCreate.model_json_schema()
+    crd = _crd_spec()
+    for name in ("retries", "deadlineSeconds"):
+        want = {k: v for k, v in crd[name].items() if k in ("minimum", "maximum")}
+        got = {k: v for k, v in _constraint_view(schema["properties"][name]).items() if k != "default"}
+        assert got == want, name
+    audio = _model_props(schema["properties"]["audio"], schema["$defs"])
+    url = crd["audio"]["properties"]["url"]
+    assert _constraint_view(audio["url"]) == {"minLength": url["minLength"], "maxLength": url["maxLength"]}
+
+
+@pytest.mark.parametrize(("video", "message"), [
+    ({"width": 640}, "video.width requires video.height"),
+    ({"width": 640, "height": 360, "aspectRatio": "16:9"}, "set video.width or video.aspectRatio, not both"),
+    ({"height": 360}, "video.height requires video.width or video.aspectRatio"),
+    ({"aspectRatio": "1:1"}, "video.aspectRatio requires video.height"),
+])
+def test_crd_cross_field_rules(video: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3"}, "video": video})
+    assert [e["msg"] for e in info.value.errors()] == [message]
+
+
+@pytest.mark.parametrize(("head", "fmt"), [
+    (b"ID3\x04\x00", "mp3"), (b"\xff\xfb\x90\x64", "mp3"), (b"\xff\xf1\x50\x80", "aac"), (b"OggS\x00\x02", "ogg"),
+    (wav_bytes(0.01)[:16], "wav"), (b"fLaC\x00\x00\x00\x22", "flac"), (b"\x00\x00\x00\x20ftypM4A ", "m4a"),
+    (b"FORM\x00\x00\x10\x00AIFF", "aiff"), (b"\x1a\x45\xdf\xa3\x9f", "webm"),
+    (b"%PDF-1.7", None), (b"\x89PNG\r\n\x1a\n", None), (b"PK\x03\x04", None), (b"", None), (b"\xff\xd8\xff\xe0", None),
+    (b"RIFF\x00\x00\x00\x00AVI ", None),
+])
+def test_sniff(head: bytes, fmt: str | None) -> None:
+    assert sniff(head) == fmt
+
+
+@pytest.mark.parametrize(("name", "safe"), [
+    ("song.mp3", "song.mp3"), ("../../etc/passwd", "passwd"), ("C:\\Music\\My Song.flac", "My_Song.flac"),
+    ("ünïcødé.ogg", "n_c_d_.ogg"), ("...", "audio"), ("a" * 300 + ".mp3", "a" * 124 + ".mp3"),
+])
+def test_safe_filename(name: str, safe: str) -> None:
+    assert safe_filename(name) == safe
+
+
+def test_token_bucket() -> None:
+    now = [0.0]
+    limiter = RateLimiter(per_minute=6, burst=2, clock=lambda: now[0])
+    limiter.check("k")
+    limiter.check("k")
+    with pytest.raises(RateLimited) as info:
+        limiter.check("k")
+    assert info.value.headers["Retry-After"] == "10"
+    limiter.check("other")  # buckets are per key
+    now[0] = 10.0
+    limiter.check("k")
+    limiter.refund("k")
+    limiter.check("k")
+    with pytest.raises(RateLimited):
+        limiter.check("k")
+
+
+def test_continue_tokens() -> None:
+    assert decode_continue(encode_continue("abc", "", 7)) == ("abc", "", 7)
+    assert decode_continue(encode_continue("", "123", 0)) == ("", "123", 0)
+    for bad in ("", "garbage", base64.urlsafe_b64encode(b'{"c": 1}').decode(), encode_continue("", "x", 0),
+                encode_continue("a", "", -1)):
+        with pytest.raises(BadRequest):
+            decode_continue(bad)
+
+
+def test_parse_secret(caplog: pytest.LogCaptureFixture) -> None:
+    def b64(s: str) -> str:
+        return base64.b64encode(s.encode()).decode()
+
+    good = hashlib.sha256(b"k1").hexdigest()
+    data = {"acme": b64(f"sha256:{good}\nraw-key-long-enough-1234\n"), "short": b64("changeme"),
+            "Bad_Name": b64("raw-key-long-enough-5678"), "dup": b64("raw-key-long-enough-1234"), "junk": "!!!",
+            "bare": b64(hashlib.sha256(b"k2").hexdigest().upper())}  # the Helm chart's documented form
+    with caplog.at_level(logging.WARNING):
+        keys = parse_secret(data, "vc-")
+    assert keys == {bytes.fromhex(good): "acme", hashlib.sha256(b"raw-key-long-enough-1234").digest(): "acme",
+                    hashlib.sha256(b"k2").digest(): "bare"}
+    assert len(caplog.records) == 4
+    assert "raw-key" not in caplog.text, "keys are never logged"
+
+
+def test_ids_sort_by_creation_time() -> None:
+    ids = [new_video_id(ms) for ms in (1, 10**12, 10**12 + 1, 2 * 10**12)]
+    assert ids == sorted(ids) and len(set(ids)) == 4
+    assert all(VIDEO_ID_RE.match(i) and len(i) <= 40 for i in ids)
+
+
+def test_build_and_read_back_a_musicvideo() -> None:
+    req = VideoCreate.model_validate({"audio": {"key": "uploads/acme/" + "0" * 32 + "/a.mp3"},
+                                      "style": {"backend": "replicate", "prompt": "rain"},
+                                      "video": {"height": 720, "aspectRatio": "9:16"}, "retries": 0})
+    obj = build_musicvideo(name="mv-1", tenant="acme", req=req, bucket="b", audio_url="s3://b/uploads/acme/x/a.mp3",
+                           idempotency="abc")
+    assert obj["spec"] == {"audio": {"url": "s3://b/uploads/acme/x/a.mp3"},
+                           "style": {"backend": "replicate", "prompt": "rain"},
+                           "video": {"height": 720, "aspectRatio": "9:16", "fps": 30, "cutEvery": "beat",
+                                     "preset": "veryfast"},
+                           "output": {"url": "s3://b/videos/acme/mv-1/"}, "retries": 0}
+    assert obj["metadata"]["labels"]["vibecraft.io/idempotency-key"] == "abc"
+    obj["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    # Status from other components may be odd: odd parts are dropped, never a 500.
+    obj["status"] = {"phase": "Exploded", "progress": {"percent": "lots"}, "attempts": True,
+                     "output": {"sizeBytes": 5, "videoUrl": "s3://b/videos/acme/mv-1/video.mp4"}}
+    public = to_public(obj, "b")
+    assert public.phase == "Pending" and public.progress is None and public.attempts == 0
+    assert public.output is not None and public.output.sizeBytes == 5
+    assert public.audio.key == "uploads/acme/x/a.mp3"
+    assert "videoUrl" not in public.model_dump_json()
+    assert is_active(obj)
+    obj["status"]["phase"] = "Failed"
+    assert not is_active(obj)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and its key, made with openssl (stands in for the CA and a client cert)."""
+    key, crt = tmp_path / "tls.key", tmp_path / "tls.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt),
+                    "-days", "1", "-subj", "/CN=test"], check=True, capture_output=True)
+    return crt, key
+
+
+def _kubeconfig(tmp_path: Path, cluster: dict[str, Any], user: dict[str, Any]) -> Path:
+    path = tmp_path / "config"
+    path.write_text(yaml.safe_dump({
+        "current-context": "c", "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+        "clusters": [{"name": "k", "cluster": {"server": "https://k.example:6443/", **cluster}}],
+        "users": [{"name": "u", "user": user}]}))
+    return path
+
+
+def _auth_header(cfg: Any) -> str:
+    assert cfg.auth is not None
+    return str(cfg.auth.header())
+
+
+def test_kubeconfig_forms(tmp_path: Path, pki: tuple[Path, Path]) -> None:
+    crt, key = pki
+
+    def b64(p: Path) -> str:
+        return base64.b64encode(p.read_bytes()).decode()
+
+    embedded = from_kubeconfig(_kubeconfig(tmp_path, {"certificate-authority-data": b64(crt)},
+                                           {"client-certificate-data": b64(crt), "client-key-data": b64(key)}))
+    assert embedded.server == "https://k.example:6443"
+    assert isinstance(embedded.ssl, ssl.SSLContext) and embedded.auth is None
+    files = from_kubeconfig(_kubeconfig(tmp_path, {"certificate-authority": crt.name},
+                                        {"client-certificate": crt.name, "client-key": key.name}))
+    assert isinstance(files.ssl, ssl.SSLContext)
+    token = from_kubeconfig(_kubeconfig(tmp_path, {"insecure-skip-tls-verify": True}, {"token": "t0ken"}))
+    assert token.ssl is False and _auth_header(token) == "Bearer t0ken"
+    (tmp_path / "tok").write_text("from-file\n")
+    assert _auth_header(from_kubeconfig(_kubeconfig(tmp_path, {}, {"tokenFile": "tok"}))) == "Bearer from-file"
+    exec_user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": sys.executable, "args": [
+        "-c", "import json; print(json.dumps({'status': {'token': 'exec-token'}}))"]}}
+    assert _auth_header(from_kubeconfig(_kubeconfig(tmp_path, {}, exec_user))) == "Bearer exec-token"
+
+
+def test_in_cluster_config(tmp_path: Path, pki: tuple[Path, Path]) -> None:
+    (tmp_path / "token").write_text("first\n")
+    (tmp_path / "ca.crt").write_bytes(pki[0].read_bytes())
+    cfg = in_cluster(tmp_path, {"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443"})
+    assert cfg.server == "https://[fd00::1]:443"
+    assert _auth_header(cfg) == "Bearer first"
+
+
+def test_settings_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIBECRAFT_API_CORS_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("VIBECRAFT_API_MAX_CONCURRENT_RENDERS", "7")
+    s = Settings()
+    assert s.cors_origins == ["https://a.example", "https://b.example"] and s.max_concurrent_renders == 7
+    monkeypatch.setenv("VIBECRAFT_API_CORS_ORIGINS", '["https://c.example"]')
+    assert Settings().cors_origins == ["https://c.example"]
+    for bad in ({"s3_access_key_id": "AKIA", "s3_secret_access_key": "changeme"},
+                {"s3_access_key_id": "AKIA"}, {"namespace_prefix": "VC_"}, {"s3_bucket": "No_Such"},
+                {"upload_part_bytes": 1024}, {"multipart_threshold_bytes": 6 * 2**20, "upload_part_bytes": 8 * 2**20}):
+        with pytest.raises(ValidationError):
+            Settings(**bad)
+
+
+def test_unexpected_errors_are_a_500_problem_without_details() -> None:
+    app = create_app(Settings(cors_origins=[]))
+
+    @app.get("/boom")  # type: ignore[untyped-decorator]
+    async def boom() -> None:
+        raise RuntimeError("password=hunter2 in /srv/secret/path.py")
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return await client.get("/boom")
+
+    resp = asyncio.run(call())
+    assert resp.status_code == HTTPStatus.INTERNAL_SERVER_ERROR
+    assert resp.headers["content-type"] == PROBLEM_JSON
+    assert resp.json()["type"].endswith("/internal")
+    assert "hunter2" not in resp.text and "Traceback" not in resp.text and "path.py" not in resp.text
