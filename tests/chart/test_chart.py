@@ -160,8 +160,13 @@ def test_install_render_upgrade_uninstall(cluster: Cluster, s3: S3Server, tmp_pa
     vf = tmp_path / "values.json"
     vf.write_text(json.dumps(values))
     kc = cluster.kubeconfig
-    helm("install", release, str(CHART), "-n", ns, "--create-namespace", "-f", str(vf), "--wait", "--timeout", "3m",
-         kubeconfig=kc)
+    res = helm("install", release, str(CHART), "-n", ns, "--create-namespace", "-f", str(vf), "--wait", "--timeout",
+               "5m", kubeconfig=kc, check=False)
+    if res.returncode != 0:
+        pods = cluster.kubectl("get", "pods", "-n", ns, "-o", "wide", check=False).stdout
+        logs = "".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"
+                       for p in (cluster.state_dir / "pod-logs").glob(f"{ns}_*"))
+        raise AssertionError(f"helm install failed: {res.stderr}\n{pods}\n{logs}")
     try:
         song = tmp_path / "song.wav"
         subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=f=440:d=6", "-af",
