@@ -8,6 +8,7 @@ package is not importable.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -111,5 +112,11 @@ def test_upload_render_follow_download(new_tenant: Callable[..., TenantHandle], 
     links = t.client.get(video["links"]["download"]).json()
     mp4 = httpx.get(links["videoUrl"]).content
     assert len(mp4) == final["output"]["sizeBytes"] and mp4[4:8] == b"ftyp"
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height",
+                            "-show_entries", "format=duration", "-of", "json", "-"], input=mp4, capture_output=True,
+                           check=True)
+    info = json.loads(probe.stdout)
+    assert sorted(s["codec_name"] for s in info["streams"]) == ["aac", "h264"]
+    assert abs(float(info["format"]["duration"]) - 3.0) < 0.2
     assert httpx.get(links["thumbnailUrl"]).content[:2] == b"\xff\xd8"
     assert t.client.delete(video["links"]["self"]).status_code == HTTPStatus.NO_CONTENT
