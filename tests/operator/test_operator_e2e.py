@@ -369,3 +369,31 @@ def _gone(read: Callable[[], Any]) -> bool:
             return True
         raise
     return False
+
+
+@pytest.mark.parametrize("operator_settings", [{"VIBECRAFT_MAX_RUNNING": "4", "VIBECRAFT_RESYNC_SECONDS": "10"}],
+                         indirect=True)
+def test_200_renders_at_once_never_exceed_max_running(operator: Operator, apis: Any) -> None:
+    """200 MusicVideos applied together: at most 4 Jobs run at any moment, and every one succeeds."""
+    custom, batch, _ = apis
+    ns, count = operator.namespace, 200
+    names = [f"bulk-{i:03d}" for i in range(count)]
+    for name in names:
+        create_mv(custom, ns, manifest(name, style={"prompt": "ok"}))
+    peak, deadline = 0, time.monotonic() + 900
+    while time.monotonic() < deadline:
+        jobs = batch.list_namespaced_job(ns).items
+        unfinished = [j for j in jobs if not any(c.type in ("Complete", "Failed") and c.status == "True"
+                                                 for c in (j.status.conditions or []))]
+        peak = max(peak, len(unfinished))
+        mvs = custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
+        phases = [(m.get("status") or {}).get("phase") for m in mvs]
+        assert phases.count("Running") <= 4, f"{phases.count('Running')} renders Running at once"
+        if phases.count("Succeeded") == count:
+            break
+        assert "Failed" not in phases, [m["status"] for m in mvs if (m.get("status") or {}).get("phase") == "Failed"][:1]
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"not all {count} renders succeeded in time: {sorted(set(phases))}")
+    assert 1 <= peak <= 4, f"peak of {peak} unfinished Jobs"
+    assert len(batch.list_namespaced_job(ns).items) == count  # one Job per render: no duplicates
