@@ -13,6 +13,7 @@ import math
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Final
@@ -34,12 +35,23 @@ def _stderr_tail(fh: IO[bytes]) -> str:
     return " | ".join(lines[-3:]) if lines else "no output"
 
 
-def run_ffmpeg(args: list[str], what: str) -> None:
-    """Run one ffmpeg command to completion; EncodeError with its last stderr lines on failure."""
+def run_ffmpeg(
+    args: list[str], what: str, duration: float | None = None, on_progress: Callable[[float], None] | None = None
+) -> None:
+    """Run one ffmpeg command to completion; EncodeError with its last stderr lines on failure.
+
+    With on_progress, ffmpeg's -progress output (out_time of the output) is turned into 0..1.
+    """
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y", *args],
-                              stdout=subprocess.DEVNULL, stderr=err, check=False)  # fmt: skip
-        if proc.returncode != 0:
+        progress = ["-progress", "pipe:1", "-nostats"] if on_progress and duration else []
+        cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y", *progress, *args]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE if progress else subprocess.DEVNULL, stderr=err)
+        if progress and proc.stdout is not None and on_progress and duration:
+            for line in proc.stdout:
+                key, _, value = line.decode(errors="replace").strip().partition("=")
+                if key == "out_time_us" and value.isdigit():
+                    on_progress(min(1.0, int(value) / 1e6 / duration))
+        if proc.wait() != 0:
             raise EncodeError(f"ffmpeg failed while {what}: {_stderr_tail(err)}")
 
 
@@ -138,7 +150,14 @@ class SegmentEncoder:
             self.abort()
 
 
-def join_and_mux(segments: list[Path], audio: Path, out: Path, work_dir: Path) -> None:
+def join_and_mux(
+    segments: list[Path],
+    audio: Path,
+    out: Path,
+    work_dir: Path,
+    duration: float | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> None:
     """Concatenate segments without re-encoding (concat demuxer) and add the AAC soundtrack."""
     listing = work_dir / "concat.txt"
     listing.write_text("".join(f"file '{p.resolve().as_posix()}'\n" for p in segments))
@@ -148,6 +167,8 @@ def join_and_mux(segments: list[Path], audio: Path, out: Path, work_dir: Path) -
          "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ac", "2",
          "-movflags", "+faststart", "-f", "mp4", str(out)],
         "joining segments and muxing audio",
+        duration,
+        on_progress,
     )  # fmt: skip
 
 

@@ -85,7 +85,10 @@ def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Render
 
         progress.stage("encoding", "joining segments, muxing audio")
         video = work / "video.mp4"
-        encode.join_and_mux([store.local_copy(s) for s in plan], audio_path, video, work)
+        encode.join_and_mux(
+            [store.local_copy(s) for s in plan], audio_path, video, work, an.duration,
+            lambda f: progress.update(fraction=0.9 * f),
+        )  # fmt: skip
         _check_frames(video, timeline.n_frames)
         thumb = work / "thumbnail.jpg"
         encode.thumbnail(video, _poster_time(an), thumb)

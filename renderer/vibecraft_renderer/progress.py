@@ -131,8 +131,8 @@ class Progress:
         self.stage_name = name
         self.fraction = 0.0
         self.message = message
-        if name != "composing":
-            self.frames_done = self.frames_total = None
+        if STAGES.index(name) < STAGES.index("composing"):
+            self.frames_done = self.frames_total = None  # after composing they stay (n/n frames)
         self._emit(important=True)
 
     def update(

@@ -23,6 +23,7 @@ U8 = npt.NDArray[np.uint8]
 TAU: Final = np.float32(2.0 * math.pi)
 
 SCENES: Final = ("prism", "nebula", "horizon", "mandala", "tunnel")
+SATURATION: Final = 1.3
 
 # Cosine palettes (https://iquilezles.org/articles/palettes/): colour(t) = a + b*cos(2pi(c*t + d)).
 PALETTES: Final[tuple[tuple[tuple[float, ...], ...], ...]] = (
@@ -32,7 +33,6 @@ PALETTES: Final[tuple[tuple[tuple[float, ...], ...], ...]] = (
     ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), (2.0, 1.0, 0.0), (0.50, 0.20, 0.25)),  # candy
     ((0.8, 0.5, 0.4), (0.2, 0.4, 0.2), (2.0, 1.0, 1.0), (0.00, 0.25, 0.25)),  # coral
     ((0.45, 0.35, 0.55), (0.45, 0.35, 0.45), (1.0, 1.0, 1.0), (0.55, 0.75, 0.95)),  # blue-orange
-    ((0.35, 0.45, 0.55), (0.35, 0.45, 0.45), (1.0, 1.0, 1.0), (0.50, 0.55, 0.60)),  # ice
     ((0.55, 0.4, 0.3), (0.45, 0.4, 0.3), (1.0, 1.0, 1.0), (0.95, 0.05, 0.15)),  # warm/cool
     ((0.4, 0.5, 0.5), (0.4, 0.5, 0.5), (1.0, 1.0, 1.0), (0.60, 0.45, 0.35)),  # fire-teal
 )
@@ -157,6 +157,11 @@ class ProceduralVisuals:
             return self._horizon(ctx, scene, variant, zoom)
         shift = np.float32(variant * scene.hue_step + 0.11 * (ctx.phrase // 2) + 0.02 * ctx.t)
         rgb = self._palette(scene, field + shift)
+        # A little extra saturation: the cosine palettes pass through greys between their hues.
+        lum = rgb[0] * np.float32(0.3) + rgb[1] * np.float32(0.59) + rgb[2] * np.float32(0.11)
+        rgb -= lum
+        rgb *= np.float32(SATURATION)
+        rgb += lum
         glow *= self.vignette
         glow *= np.float32(0.45 + 0.4 * min(ctx.energy, 1.2) + 0.25 * ctx.beat_pulse)
         rgb *= glow
@@ -231,7 +236,13 @@ class ProceduralVisuals:
         field += np.sin((x + y) * np.float32(1.7) + np.float32(0.35 * ctx.t))
         field += np.sin(self.R * zoom * np.float32(4.0) - lp * np.float32(1.6))
         field *= np.float32(0.18)
-        glow = np.full_like(field, 0.8)
+        # Glowing contour lines of the flowing field ("ribbons"), thicker and brighter when loud.
+        ribbon = _frac(field * np.float32(4.0) + np.float32(0.15 * ctx.high_phase))
+        ribbon -= np.float32(0.5)
+        np.square(ribbon, out=ribbon)
+        ribbon *= np.float32(-1.0 / (0.004 + 0.01 * ctx.energy))
+        np.exp(ribbon, out=ribbon)
+        glow = np.float32(0.6) + ribbon * np.float32(0.5 + 0.5 * ctx.high + 0.4 * ctx.beat_pulse)
         # Soft orbs on Lissajous paths; their size breathes with the mids.
         for k in range(4):
             ph = ctx.mid_phase * (0.35 + 0.11 * k) + k * 1.7 + variant
@@ -267,42 +278,49 @@ class ProceduralVisuals:
         return field, glow.astype(np.float32)
 
     def _horizon(self, ctx: FrameContext, s: Scene, variant: int, zoom: np.float32) -> F32:
-        """Synthwave horizon: gradient sky, striped sun, perspective grid racing with the bass."""
-        x = self.X * zoom
-        y = self.Y
+        """Synthwave horizon: gradient sky, striped sun, perspective grid racing with the bass.
+
+        Sky and floor are drawn on their own rows only, and everything that depends on the row
+        alone (palettes, depth, horizontal grid lines) is computed once per row and broadcast.
+        """
         hz = np.float32(-0.05)
-        sky_t = np.float32(0.55) + y * np.float32(0.25) + np.float32(variant * s.hue_step + 0.11 * (ctx.phrase // 2))
-        rgb = self._palette(s, sky_t)
-        rgb *= np.float32(0.55) + np.float32(0.45) * np.clip(1.0 - (y - hz), 0.0, 1.0)
+        ys = self.Y[:, 0]
+        split = int(np.count_nonzero(ys >= hz))  # rows above the horizon (y decreases downwards)
+        rgb = np.empty((3, self.height, self.width), dtype=np.float32)
+        shift = np.float32(variant * s.hue_step + 0.11 * (ctx.phrase // 2))
+
+        # Sky: a vertical gradient, darker upwards.
+        y_sky = ys[:split, None]
+        sky = self._palette(s, np.float32(0.55) + y_sky * np.float32(0.25) + shift)
+        sky *= np.float32(0.55) + np.float32(0.45) * np.clip(1.0 - (y_sky - hz), 0.0, 1.0)
         # Sun: warm vertical gradient, with gaps that widen towards the horizon and scroll on the bass.
+        x = self.X[:split] * zoom
         sun_y = hz + np.float32(0.42)
-        sr = np.sqrt(x**2 + (y - sun_y) ** 2)
         sun_r = np.float32(0.42 + 0.03 * ctx.beat_pulse)
-        low_half = np.clip((sun_y - y) / sun_r, 0.0, 1.0)
-        gaps = _frac(y * np.float32(9.0) + np.float32(0.35 * ctx.low_phase)) < low_half * np.float32(0.45)
-        disc = np.clip((sun_r - sr) * np.float32(80.0), 0.0, 1.0)
-        disc[gaps] = 0.0
-        m = np.clip((sun_y + sun_r - y) / (2 * sun_r), 0.0, 1.0)
-        halo = np.exp(-np.maximum(sr - sun_r, 0.0) * np.float32(5.0)) * np.float32(0.2 + 0.35 * ctx.energy)
-        light = disc * np.float32(1.15) + halo
+        sr = np.sqrt(x**2 + (y_sky - sun_y) ** 2)
+        low_half = np.clip((sun_y - y_sky) / sun_r, 0.0, 1.0)
+        gaps = _frac(y_sky * np.float32(9.0) + np.float32(0.35 * ctx.low_phase)) < low_half * np.float32(0.45)
+        disc = np.clip((sun_r - sr) * np.float32(80.0), 0.0, 1.0) * ~gaps
+        m = np.clip((sun_y + sun_r - y_sky) / (2 * sun_r), 0.0, 1.0)
+        light = np.exp(-np.maximum(sr - sun_r, 0.0) * np.float32(5.0)) * np.float32(0.2 + 0.35 * ctx.energy)
+        light += disc * np.float32(1.15)
         for ch, (top, bottom) in enumerate(((1.0, 1.0), (0.9, 0.2), (0.35, 0.6))):
-            rgb[ch] += light * (np.float32(top) + np.float32(bottom - top) * m)
+            rgb[ch, :split] = sky[ch] + light * (np.float32(top) + np.float32(bottom - top) * m)
+
         # Floor grid, antialiased: line width follows the per-pixel derivative of the grid coords.
-        below = y < hz
-        dist = np.where(below, hz - y, np.float32(1.0))
-        z: F32 = (np.float32(0.3) / np.maximum(dist, np.float32(0.004))).astype(np.float32, copy=False)
+        dist = np.maximum(hz - ys[split:], np.float32(0.004))[:, None]
+        z = np.float32(0.3) / dist
         px = np.float32(2.0 / self.height)
-        ex = np.abs(_frac(x * z * np.float32(5.0)) - np.float32(0.5))
         ez = np.abs(_frac(z * np.float32(3.0) + np.float32(2.0 * ctx.low_phase)) - np.float32(0.5))
-        wx = np.minimum(z * (np.float32(12.0) * px), np.float32(0.5))
         wz = np.minimum(z * z * (np.float32(25.0) * px), np.float32(0.5))
-        lx = np.clip((ex - np.float32(0.5)) / wx + np.float32(1.0), 0.0, 1.0)
         lz = np.clip((ez - np.float32(0.5)) / wz + np.float32(1.0), 0.0, 1.0)
-        line = np.maximum(lx, lz) * np.exp(-z * np.float32(0.12))
+        ex = np.abs(_frac(self.X[split:] * zoom * z * np.float32(5.0)) - np.float32(0.5))
+        wx = np.minimum(z * (np.float32(12.0) * px), np.float32(0.5))
+        line = np.maximum(np.clip((ex - np.float32(0.5)) / wx + np.float32(1.0), 0.0, 1.0), lz)
+        line *= np.exp(-z * np.float32(0.12)) * np.float32(1.0 + 0.8 * ctx.beat_pulse)
+        line += np.float32(0.08)
         floor_col = self._palette(s, np.float32(0.8) + np.float32(0.05 * variant) + dist * np.float32(0.3))
-        floor = floor_col * (line * np.float32(1.0 + 0.8 * ctx.beat_pulse))
-        floor += floor_col * np.float32(0.08)
-        rgb = np.where(below, floor, rgb)
-        rgb *= np.float32(0.7 + 0.3 * min(ctx.energy, 1.2) + 0.2 * ctx.beat_pulse)
-        rgb *= self.vignette
-        return rgb.astype(np.float32)
+        rgb[:, split:] = floor_col * line
+
+        rgb *= self.vignette * np.float32(0.7 + 0.3 * min(ctx.energy, 1.2) + 0.2 * ctx.beat_pulse)
+        return rgb

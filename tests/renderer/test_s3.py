@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,20 @@ def s3server(request: pytest.FixtureRequest) -> Any:
         pytest.skip("no `s3` fixture (tests/conftest.py) in this checkout")
 
 
-def test_s3_round_trip(s3server: Any, click120: tuple[Path, np.ndarray], tmp_path: Path) -> None:
-    client = s3server.client()
+@pytest.fixture
+def run_prefix(s3server: Any) -> Iterator[str]:
+    """A unique key prefix for this test, emptied afterwards."""
     run = uuid.uuid4().hex[:8]
+    yield run
+    client = s3server.client()
+    listed = client.list_objects_v2(Bucket=s3server.bucket, Prefix=f"renderer-tests/{run}/").get("Contents", [])
+    if listed:
+        client.delete_objects(Bucket=s3server.bucket, Delete={"Objects": [{"Key": o["Key"]} for o in listed]})
+
+
+def test_s3_round_trip(s3server: Any, run_prefix: str, click120: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    client = s3server.client()
+    run = run_prefix
     client.upload_file(str(click120[0]), s3server.bucket, f"renderer-tests/{run}/in/song.wav")
     src = f"s3://{s3server.bucket}/renderer-tests/{run}/in/song.wav"
     prefix = f"renderer-tests/{run}/out/"
@@ -54,3 +66,43 @@ def test_s3_missing_bucket_and_key(s3server: Any, click120: tuple[Path, np.ndarr
     res = run_render([str(click120[0]), "-o", "s3://no-such-bucket-vc/out/", "-q"], env=env)
     assert res.returncode == EXIT_UPLOAD_FAILED
     assert "does not exist" in log.read_text()
+
+
+def test_s3_resume_after_kill(s3server: Any, run_prefix: str, tmp_path: Path) -> None:
+    """A fresh pod (new work dir) resumes from checkpoints stored in the bucket."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from .helpers import RENDER, write_click_track
+
+    client = s3server.client()
+    audio = tmp_path / "song.wav"
+    write_click_track(audio, 120.0, 12.0)
+    out = f"renderer-tests/{run_prefix}/resume/"
+    args = [str(audio), "-o", f"s3://{s3server.bucket}/{out}", "--width", "320", "--height", "180",
+            "--segment-seconds", "2", "-q"]  # fmt: skip
+    env = {**os.environ, **s3server.env()}
+    proc = subprocess.Popen([*RENDER, *args, "--work-dir", str(tmp_path)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    done: list[str] = []
+    while not done and proc.poll() is None and time.monotonic() < deadline:
+        listed = client.list_objects_v2(Bucket=s3server.bucket, Prefix=out + "segments/").get("Contents", [])
+        done = [o["Key"] for o in listed if o["Key"].endswith("seg-00000.mp4")]
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert done, "no checkpoint reached the bucket"
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3server.bucket, Prefix=out).get("Contents", [])}
+    assert out + "video.mp4" not in keys
+
+    work2 = tmp_path / "fresh-pod"
+    work2.mkdir()
+    res = run_render([*args, "--work-dir", str(work2)], env=s3server.env())
+    assert res.returncode == 0, res.stderr
+    assert "reusing seg-00000.mp4" in res.stderr
+    local = tmp_path / "v.mp4"
+    client.download_file(s3server.bucket, out + "video.mp4", str(local))
+    assert count_frames(local) == 12 * 30
