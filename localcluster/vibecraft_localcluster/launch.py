@@ -14,6 +14,9 @@ def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
     if spec.get("cgroup_procs"):
         Path(spec["cgroup_procs"]).write_text(str(os.getpid()))
+    # The "image" is the host's project and venv: keep a handle on them so a volume mounted over a
+    # directory that holds them (an emptyDir at /tmp when the clone lives under /tmp) cannot hide them.
+    image = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in spec.get("image_paths", []) if Path(p).is_dir()}
     for src, dst in spec.get("mounts", []):
         target = Path(dst)
         if Path(src).is_dir():
@@ -22,6 +25,11 @@ def main() -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.touch()
         subprocess.run(["mount", "--bind", src, dst], check=True)
+    targets = [dst.rstrip("/") + "/" for _, dst in spec.get("mounts", [])]
+    for path, fd in image.items():
+        if any(path.startswith(t) for t in targets):
+            Path(path).mkdir(parents=True, exist_ok=True)
+            subprocess.run(["mount", "--bind", f"/proc/{os.getpid()}/fd/{fd}", path], check=True)
     if spec.get("workdir"):
         Path(spec["workdir"]).mkdir(parents=True, exist_ok=True)
         os.chdir(spec["workdir"])

@@ -29,7 +29,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
 
 from .cgroups import MemoryCgroup, node_root, tree_rss_bytes
-from .config import K8S_VERSION, ClusterConfig, venv_bin
+from .config import K8S_VERSION, REPO_ROOT, ClusterConfig, venv_bin
 from .images import repository, resolve_command
 
 log = logging.getLogger("node-agent")
@@ -288,6 +288,7 @@ class PodRunner(threading.Thread):
         spec_file.write_text(json.dumps({
             "cgroup_procs": str(run.cgroup.procs_file) if run.cgroup else None,
             "mounts": mounts, "workdir": c.get("workingDir"), "argv": argv, "env": env,
+            "image_paths": sorted({str(REPO_ROOT), sys.prefix, sys.base_prefix}),
         }))
         logf = open(self.agent.log_path(self.ns, self.name, run.name), "ab")  # noqa: SIM115
         prefix = ["unshare", "--mount", "--propagation", "private", "--"] if self.agent.can_unshare else []
