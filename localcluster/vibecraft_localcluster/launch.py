@@ -29,7 +29,8 @@ def main() -> None:
     for path, fd in image.items():
         if any(path.startswith(t) for t in targets):
             Path(path).mkdir(parents=True, exist_ok=True)
-            subprocess.run(["mount", "--bind", f"/proc/{os.getpid()}/fd/{fd}", path], check=True)
+            # --no-canonicalize: resolving the fd link would name the now-hidden path instead of its inode
+            subprocess.run(["mount", "--no-canonicalize", "--bind", f"/proc/{os.getpid()}/fd/{fd}", path], check=True)
     if spec.get("workdir"):
         Path(spec["workdir"]).mkdir(parents=True, exist_ok=True)
         os.chdir(spec["workdir"])
