@@ -185,22 +185,17 @@ class PodRunner(threading.Thread):
                 env[e["name"]] = _expand(e.get("value", ""), env)
                 continue
             vf = e["valueFrom"]
-            if "secretKeyRef" in vf:
-                ref = vf["secretKeyRef"]
-                data = self._secret(ref["name"], ref.get("optional", False))
+            key_ref = next(((k, vf[k]) for k in ("secretKeyRef", "configMapKeyRef") if k in vf), None)
+            if key_ref:
+                kind, ref = key_ref
+                read = self._secret if kind == "secretKeyRef" else self._configmap
+                data = read(ref["name"], ref.get("optional", False))
                 if ref["key"] in data:
                     env[e["name"]] = data[ref["key"]]
                 elif not ref.get("optional", False):
+                    source = "Secret" if kind == "secretKeyRef" else "ConfigMap"
                     raise PodFailed("CreateContainerConfigError",
-                                    f'couldn\'t find key {ref["key"]} in Secret {self.ns}/{ref["name"]}')
-            elif "configMapKeyRef" in vf:
-                ref = vf["configMapKeyRef"]
-                data = self._configmap(ref["name"], ref.get("optional", False))
-                if ref["key"] in data:
-                    env[e["name"]] = data[ref["key"]]
-                elif not ref.get("optional", False):
-                    raise PodFailed("CreateContainerConfigError",
-                                    f'couldn\'t find key {ref["key"]} in ConfigMap {self.ns}/{ref["name"]}')
+                                    f'couldn\'t find key {ref["key"]} in {source} {self.ns}/{ref["name"]}')
             elif "fieldRef" in vf:
                 env[e["name"]] = self._field(vf["fieldRef"]["fieldPath"])
             elif "resourceFieldRef" in vf:
