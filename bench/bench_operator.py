@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from vibecraft_operator.jobs import spec_hash
 from vibecraft_operator.queue import Admission, Limits, QueueEntry, admit
@@ -36,8 +37,8 @@ def per_call(fn: Callable[[], object], seconds: float = 0.5) -> float:
     return best
 
 
-def musicvideo() -> dict[str, object]:
-    mv: dict[str, object] = {
+def musicvideo() -> dict[str, Any]:
+    mv: dict[str, Any] = {
         "apiVersion": "vibecraft.io/v1alpha1", "kind": "MusicVideo",
         "metadata": {"name": "bench", "namespace": "default", "uid": "u", "generation": 1,
                      "creationTimestamp": "2025-01-01T00:00:00Z"},
@@ -45,7 +46,7 @@ def musicvideo() -> dict[str, object]:
                  "video": {"fps": 30}, "retries": 2, "deadlineSeconds": 3600, "suspend": False},
         "status": {"phase": "Pending", "attempts": 0, "observedGeneration": 1},
     }
-    mv["status"]["specHash"] = spec_hash(mv["spec"])  # type: ignore[index]
+    mv["status"]["specHash"] = spec_hash(mv["spec"])
     return mv
 
 

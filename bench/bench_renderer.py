@@ -120,7 +120,7 @@ def render(song: Path, out: Path, preset: str, work: Path) -> Run:
     cpu0 = children_cpu()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    stop, peaks = threading.Event(), []
+    stop, peaks = threading.Event(), list[float]()
     sampler = threading.Thread(target=sample_rss, args=(proc.pid, stop, peaks))
     sampler.start()
     _, err = proc.communicate()

@@ -295,15 +295,19 @@ class LocalCluster:
             f"export KUBECONFIG={c.kubeconfig}", flush=True)
 
     # ---- stop ------------------------------------------------------------------------------
+    def stop(self, name: str) -> None:
+        """Stop one component (e.g. the scheduler, so pods stay unscheduled); `up` starts it again."""
+        pid = self.pid(name)
+        if pid is None:
+            return
+        _stop_group(pid, 30 if name == "node-agent" else 10)
+        self._pidfile(name).unlink(missing_ok=True)
+        _say(f"stopped {name} (pid {pid})")
+
     def down(self) -> None:
         """Stop every component (node agent first, so it can stop its pods) and leave nothing behind."""
         for name in reversed(COMPONENTS):
-            pid = self.pid(name)
-            if pid is None:
-                continue
-            _stop_group(pid, 30 if name == "node-agent" else 10)
-            self._pidfile(name).unlink(missing_ok=True)
-            _say(f"stopped {name} (pid {pid})")
+            self.stop(name)
         from .cgroups import kill_all_pods
 
         kill_all_pods(self.cfg.node_name)

@@ -83,6 +83,7 @@ def musicvideo_queue(
 @kopf.daemon(GROUP, VERSION, PLURAL, when=needs_reconciler, cancellation_backoff=60, cancellation_timeout=10)
 async def musicvideo_reconciler(
     stopped: kopf.DaemonStopped,
+    body: kopf.Body,
     namespace: str | None,
     name: str,
     memo: Any,
@@ -103,10 +104,13 @@ async def musicvideo_reconciler(
         return [entry for store in index.values() for entry in store]
 
     errors = 0
+    seen: kopf.Body | None = body  # fresh from the watch that spawned us: spares a new render one GET
     try:
         while not stopped:
+            first, seen = seen, None  # only ever the first look: a retry after an error reads afresh
             try:
-                again = await runtime.reconcile(namespace, name, observed, logger, stopped=lambda: bool(stopped))
+                again = await runtime.reconcile(namespace, name, observed, logger, stopped=lambda: bool(stopped),
+                                                seen=first)
                 errors = 0
             except Exception as exc:  # the edge: count, log, back off, never die (kopf won't respawn)
                 errors += 1

@@ -126,7 +126,7 @@ class Ledger:
         for entry in observed:
             seen.add(entry.uid)
             phase = self._phases.get(entry.uid)
-            result.append(replace(entry, phase=phase) if phase is not None else entry)
+            result.append(replace(entry, phase=phase) if phase is not None and phase != entry.phase else entry)
         for uid in set(self._phases) - seen:
             del self._phases[uid]
         return result

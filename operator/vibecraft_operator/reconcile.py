@@ -2,10 +2,11 @@
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from vibecraft_operator import mergepatch
 from vibecraft_operator import status as st
 from vibecraft_operator.classify import Failure, FailureKind, classify, job_finished
 from vibecraft_operator.constants import (
@@ -87,6 +88,18 @@ class Plan:
     outcome: Outcome | None = None
     again: float | None = None  # 0 = at once; None = on the next change (or resync)
     first_job: bool = False  # the MusicVideo's first Job ever (for the apply→Job latency)
+    prelude: dict[str, Any] = field(default_factory=dict)  # the folded status-only steps' patch, alone
+
+    @property
+    def status_only(self) -> bool:
+        """A step that only records something and wants to go on at once (no Job touched)."""
+        return self.again == 0 and self.create_job is None and self.delete_job is None
+
+    def then(self, base: Mapping[str, Any], nxt: "Plan") -> "Plan":
+        """This status-only step followed by `nxt`, as one step (`base`: the status both start from)."""
+        return Plan(status=mergepatch.compose(base, self.status, nxt.status), create_job=nxt.create_job,
+                    delete_job=nxt.delete_job, events=[*self.events, *nxt.events], outcome=self.outcome or nxt.outcome,
+                    again=nxt.again, first_job=nxt.first_job, prelude=self.status)
 
     def info(self, reason: str, message: str) -> "Plan":
         """Add a Normal event."""
@@ -128,6 +141,23 @@ def backoff_seconds(failed_attempts: int, settings: Settings) -> float:
     """Exponential backoff before retry number `failed_attempts` (1-based)."""
     delay = settings.retry_backoff_seconds * 2 ** max(0, failed_attempts - 1)
     return float(min(delay, settings.retry_backoff_max_seconds))
+
+
+FOLDED_STEPS = 4  # status-only steps folded into the step that follows them
+
+
+def decide_folded(obs: Observation, settings: Settings) -> Plan:
+    """decide(), with steps that only record something (accepted, resumed, retrying...) folded into
+    the step after them: a new render costs one Job create and one status patch, not two round trips more.
+    """
+    base = obs.mv.get("status") or {}
+    plan = decide(obs, settings)
+    for _ in range(FOLDED_STEPS):
+        if not plan.status_only:
+            break
+        mv = {**obs.mv, "status": mergepatch.apply_patch(base, plan.status)}
+        plan = plan.then(base, decide(replace(obs, mv=mv), settings))
+    return plan
 
 
 def decide(obs: Observation, settings: Settings) -> Plan:

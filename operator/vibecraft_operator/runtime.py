@@ -1,7 +1,9 @@
 """Carrying out reconcile plans: gather the observation, call decide(), apply the plan."""
 
 import asyncio
+import copy
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -10,19 +12,20 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from vibecraft_common.resource import LABEL_ATTEMPT
 
-from vibecraft_operator import metrics
+from vibecraft_operator import mergepatch, metrics
 from vibecraft_operator.constants import ANNOTATION_SPEC_HASH, QUEUED, R_JOB_NAME_TAKEN, RUNNING
 from vibecraft_operator.errors import ApiUnavailable, JobNameTaken
 from vibecraft_operator.jobs import selector_labels, spec_hash
 from vibecraft_operator.kube import Kube
 from vibecraft_operator.outputs import fetch_outputs
 from vibecraft_operator.queue import Ledger, Limits, QueueEntry, admit, queue_entry
-from vibecraft_operator.reconcile import Observation, Outcome, Plan, decide, wants_outputs
+from vibecraft_operator.reconcile import Observation, Outcome, Plan, decide_folded, wants_outputs
 from vibecraft_operator.settings import Settings
 from vibecraft_operator.status import attempt_skipped
 from vibecraft_operator.timeutil import parse_time, utcnow
 from vibecraft_operator.wakeups import Wakeups
 
+GAUGES_PERIOD = 1.0  # seconds between recounts of the running/queued gauges when no phase changed
 MAX_STEPS = 8  # steps per wake-up; a plan chain longer than this is looked at again a second later
 
 
@@ -53,6 +56,7 @@ class Runtime:
     kube: Kube
     ledger: Ledger = field(default_factory=Ledger)
     wakeups: Wakeups = field(default_factory=Wakeups)
+    _gauges_due: float = 0.0
 
     @property
     def limits(self) -> Limits:
@@ -66,20 +70,30 @@ class Runtime:
         observed: Callable[[], Iterable[QueueEntry]],
         logger: kopf.Logger,
         stopped: Callable[[], bool] = lambda: False,
+        seen: Mapping[str, Any] | None = None,
     ) -> float | None:
-        """Step until a plan says wait (or we are told to stop); seconds until the next look."""
+        """Step until a plan says wait (or we are told to stop); seconds until the next look.
+
+        `seen` is the body the watch just delivered: a MusicVideo nobody has written status to yet
+        is used as is, so a new render's Job is created without a GET first.
+        """
         for _ in range(MAX_STEPS):
-            again = await self.step(namespace, name, observed, logger)
+            again = await self.step(namespace, name, observed, logger, seen)
+            seen = None
             if again != 0 or stopped():
                 return again
         return 1.0
 
     async def step(
-        self, namespace: str, name: str, observed: Callable[[], Iterable[QueueEntry]], logger: kopf.Logger
+        self, namespace: str, name: str, observed: Callable[[], Iterable[QueueEntry]], logger: kopf.Logger,
+        seen: Mapping[str, Any] | None = None,
     ) -> float | None:
         """One observe-decide-act round."""
         kube = self.kube
-        mv = await asyncio.to_thread(kube.get_musicvideo, namespace, name)
+        if seen is not None and not seen.get("status"):
+            mv: dict[str, Any] | None = copy.deepcopy(dict(seen))
+        else:
+            mv = await asyncio.to_thread(kube.get_musicvideo, namespace, name)
         if mv is None:
             return None
         uid = mv["metadata"]["uid"]
@@ -101,7 +115,7 @@ class Runtime:
         entry = queue_entry(mv)
         entries = [e for e in self.ledger.entries(observed()) if e.uid != uid] + [entry]
         admission = admit(entry, entries, self.limits)
-        plan = decide(Observation(mv, job, pods, utcnow(), admission, outputs), self.settings)
+        plan = decide_folded(Observation(mv, job, pods, utcnow(), admission, outputs), self.settings)
         old_phase, new_phase = str(status.get("phase") or ""), plan.status.get("phase")
         if new_phase:
             self.ledger.note(uid, new_phase)
@@ -110,7 +124,9 @@ class Runtime:
         except BaseException:
             self.ledger.note(uid, old_phase)
             raise
-        self._update_gauges(entries, uid, new_phase or old_phase)
+        if new_phase != old_phase or time.monotonic() >= self._gauges_due:  # O(renders): not on every step
+            self._gauges_due = time.monotonic() + GAUGES_PERIOD
+            self._update_gauges(entries, uid, new_phase or old_phase)
         if old_phase == RUNNING and new_phase and new_phase != RUNNING:
             self.wakeups.wake_all()
         return again
@@ -127,15 +143,18 @@ class Runtime:
                 await self._create_job(mv, plan.create_job, logger)
             except JobNameTaken as exc:
                 attempt = int(plan.create_job["metadata"]["labels"][LABEL_ATTEMPT])
-                self.ledger.note(meta["uid"], str((mv.get("status") or {}).get("phase") or ""))
-                await asyncio.to_thread(self.kube.patch_musicvideo_status, namespace, name,
-                                        attempt_skipped(attempt))
+                status = mv.get("status") or {}
+                skipped = mergepatch.compose(status, plan.prelude, attempt_skipped(attempt))
+                self.ledger.note(meta["uid"], str(mergepatch.apply_patch(status, skipped).get("phase") or ""))
+                await asyncio.to_thread(self.kube.patch_musicvideo_status, namespace, name, skipped)
                 kopf.event(as_body(mv), type="Warning", reason=R_JOB_NAME_TAKEN, message=str(exc))
                 return 0
             except ApiException as exc:  # refused (quota, admission, RBAC): say so where users look
                 if exc.status not in (409, 429) and 400 <= (exc.status or 0) < 500:
                     kopf.event(as_body(mv), type="Warning", reason="JobCreateFailed",
                                message=f"creating Job {plan.create_job['metadata']['name']}: {api_message(exc)}")
+                if plan.prelude:  # what was decided before the create still holds (e.g. accepted)
+                    await asyncio.to_thread(self.kube.patch_musicvideo_status, namespace, name, plan.prelude)
                 raise
             if plan.first_job:
                 created = parse_time(meta.get("creationTimestamp"))

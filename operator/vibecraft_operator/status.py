@@ -319,3 +319,4 @@ def attempt_skipped(attempt: int) -> Patch:
     return {"attempts": attempt}
 
 
+

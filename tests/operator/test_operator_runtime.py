@@ -168,5 +168,25 @@ def test_a_refused_job_is_reported_as_an_event_and_retried(events, monkeypatch):
     with pytest.raises(ApiException):
         asyncio.run(rt.reconcile("default", "demo", snapshot(kube), LOG))
     assert ("Warning", "JobCreateFailed") in events
-    assert kube.mvs[("default", "demo")]["status"]["phase"] == "Pending"  # nothing recorded
-    assert rt.ledger.entries(snapshot(kube)())[0].phase == "Pending"  # slot given back
+    assert kube.mvs[("default", "demo")]["status"]["phase"] == "Pending"  # accepted recorded, no attempt
+    assert not rt.ledger.entries(snapshot(kube)())[0].running  # slot given back
+
+
+def test_a_new_render_costs_one_create_and_one_patch_when_the_watch_body_is_fresh(events):
+    rt, kube = make()
+    add(kube, "demo", "u1")
+    body = copy.deepcopy(kube.mvs[("default", "demo")])
+    asyncio.run(rt.reconcile("default", "demo", snapshot(kube), LOG, seen=body))
+    assert kube.calls == [("create_job", "demo-a1"), ("patch_status", "demo")]
+    assert kube.mvs[("default", "demo")]["status"]["jobName"] == "demo-a1"
+
+
+def test_a_watch_body_with_status_is_not_trusted(events):
+    rt, kube = make()
+    add(kube, "demo", "u1")
+    asyncio.run(rt.reconcile("default", "demo", snapshot(kube), LOG))
+    stale = copy.deepcopy(kube.mvs[("default", "demo")])
+    stale["status"] = {"phase": "Pending"}  # older than what the API server has
+    kube.calls.clear()
+    asyncio.run(rt.reconcile("default", "demo", snapshot(kube), LOG, seen=stale))
+    assert kube.calls[0] == ("get_mv", "demo") and ("create_job", "demo-a1") not in kube.calls

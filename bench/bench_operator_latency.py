@@ -1,0 +1,268 @@
+"""Apply -> Job latency of the operator on a real local cluster, against the bare Job controller.
+
+Both run in this process against one private cluster (etcd, kube-apiserver, kube-controller-manager,
+scheduler), so the machine's speed cancels out of the ratio:
+
+  Job controller  - Jobs created; latency = create call sent -> its Pod seen on a watch (the
+                    controller-manager reacting to an object: the floor for any controller)
+  operator        - MusicVideos created with the real `vibecraft-operator` (unlimited concurrency);
+                    latency = create call sent -> its Job seen on a watch
+
+Each is measured twice over BENCH_COUNT (200) objects: paced (one every BENCH_INTERVAL, 0.2 s: a very busy
+upload rate; the targets apply here) and as a burst (all at once from 8 clients: how fast a backlog drains).
+Faster than ~8/s the Job controller's own client rate limit (20 requests/s; 3 per Job) makes the baseline
+queue up, so the paced ratio would flatter the operator.
+The scheduler and node agent are stopped first: pods stay Pending, nothing runs and no scheduling
+retries load the machine, so only the controllers' reaction time is measured.
+Exits 1 if a target is missed: paced p50 <= 300 ms, p95 <= 1 s, p50 ratio to the Job controller <= 3
+(paced and burst), operator peak RSS <= 200 MB. BENCH_KEEP=1 keeps the logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+from vibecraft_common.resource import GROUP, LABEL_NAME, PLURAL, VERSION
+from vibecraft_localcluster.cluster import LocalCluster
+from vibecraft_localcluster.config import ClusterConfig, Ports, find_tool, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+COUNT = int(os.environ.get("BENCH_COUNT", "200"))
+INTERVAL = float(os.environ.get("BENCH_INTERVAL", "0.2"))
+CREATORS = 8  # concurrent create calls in a burst
+TARGETS = {"paced p50 (s)": 0.300, "paced p95 (s)": 1.0, "paced ratio p50": 3.0, "burst ratio p50": 3.0,
+           "operator peak RSS (MB)": 200.0}
+MODES = ("paced", "burst")
+
+
+class FirstSeen:
+    """Watch one kind in a namespace; note when each key first appears (monotonic seconds)."""
+
+    def __init__(self, list_fn: Callable[..., Any], namespace: str, selector: str, key: Callable[[Any], str | None]) -> None:
+        self.seen: dict[str, float] = {}
+        self._list, self._ns, self._selector, self._key = list_fn, namespace, selector, key
+        self._watch = watch.Watch()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("watch did not start")
+
+    def _run(self) -> None:
+        version = self._list(self._ns, label_selector=self._selector).metadata.resource_version
+        self._ready.set()
+        for event in self._watch.stream(self._list, self._ns, label_selector=self._selector,
+                                        resource_version=version, timeout_seconds=900):
+            obj = event.get("object")
+            key = self._key(obj) if obj is not None and event.get("type") != "ERROR" else None
+            if key and key not in self.seen:
+                self.seen[key] = time.monotonic()
+
+    def wait(self, keys: Iterable[str], timeout: float) -> None:
+        keys = list(keys)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(k in self.seen for k in keys):
+                return
+            time.sleep(0.05)
+        missing = [k for k in keys if k not in self.seen]
+        raise RuntimeError(f"{len(missing)} of {len(keys)} never appeared, e.g. {missing[:3]}")
+
+    def stop(self) -> None:
+        self._watch.stop()
+
+
+def create_all(names: list[str], create: Callable[[str], None], mode: str) -> dict[str, float]:
+    """Create every object (paced from one client, or a burst from CREATORS); when each call was sent."""
+    sent: dict[str, float] = {}
+
+    def one(name: str) -> None:
+        sent[name] = time.monotonic()
+        create(name)
+
+    if mode == "burst":
+        with ThreadPoolExecutor(CREATORS) as pool:
+            list(pool.map(one, names))
+    else:
+        start = time.monotonic()
+        for i, name in enumerate(names):
+            time.sleep(max(0.0, start + i * INTERVAL - time.monotonic()))
+            one(name)
+    return sent
+
+
+def measure(names: list[str], create: Callable[[str], None], watcher: FirstSeen, mode: str) -> list[float]:
+    """Latencies (sorted, seconds) from each create call to its child appearing."""
+    sent = create_all(names, create, mode)
+    watcher.wait(names, timeout=300)
+    watcher.stop()
+    return sorted(watcher.seen[k] - sent[k] for k in names)
+
+
+def pct(values: list[float], p: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
+
+
+def job_controller(api: client.ApiClient, ns: str, mode: str) -> list[float]:
+    """The floor: Job create -> Pod created by the controller-manager's Job controller."""
+    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+    pods = FirstSeen(core.list_namespaced_pod, ns, "job-name", lambda p: (p.metadata.labels or {}).get("job-name"))
+
+    def create(name: str) -> None:
+        batch.create_namespaced_job(ns, {
+            "metadata": {"name": name},
+            "spec": {"backoffLimit": 0, "template": {"spec": {
+                "restartPolicy": "Never", "automountServiceAccountToken": False,
+                "containers": [{"name": "render", "image": "vibecraft/renderer:bench",
+                                "resources": {"requests": {"cpu": "1", "memory": "512Mi"},
+                                              "limits": {"cpu": "1", "memory": "512Mi"}}}]}}}})
+
+    return measure([f"job-{i:03d}" for i in range(COUNT)], create, pods, mode)
+
+
+def operator(api: client.ApiClient, ns: str, mode: str) -> list[float]:
+    """MusicVideo create -> Job created by vibecraft-operator."""
+    custom, batch = client.CustomObjectsApi(api), client.BatchV1Api(api)
+    jobs = FirstSeen(batch.list_namespaced_job, ns, LABEL_NAME, lambda j: (j.metadata.labels or {}).get(LABEL_NAME))
+
+    def create(name: str) -> None:
+        custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "MusicVideo", "metadata": {"name": name},
+            "spec": {"audio": {"url": "s3://vibecraft/songs/bench.ogg"}, "output": {"url": f"s3://vibecraft/bench/{name}/"}}})
+
+    return measure([f"mv-{i:03d}" for i in range(COUNT)], create, jobs, mode)
+
+
+class OperatorProcess:
+    """The real `vibecraft-operator` watching the given namespaces."""
+
+    def __init__(self, kubeconfig: Path, namespaces: list[str], log: Path) -> None:
+        health = free_port()
+        self.health = f"http://127.0.0.1:{health}/healthz"
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "VIBECRAFT_METRICS_PORT": "0",
+               "VIBECRAFT_LIVENESS_ENDPOINT": self.health, "VIBECRAFT_LOG_FORMAT": "json",
+               "VIBECRAFT_MAX_RUNNING": "0", "VIBECRAFT_FETCH_OUTPUTS": "false"}
+        args = [arg for ns in namespaces for arg in ("-n", ns)] + os.environ.get("BENCH_OPERATOR_ARGS", "").split()
+        self.log = log
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "vibecraft_operator.main", "--standalone", *args],
+                                         env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not self._healthy():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"operator did not start; log in {log}")
+            time.sleep(0.2)
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.health, timeout=2) as rsp:
+                return bool(rsp.status == 200)
+        except OSError:
+            return False
+
+    def usage(self) -> tuple[float, float, float]:
+        """RSS now and peak (MB), CPU seconds so far."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
+        fields = dict(line.split(":", 1) for line in status if ":" in line)
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024, cpu
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def run(lc: LocalCluster, state: Path) -> tuple[dict[str, list[float]], dict[str, list[float]], tuple[float, float, float]]:
+    kubectl = [find_tool("kubectl"), f"--kubeconfig={lc.cfg.kubeconfig}"]
+    lc.stop("node-agent")
+    lc.stop("kube-scheduler")
+    subprocess.run([*kubectl, "apply", "--server-side", "-f", str(ROOT / "crds" / "musicvideo.yaml")],
+                   check=True, capture_output=True)
+    subprocess.run([*kubectl, "wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s"],
+                   check=True, capture_output=True)
+    api = config.new_client_from_config(str(lc.cfg.kubeconfig))
+    core = client.CoreV1Api(api)
+    for ns in [f"{who}-{mode}" for who in ("jobs", "mv") for mode in MODES]:
+        core.create_namespace({"metadata": {"name": ns}})
+        # Pods wait for the namespace's default ServiceAccount (made by the controller-manager): not measured.
+        subprocess.run([*kubectl, "wait", "--for=create", "serviceaccount/default", "-n", ns, "--timeout=60s"],
+                       check=True, capture_output=True)
+    for mode in MODES:
+        core.create_namespaced_service_account(f"mv-{mode}", {"metadata": {"name": "vibecraft-renderer"}})
+        core.create_namespaced_secret(f"mv-{mode}", {"metadata": {"name": "vibecraft-s3"}, "stringData": {
+            "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}})
+    op = OperatorProcess(lc.cfg.kubeconfig, [f"mv-{mode}" for mode in MODES], state / "operator.log")
+    try:
+        base, ours = {}, {}
+        for mode in MODES:
+            print(f"{mode}: {COUNT} Jobs ...", flush=True)
+            base[mode] = job_controller(api, f"jobs-{mode}", mode)
+            print(f"{mode}: {COUNT} MusicVideos ...", flush=True)
+            ours[mode] = operator(api, f"mv-{mode}", mode)
+            time.sleep(3)  # the status patches and events after each Job land before the next round
+        return base, ours, op.usage()
+    finally:
+        op.stop()
+
+
+def main() -> int:
+    state = Path(tempfile.mkdtemp(prefix="vibecraft-bench-"))
+    try:
+        lc = LocalCluster(ClusterConfig(state_dir=state / "cluster", ports=Ports.random(), node_name="bench-node"))
+        print(f"starting a private local cluster in {state} ...", flush=True)
+        lc.up()
+        try:
+            base, ours, (rss, peak, cpu) = run(lc, state)
+        finally:
+            lc.down()
+    finally:
+        if os.environ.get("BENCH_KEEP"):
+            print(f"kept {state} (operator.log, cluster logs)")
+        else:
+            shutil.rmtree(state, ignore_errors=True)
+
+    print(f"\n{COUNT} objects per round; latency = create call sent -> child object seen on a watch")
+    print(f"paced = one every {INTERVAL * 1e3:.0f} ms from one client; burst = all at once from {CREATORS} clients")
+    figures: dict[str, float] = {}
+    for mode in MODES:
+        b, o = base[mode], ours[mode]
+        for who, values in (("Job controller (Job -> Pod)      ", b), ("vibecraft-operator (MV -> Job)   ", o)):
+            print(f"  {mode:>5} {who} p50 {pct(values, 50) * 1e3:6.0f} ms   p95 {pct(values, 95) * 1e3:6.0f} ms"
+                  f"   max {values[-1] * 1e3:6.0f} ms")
+        print(f"  {mode:>5} ratio operator / Job controller: p50 {pct(o, 50) / pct(b, 50):.2f}x"
+              f"   p95 {pct(o, 95) / pct(b, 95):.2f}x")
+        figures[f"{mode} p50 (s)"], figures[f"{mode} p95 (s)"] = pct(o, 50), pct(o, 95)
+        figures[f"{mode} ratio p50"] = pct(o, 50) / pct(b, 50)
+    figures["operator peak RSS (MB)"] = peak
+    print(f"  operator after {len(MODES) * COUNT} renders started: RSS {rss:.0f} MB (peak {peak:.0f} MB), "
+          f"{cpu:.1f} CPU-s ({cpu / (len(MODES) * COUNT) * 1e3:.0f} ms per render)")
+    failed = False
+    for name, target in TARGETS.items():
+        ok = figures[name] <= target
+        failed |= not ok
+        print(f"{name:>24}: {figures[name]:8.3f} (target <= {target:g}) {'ok' if ok else 'MISSED'}")
+    print(json.dumps({"bench": "operator_latency", **{k: round(v, 4) for k, v in figures.items()}}))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
