@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ from .images import repository, resolve_command
 log = logging.getLogger("node-agent")
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_SECONDS = 24 * 3600
+TOKEN_TRIES = 6  # ~3 s of asking before a token refusal becomes a config error
+FINISHED_REMEMBERED = 10000
 
 
 def now() -> str:
@@ -212,10 +215,18 @@ class PodRunner(threading.Thread):
         sa = self.pod["spec"].get("serviceAccountName") or "default"
         body = {"spec": {"expirationSeconds": TOKEN_SECONDS,  # no audiences: the API server's own
                          "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": self.name, "uid": self.uid}}}
-        try:
-            tr = self.agent.core.create_namespaced_service_account_token(sa, self.ns, body)
-        except ApiException as exc:
-            raise PodFailed("CreateContainerConfigError", f"service account token for {sa}: {exc.reason}") from exc
+        for attempt in range(TOKEN_TRIES):
+            try:
+                tr = self.agent.core.create_namespaced_service_account_token(sa, self.ns, body)
+                break
+            except ApiException as exc:
+                # The node authorizer learns of a pod's binding a moment after the scheduler makes
+                # it, so a fresh pod's first token request may be refused: ask again before failing.
+                if exc.status not in (403, 404) or attempt == TOKEN_TRIES - 1:
+                    raise PodFailed("CreateContainerConfigError",
+                                    f"service account token for {sa}: {exc.reason}") from exc
+                if self.stop_event.wait(0.1 * 2 ** attempt):
+                    raise PodFailed("CreateContainerConfigError", "pod deleted") from exc
         (sa_dir / "token").write_text(tr.status.token)
         shutil.copy(self.agent.ca_file, sa_dir / "ca.crt")
         (sa_dir / "namespace").write_text(self.ns)
@@ -458,6 +469,8 @@ class NodeAgent:
         self.core = client.CoreV1Api(api)
         self.coord = client.CoordinationV1Api(api)
         self.runners: dict[str, PodRunner] = {}
+        # Pods whose runner has finished: a watch event queued before the end must not start them again.
+        self.finished: OrderedDict[str, None] = OrderedDict()
         self.runners_lock = threading.Lock()
         self.cgroup_root = node_root(self.node)
         self.can_unshare = os.geteuid() == 0 and shutil.which("unshare") is not None
@@ -472,6 +485,9 @@ class NodeAgent:
     def forget(self, uid: str) -> None:
         with self.runners_lock:
             self.runners.pop(uid, None)
+            self.finished[uid] = None
+            while len(self.finished) > FINISHED_REMEMBERED:
+                self.finished.popitem(last=False)
 
     # ---- node registration and heartbeat -----------------------------------------------------
     def _capacity(self) -> dict[str, str]:
@@ -533,6 +549,10 @@ class NodeAgent:
         uid = meta["uid"]
         with self.runners_lock:
             runner = self.runners.get(uid)
+            if uid in self.finished:  # the event may predate the end: trust what the runner did
+                if meta.get("deletionTimestamp"):
+                    threading.Thread(target=PodRunner(self, pod)._finish_deletion, daemon=True).start()
+                return
             if meta.get("deletionTimestamp"):
                 if runner:
                     runner.stop(None, float(meta.get("deletionGracePeriodSeconds") or 30))

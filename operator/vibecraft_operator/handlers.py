@@ -121,6 +121,11 @@ async def musicvideo_reconciler(
                            exc_info=errors >= 3)
             resync = runtime.settings.resync_seconds
             await runtime.wakeups.sleep(key, resync if again is None else min(again, resync), stopped)
+        if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+            try:
+                await runtime.cancel(namespace, name, logger)
+            except Exception as exc:  # the object may be gone already; its Job goes with it anyway
+                logger.warning(f"could not record Cancelled ({type(exc).__name__}: {exc})")
     finally:
         runtime.wakeups.unregister(key)
         runtime.wakeups.wake_all()  # it may have held a render slot

@@ -27,7 +27,7 @@ APPLY_TO_JOB = Histogram(
 
 
 # Export every result from the start, so dashboards see zeros rather than no series.
-for _result in ("succeeded", "failed"):
+for _result in ("succeeded", "failed", "cancelled"):
     RENDERS.labels(_result)
     RENDER_DURATION.labels(_result)
 for _kind in ("oom", "error", "disruption"):

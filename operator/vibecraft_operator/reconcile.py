@@ -42,6 +42,7 @@ class Outcome(enum.Enum):
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
     OOM_RETRY = "oom_retry"
     RETRY = "retry"
     DISRUPTED = "disrupted"
@@ -380,14 +381,32 @@ def _launch(obs: Observation, settings: Settings, generation: int, attempt: int)
     return plan.info("JobCreated", f"attempt {number}: Job {name} ({memory} memory, {resources.cpu} cpu)")
 
 
+def cancel(mv: Mapping[str, Any], now: datetime) -> Plan | None:
+    """The MusicVideo is being deleted: record `Cancelled` unless it had already finished.
+
+    Its Job goes with it (ownerReferences); the status is seen by watchers (`kubectl get mv -w`,
+    the API's event stream) until the object is removed.
+    """
+    meta, status = mv["metadata"], mv.get("status") or {}
+    phase = str(status.get("phase") or "")
+    if phase in TERMINAL_PHASES:
+        return None
+    job = status.get("jobName") if names_live_job(mv) else None
+    message = f"deleted while {phase or PENDING}" + (f": Job {job} stopped" if job else "")
+    patch = st.cancelled(status, message=message, generation=int(meta.get("generation") or 0), now=now)
+    return Plan(patch, outcome=Outcome.CANCELLED).info("Cancelled", message)
+
+
 def needs_reconciler(body: Mapping[str, Any], **_: Any) -> bool:
     """Whether a MusicVideo needs a running reconciler (and so kopf's finalizer) right now.
 
-    Not when it is being deleted, finished, or suspended, unless a newer generation is unseen.
+    Not when it is finished or suspended, unless a newer generation is unseen. While an unfinished
+    one is being deleted, yes: kopf then holds its finalizer until the reconciler has stopped, so
+    `Cancelled` is recorded before the object goes (kopf never starts a reconciler for it then).
     """
     meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
     if meta.get("deletionTimestamp"):
-        return False
+        return status.get("phase") not in TERMINAL_PHASES
     settled = status.get("observedGeneration") == meta.get("generation")
     phase = status.get("phase")
     if phase in TERMINAL_PHASES:

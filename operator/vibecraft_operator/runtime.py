@@ -13,13 +13,13 @@ from kubernetes.client.exceptions import ApiException
 from vibecraft_common.resource import LABEL_ATTEMPT
 
 from vibecraft_operator import mergepatch, metrics
-from vibecraft_operator.constants import ANNOTATION_SPEC_HASH, QUEUED, R_JOB_NAME_TAKEN, RUNNING
+from vibecraft_operator.constants import ANNOTATION_SPEC_HASH, CANCELLED, QUEUED, R_JOB_NAME_TAKEN, RUNNING
 from vibecraft_operator.errors import ApiUnavailable, JobNameTaken
 from vibecraft_operator.jobs import selector_labels, spec_hash
 from vibecraft_operator.kube import Kube
 from vibecraft_operator.outputs import fetch_outputs
 from vibecraft_operator.queue import Ledger, Limits, QueueEntry, admit, queue_entry
-from vibecraft_operator.reconcile import Observation, Outcome, Plan, decide_folded, wants_outputs
+from vibecraft_operator.reconcile import Observation, Outcome, Plan, cancel, decide_folded, wants_outputs
 from vibecraft_operator.settings import Settings
 from vibecraft_operator.status import attempt_skipped
 from vibecraft_operator.timeutil import parse_time, utcnow
@@ -131,6 +131,17 @@ class Runtime:
             self.wakeups.wake_all()
         return again
 
+    async def cancel(self, namespace: str, name: str, logger: kopf.Logger) -> None:
+        """The MusicVideo is being deleted: say `Cancelled` if it had not finished (best effort)."""
+        mv = await asyncio.to_thread(self.kube.get_musicvideo, namespace, name)
+        if mv is None:
+            return
+        plan = cancel(mv, utcnow())
+        if plan is not None:
+            self.ledger.note(mv["metadata"]["uid"], CANCELLED)
+            await self.apply(mv, plan, logger)
+            self.wakeups.wake_all()
+
     async def apply(self, mv: Mapping[str, Any], plan: Plan, logger: kopf.Logger) -> float | None:
         """Delete, create, patch, post events and count, in that order (create before recording it)."""
         meta = mv["metadata"]
@@ -189,7 +200,7 @@ class Runtime:
 
     def _count(self, mv: Mapping[str, Any], plan: Plan) -> None:
         outcome = plan.outcome
-        if outcome in (Outcome.SUCCEEDED, Outcome.FAILED):
+        if outcome in (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED):
             assert outcome is not None
             metrics.RENDERS.labels(outcome.value).inc()
             started = parse_time((mv.get("status") or {}).get("startedAt"))

@@ -6,6 +6,7 @@ from typing import Any
 
 from vibecraft_operator.classify import Failure
 from vibecraft_operator.constants import (
+    CANCELLED,
     COND_PROGRESSING,
     COND_READY,
     COND_SUSPENDED,
@@ -13,6 +14,7 @@ from vibecraft_operator.constants import (
     PENDING,
     QUEUED,
     R_ACCEPTED,
+    R_CANCELLED,
     R_JOB_CREATED,
     R_KUEUE,
     R_RESUMED,
@@ -282,6 +284,22 @@ def succeeded(
     if analysis:
         patch["analysis"] = dict(analysis)
     return patch
+
+
+def cancelled(status: Status, *, message: str, generation: int, now: datetime) -> Patch:
+    """Deleted before it finished: what watchers see between the delete and the object's removal."""
+    return {
+        "phase": CANCELLED,
+        "observedGeneration": generation,
+        "finishedAt": format_time(now),
+        "nextAttemptAt": None,
+        "progress": {"stage": "Cancelled", "message": message},
+        "conditions": conditions_patch(
+            status, generation, now,
+            (COND_READY, False, R_CANCELLED, message),
+            (COND_PROGRESSING, False, R_CANCELLED, message),
+        ),
+    }
 
 
 def suspended(status: Status, *, message: str, generation: int, now: datetime) -> Patch:

@@ -120,6 +120,7 @@ def every_builder_output() -> list[dict[str, Any]]:
     patches = {
         "accepted": st.accepted(old, spec_hash="h", generation=1, now=now),
         "restarted": st.restarted(old, spec_hash="h", generation=1, now=now),
+        "cancelled": st.cancelled(old, message="m", generation=1, now=now),
         "observed": st.observed(1),
         "queued": st.queued(old, reason="Queued", message="m", generation=1, now=now),
         "launched": st.launched(old, attempt=1, job_name="j", memory="1Gi", kueue=False, generation=1, now=now),

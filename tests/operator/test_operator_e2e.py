@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
+from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 from vibecraft_common.resource import GROUP, PLURAL, VERSION
 
@@ -228,9 +229,29 @@ def test_a_render_gets_a_job_with_the_right_limits_and_deletion_cleans_up(operat
     wait_for(lambda: "Normal/JobCreated" in events_of(core, ns, "limits"), what="JobCreated event")
     assert "vibecraft_renders_running 1.0" in operator.metrics()
 
+    phases = watch_phases(custom, ns, "limits")
     custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "limits")
     wait_for(lambda: _gone(lambda: get_mv(custom, ns, "limits")), what="MusicVideo deleted (finalizer released)")
     wait_for(lambda: _gone(lambda: batch.read_namespaced_job("limits-a1", ns)), what="Job garbage-collected")
+    assert "Cancelled" in phases, f"watchers never saw Cancelled before the object went: {phases}"
+    assert "vibecraft_renders_total{result=\"cancelled\"} 1.0" in operator.metrics()
+
+
+def watch_phases(custom: client.CustomObjectsApi, namespace: str, name: str) -> list[str]:
+    """Every status.phase a watch on one MusicVideo delivers from now until it is deleted (filled in a thread)."""
+    seen: list[str] = []
+    version = get_mv(custom, namespace, name)["metadata"]["resourceVersion"]
+
+    def run() -> None:
+        for event in watch.Watch().stream(custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
+                                          field_selector=f"metadata.name={name}", resource_version=version,
+                                          timeout_seconds=120):
+            seen.append(str(((event["object"] or {}).get("status") or {}).get("phase")))
+            if event["type"] == "DELETED":
+                return
+
+    threading.Thread(target=run, daemon=True).start()
+    return seen
 
 
 def test_oom_kill_is_retried_with_more_memory_then_succeeds(operator: Operator, apis: Any) -> None:

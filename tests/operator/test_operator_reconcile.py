@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 from vibecraft_operator.queue import Admission
-from vibecraft_operator.reconcile import Observation, Outcome, Outputs, decide, needs_reconciler
+from vibecraft_operator.reconcile import Observation, Outcome, Outputs, cancel, decide, needs_reconciler
 
 from tests.operator.operator_factories import T0, applied, job, musicvideo, pod, settings, step
 
@@ -318,8 +318,10 @@ def test_later_job_is_launched_with_the_remaining_deadline():
 
 def test_needs_reconciler():
     assert needs_reconciler(musicvideo())
-    deleting = musicvideo()
+    deleting = musicvideo(status={"phase": "Running", "observedGeneration": 1})
     deleting["metadata"]["deletionTimestamp"] = "2025-01-01T12:00:00Z"
+    assert needs_reconciler(deleting)  # holds the finalizer until Cancelled is written
+    deleting["status"]["phase"] = "Succeeded"
     assert not needs_reconciler(deleting)
     assert not needs_reconciler(musicvideo(status={"phase": "Failed", "observedGeneration": 1}))
     assert needs_reconciler(musicvideo(generation=2, status={"phase": "Failed", "observedGeneration": 1}))
@@ -349,3 +351,20 @@ def test_a_whole_render_with_two_oom_kills_then_success():
     assert status["phase"] == "Succeeded" and status["attempts"] == 3
     assert status["memoryLimit"] == "2304Mi" and status["failedAttempts"] == 0
     assert status["lastFailure"]["attempt"] == 2
+
+
+def test_deleting_an_unfinished_render_records_cancelled():
+    mv = running()
+    plan = cancel(mv, T0 + timedelta(seconds=30))
+    assert plan is not None and plan.outcome is Outcome.CANCELLED
+    assert plan.status["phase"] == "Cancelled" and plan.status["finishedAt"] == "2025-01-01T12:00:30Z"
+    assert plan.status["progress"]["message"] == "deleted while Running: Job demo-a1 stopped"
+    assert cond(applied(mv, plan), "Ready")["reason"] == "Cancelled"
+    assert [e.reason for e in plan.events] == ["Cancelled"]
+    assert cancel(accepted(), T0).status["progress"]["message"] == "deleted while Pending"
+
+
+def test_deleting_a_finished_render_keeps_its_result():
+    mv = running()
+    done = applied(mv, step(mv, job_=job(mv, condition="Complete")))
+    assert done["status"]["phase"] == "Succeeded" and cancel(done, T0) is None
