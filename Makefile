@@ -2,7 +2,9 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-export NUMBA_CACHE_DIR ?= $(HOME)/.cache/vibecraft/numba
+# librosa's numba kernels, compiled once by bootstrap; one cache per checkout (numba keys entries by
+# source path), the same dir vibecraft_localcluster.images.numba_cache() seeds render pods from.
+export NUMBA_CACHE_DIR ?= $(or $(VIBECRAFT_CACHE),$(HOME)/.cache/vibecraft)/numba/$(shell printf %s "$(CURDIR)" | sha1sum | cut -c1-12)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: bootstrap cluster-up cluster-down cluster-status test test-fast lint bench demo clean

@@ -30,12 +30,14 @@ fi
 
 # Compile librosa's numba kernels once (as Dockerfile.renderer does at build time); render pods reuse it.
 # Built in a scratch dir and swapped in whole, so an interrupted warm-up never leaves a corrupt cache.
-cache="${NUMBA_CACHE_DIR:-$HOME/.cache/vibecraft/numba}"
-if [ ! -f "$cache/.warm-$(sha1sum pyproject.toml | cut -c1-12)-$(pwd | sha1sum | cut -c1-8)" ]; then
+# One cache per checkout (numba keys entries by source path): see vibecraft_localcluster.images.numba_cache.
+cache="$(.venv/bin/python -c 'from vibecraft_localcluster.images import numba_cache; print(numba_cache())')"
+if [ ! -f "$cache/.warm-$(sha1sum pyproject.toml | cut -c1-12)" ]; then
   echo "[bootstrap] compiling librosa's numba kernels into $cache"
+  mkdir -p "$(dirname "$cache")"
   tmp="$cache.tmp.$$"; rm -rf "$tmp"; mkdir -p "$tmp"
   if NUMBA_CACHE_DIR="$tmp" .venv/bin/vibecraft-render --warmup >/dev/null 2>&1; then
-    touch "$tmp/.warm-$(sha1sum pyproject.toml | cut -c1-12)-$(pwd | sha1sum | cut -c1-8)"
+    touch "$tmp/.warm-$(sha1sum pyproject.toml | cut -c1-12)"
     rm -rf "$cache.old"; [ -d "$cache" ] && mv "$cache" "$cache.old"; mv "$tmp" "$cache"; rm -rf "$cache.old"
   else
     rm -rf "$tmp"; echo "[bootstrap] warning: numba warm-up failed; renders will compile on first use" >&2

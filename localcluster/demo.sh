@@ -2,5 +2,4 @@
 # make demo: cluster + S3 + helm install + a MusicVideo for a sample song → ./out/demo.mp4
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$HOME/.cache/vibecraft/numba}"
 exec .venv/bin/python -m vibecraft_localcluster.demo "$@"

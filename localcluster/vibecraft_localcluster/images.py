@@ -7,15 +7,25 @@ var VIBECRAFT_NODE_IMAGES (JSON: {"repo/name": {"entrypoint": [...], "cmd": [...
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+from .config import cache_root
 
-def _numba_cache() -> str:
-    root = Path(os.environ.get("VIBECRAFT_CACHE", Path.home() / ".cache" / "vibecraft"))
-    return os.environ.get("NUMBA_CACHE_DIR", str(root / "numba"))
+
+def numba_cache() -> str:
+    """The warm numba cache render pods are seeded from (`make bootstrap` fills it).
+
+    One per checkout: numba keys its cache entries by the absolute path of the compiled sources, so
+    a cache warmed from another clone's venv would miss and every pod would compile for ~20 s.
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return os.environ["NUMBA_CACHE_DIR"]
+    checkout = hashlib.sha1(str(Path(__file__).resolve().parents[2]).encode(), usedforsecurity=False)
+    return str(cache_root() / "numba" / checkout.hexdigest()[:12])
 
 
 DEFAULT_IMAGES: dict[str, dict[str, Any]] = {
@@ -23,8 +33,8 @@ DEFAULT_IMAGES: dict[str, dict[str, Any]] = {
     # ~20 s of compiling. `env_dirs` gives each container its own copy, as an image layer would: a pod
     # OOM-killed while numba writes its cache must not corrupt the one every other pod reads.
     "vibecraft/renderer": {"entrypoint": ["vibecraft-render"], "cmd": ["--help"],
-                           "env": {"PYTHONUNBUFFERED": "1", "VIBECRAFT_NUMBA_CACHE_SEED": _numba_cache()},
-                           "env_dirs": {"NUMBA_CACHE_DIR": _numba_cache()}},
+                           "env": {"PYTHONUNBUFFERED": "1", "VIBECRAFT_NUMBA_CACHE_SEED": numba_cache()},
+                           "env_dirs": {"NUMBA_CACHE_DIR": numba_cache()}},
     "vibecraft/operator": {"entrypoint": ["vibecraft-operator"], "cmd": [], "env": {"PYTHONUNBUFFERED": "1"}},
     "vibecraft/api": {"entrypoint": ["vibecraft-api"], "cmd": [], "env": {"PYTHONUNBUFFERED": "1"}},
     "python": {"entrypoint": [], "cmd": ["python3"]},

@@ -94,6 +94,7 @@ class Operator:
             "VIBECRAFT_DEFAULT_CPU": "100m",  # several renders must fit the one test node
             **settings,
         }
+        self.env = {k: v for k, v in self.env.items() if v != ""}  # "" in settings: the operator's default
         self.namespace = namespace
         self.peering: list[str] = ["--standalone"]
         self.proc: subprocess.Popen[bytes] | None = None
@@ -132,9 +133,15 @@ class Operator:
 
 @pytest.fixture
 def renderer_namespace(cluster: Cluster, s3: S3Server, namespace: str, apis: Any) -> str:
-    """The namespace with what renders need: the renderer ServiceAccount and the S3 Secret."""
+    """The namespace with what renders need: the renderer's ServiceAccount and RBAC (crds/rbac), the S3 Secret."""
     _, _, core = apis
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": "vibecraft-renderer"}})
+    docs = [d for d in yaml.safe_load_all((ROOT / "crds" / "rbac" / "renderer.yaml").read_text()) if d]
+    for doc in docs:
+        if "namespace" in doc["metadata"]:
+            doc["metadata"]["namespace"] = namespace
+        for subject in doc.get("subjects", []):
+            subject["namespace"] = namespace
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
     core.create_namespaced_secret(namespace, {"metadata": {"name": "vibecraft-s3"}, "stringData": {
         "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key}})
     return namespace
@@ -235,6 +242,56 @@ def test_a_render_gets_a_job_with_the_right_limits_and_deletion_cleans_up(operat
     wait_for(lambda: _gone(lambda: batch.read_namespaced_job("limits-a1", ns)), what="Job garbage-collected")
     assert "Cancelled" in phases, f"watchers never saw Cancelled before the object went: {phases}"
     assert "vibecraft_renders_total{result=\"cancelled\"} 1.0" in operator.metrics()
+
+
+REAL_RENDERER = {"VIBECRAFT_RENDERER_IMAGE": "", "VIBECRAFT_RENDERER_COMMAND": ""}  # the chart's image
+
+
+@pytest.mark.parametrize("operator_settings", [REAL_RENDERER], indirect=True, ids=["real-renderer"])
+def test_the_tiny_example_renders_for_real_with_progress_in_status(
+        operator: Operator, cluster: Cluster, s3: S3Server, apis: Any, tmp_path: Path) -> None:
+    """kubectl apply -f examples/musicvideo-tiny.yaml: the real renderer runs as the Job's pod."""
+    custom, batch, _ = apis
+    ns = operator.namespace
+    example = yaml.safe_load((ROOT / "examples" / "musicvideo-tiny.yaml").read_text())
+    name, song_url, out_url = (example["metadata"]["name"], example["spec"]["audio"]["url"],
+                               example["spec"]["output"]["url"])
+    bucket, _, key = song_url.removeprefix("s3://").partition("/")
+    assert bucket == s3.bucket, "the examples name the local cluster's bucket"
+    song = tmp_path / "song.ogg"  # 20 s of clicks at 120 BPM
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=f=880:d=20", "-af",
+                    "volume='if(lt(mod(t,0.5),0.05),1,0.02)':eval=frame", "-c:a", "libvorbis", str(song)], check=True)
+    s3.client().upload_file(str(song), bucket, key)
+
+    seen: list[tuple[str, float]] = []
+    version = custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["metadata"]["resourceVersion"]
+
+    def follow() -> None:
+        for event in watch.Watch().stream(custom.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL,
+                                          resource_version=version, timeout_seconds=300):
+            st = (event["object"] or {}).get("status") or {}
+            seen.append((str(st.get("phase")), float((st.get("progress") or {}).get("percent") or 0)))
+            if st.get("phase") in ("Succeeded", "Failed") or event["type"] == "DELETED":
+                return
+
+    watcher = threading.Thread(target=follow, daemon=True)
+    watcher.start()
+    cluster.kubectl("apply", "-n", ns, "-f", str(ROOT / "examples" / "musicvideo-tiny.yaml"))
+    job = wait_for(lambda: _job(batch, ns, f"{name}-a1"), what="the render's Job")
+    limits = job.spec.template.spec.containers[0].resources.limits
+    assert limits == {"memory": example["spec"]["resources"]["memory"], "cpu": example["spec"]["resources"]["cpu"]}
+    wait_for(lambda: phase(custom, ns, name) in ("Succeeded", "Failed"), timeout=300, what="the render to finish")
+    status = get_mv(custom, ns, name)["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["output"]["videoUrl"] == f"{out_url}video.mp4" and status["attempts"] == 1
+    assert abs(status["output"]["durationSeconds"] - 20.0) < 0.2 and status["analysis"]["tempo"] > 0
+    watcher.join(timeout=30)
+    running = [pct for ph, pct in seen if ph == "Running"]
+    assert len(set(running)) >= 3 and running == sorted(running), f"progress while Running: {seen}"
+    assert running[0] < running[-1] and running[-1] > 50, seen
+    out_bucket, _, prefix = out_url.removeprefix("s3://").partition("/")
+    mp4 = s3.client().get_object(Bucket=out_bucket, Key=f"{prefix}video.mp4")["Body"].read()
+    assert len(mp4) == status["output"]["sizeBytes"] and mp4[4:8] == b"ftyp"
 
 
 def watch_phases(custom: client.CustomObjectsApi, namespace: str, name: str) -> list[str]:
