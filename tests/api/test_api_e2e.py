@@ -104,8 +104,9 @@ def test_upload_render_follow_download(new_tenant: Callable[..., TenantHandle], 
     assert phases[-1] == "Succeeded", (phases, final.get("failure"), cluster.kubectl(
         "-n", t.namespace, "get", "pods,jobs", "-o", "wide", check=False).stdout)
     assert "Running" in phases
-    assert any((e.json().get("progress") or {}).get("percent") for e in events if e.event == "video"), \
-        "the renderer's progress reached the stream"
+    assert any(0 < ((e.json().get("progress") or {}).get("percent") or 0) < 100
+               for e in events if e.event == "video" and e.json()["phase"] == "Running"), \
+        f"the renderer's progress reached the stream: {[e.json().get('progress') for e in events]}"
     assert events[-1].event == "end"
 
     assert final["output"]["sizeBytes"] > 1000 and final["analysis"]
