@@ -57,7 +57,7 @@ class FirstSeen:
         self.seen: dict[str, float] = {}
         self._list, self._ns, self._selector, self._key = list_fn, namespace, selector, key
         self._watch = watch.Watch()
-        self._ready = threading.Event()
+        self._ready, self._stopped = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         if not self._ready.wait(30):
@@ -66,12 +66,17 @@ class FirstSeen:
     def _run(self) -> None:
         version = self._list(self._ns, label_selector=self._selector).metadata.resource_version
         self._ready.set()
-        for event in self._watch.stream(self._list, self._ns, label_selector=self._selector,
-                                        resource_version=version, timeout_seconds=900):
-            obj = event.get("object")
-            key = self._key(obj) if obj is not None and event.get("type") != "ERROR" else None
-            if key and key not in self.seen:
-                self.seen[key] = time.monotonic()
+        try:
+            for event in self._watch.stream(self._list, self._ns, label_selector=self._selector,
+                                            resource_version=version, timeout_seconds=900):
+                obj = event.get("object")
+                key = self._key(obj) if obj is not None and event.get("type") != "ERROR" else None
+                if key and key not in self.seen:
+                    self.seen[key] = time.monotonic()
+        except Exception:
+            # A stopped watch stays blocked on its connection until the cluster goes down under it.
+            if not self._stopped.is_set():
+                raise
 
     def wait(self, keys: Iterable[str], timeout: float) -> None:
         keys = list(keys)
@@ -84,6 +89,7 @@ class FirstSeen:
         raise RuntimeError(f"{len(missing)} of {len(keys)} never appeared, e.g. {missing[:3]}")
 
     def stop(self) -> None:
+        self._stopped.set()
         self._watch.stop()
 
 
