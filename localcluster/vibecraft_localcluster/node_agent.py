@@ -342,6 +342,11 @@ class PodRunner(threading.Thread):
             self._run()
         except Exception:
             log.exception("pod %s/%s crashed the runner", self.ns, self.name)
+            try:  # events about this pod are ignored from now on: leave it terminal, not Running
+                self._terminate_all()
+                self.agent._orphan(self.pod, delete=False)
+            except Exception as exc:
+                log.warning("could not mark pod %s/%s failed: %s", self.ns, self.name, exc)
         finally:
             self.agent.forget(self.uid)
 

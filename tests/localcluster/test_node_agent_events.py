@@ -61,3 +61,18 @@ def test_the_finished_set_is_bounded(agent: tuple[NodeAgent, list[str]], monkeyp
     for i in range(5):
         a.forget(f"u{i}")
     assert list(a.finished) == ["u2", "u3", "u4"]
+
+
+def test_a_crashed_runner_leaves_its_pod_failed(agent: tuple[NodeAgent, list[str]],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Later events are ignored, so the runner itself must not leave the pod looking Running."""
+    a, calls = agent
+
+    def crash(self: node_agent.PodRunner) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(node_agent.PodRunner, "_run", crash)
+    monkeypatch.setattr(node_agent.PodRunner, "_terminate_all", lambda self: calls.append(f"kill {self.uid}"))
+    monkeypatch.setattr(NodeAgent, "_orphan", lambda self, p, delete: calls.append(f"failed {p['metadata']['uid']}"))
+    node_agent.PodRunner(a, pod("u1", phase="Running")).run()
+    assert calls == ["kill u1", "failed u1"] and "u1" in a.finished
