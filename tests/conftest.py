@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from vibecraft_localcluster.cluster import LocalCluster
-from vibecraft_localcluster.config import ClusterConfig, Ports, find_tool
+from vibecraft_localcluster.config import REPO_ROOT, ClusterConfig, Ports, find_tool
 
 
 @dataclass
@@ -95,3 +96,17 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=30s")
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def provision_renders(cluster: Cluster, s3: S3Server, namespace: str) -> None:
+    """What an administrator (the Helm chart) sets up where renders run: renderer SA and RBAC, the S3 Secret."""
+    docs = [d for d in yaml.safe_load_all((REPO_ROOT / "crds" / "rbac" / "renderer.yaml").read_text()) if d]
+    for doc in docs:
+        if "namespace" in doc["metadata"]:
+            doc["metadata"]["namespace"] = namespace
+        for subject in doc.get("subjects", []):
+            subject["namespace"] = namespace
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    cluster.kubectl("-n", namespace, "create", "secret", "generic", "vibecraft-s3",
+                    f"--from-literal=AWS_ACCESS_KEY_ID={s3.access_key}",
+                    f"--from-literal=AWS_SECRET_ACCESS_KEY={s3.secret_key}")

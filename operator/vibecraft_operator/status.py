@@ -241,18 +241,8 @@ def failed(
     now: datetime,
 ) -> Patch:
     """The render failed for good (until the spec changes)."""
-    patch: Patch = {
-        "phase": FAILED,
-        "observedGeneration": generation,
-        "finishedAt": format_time(now),
-        "nextAttemptAt": None,
-        "progress": {"stage": "Failed", "message": message},
-        "conditions": conditions_patch(
-            status, generation, now,
-            (COND_READY, False, reason, message),
-            (COND_PROGRESSING, False, reason, message),
-        ),
-    }
+    patch = _ended(status, FAILED, {"stage": "Failed", "message": message}, reason=reason, ready=False,
+                   generation=generation, now=now)
     if failure is not None:
         patch["lastFailure"] = last_failure(failure, attempt=attempt, now=now)
     return patch
@@ -268,19 +258,9 @@ def succeeded(
     now: datetime,
 ) -> Patch:
     """The render finished; its outputs as far as S3 could tell."""
-    patch: Patch = {
-        "phase": SUCCEEDED,
-        "observedGeneration": generation,
-        "finishedAt": format_time(now),
-        "nextAttemptAt": None,
-        "output": dict(output),
-        "progress": {"stage": "Done", "percent": 100, "etaSeconds": 0, "message": message},
-        "conditions": conditions_patch(
-            status, generation, now,
-            (COND_READY, True, R_SUCCEEDED, message),
-            (COND_PROGRESSING, False, R_SUCCEEDED, message),
-        ),
-    }
+    patch = _ended(status, SUCCEEDED, {"stage": "Done", "percent": 100, "etaSeconds": 0, "message": message},
+                   reason=R_SUCCEEDED, ready=True, generation=generation, now=now)
+    patch["output"] = dict(output)
     if analysis:
         patch["analysis"] = dict(analysis)
     return patch
@@ -288,16 +268,24 @@ def succeeded(
 
 def cancelled(status: Status, *, message: str, generation: int, now: datetime) -> Patch:
     """Deleted before it finished: what watchers see between the delete and the object's removal."""
+    return _ended(status, CANCELLED, {"stage": "Cancelled", "message": message}, reason=R_CANCELLED, ready=False,
+                  generation=generation, now=now)
+
+
+def _ended(status: Status, phase: str, progress: Patch, *, reason: str, ready: bool, generation: int,
+           now: datetime) -> Patch:
+    """What every terminal phase writes: finished now, nothing more to progress or retry."""
+    message = str(progress["message"])
     return {
-        "phase": CANCELLED,
+        "phase": phase,
         "observedGeneration": generation,
         "finishedAt": format_time(now),
         "nextAttemptAt": None,
-        "progress": {"stage": "Cancelled", "message": message},
+        "progress": progress,
         "conditions": conditions_patch(
             status, generation, now,
-            (COND_READY, False, R_CANCELLED, message),
-            (COND_PROGRESSING, False, R_CANCELLED, message),
+            (COND_READY, ready, reason, message),
+            (COND_PROGRESSING, False, reason, message),
         ),
     }
 

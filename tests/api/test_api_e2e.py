@@ -21,27 +21,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
-from tests.api.conftest import REPO, TenantHandle, free_port
+from tests.api.conftest import TenantHandle, free_port
 from tests.api.utils import SseReader, wav_bytes
-from tests.conftest import Cluster, S3Server
+from tests.conftest import Cluster, S3Server, provision_renders
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3]
-
-
-def provision_renders(cluster: Cluster, s3: S3Server, namespace: str) -> None:
-    """What an administrator (the Helm chart) sets up per tenant for renders: renderer SA, RBAC, S3 Secret."""
-    docs = [d for d in yaml.safe_load_all((REPO / "crds" / "rbac" / "renderer.yaml").read_text()) if d]
-    for doc in docs:
-        if "namespace" in doc["metadata"]:
-            doc["metadata"]["namespace"] = namespace
-        for subject in doc.get("subjects", []):
-            subject["namespace"] = namespace
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
-    cluster.kubectl("-n", namespace, "create", "secret", "generic", "vibecraft-s3",
-                    f"--from-literal=AWS_ACCESS_KEY_ID={s3.access_key}",
-                    f"--from-literal=AWS_SECRET_ACCESS_KEY={s3.secret_key}")
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 from vibecraft_common.resource import GROUP, PLURAL, VERSION
 
-from tests.conftest import Cluster, S3Server
+from tests.conftest import Cluster, S3Server, provision_renders
 
 pytestmark = pytest.mark.cluster
 
@@ -132,18 +132,9 @@ class Operator:
 
 
 @pytest.fixture
-def renderer_namespace(cluster: Cluster, s3: S3Server, namespace: str, apis: Any) -> str:
+def renderer_namespace(cluster: Cluster, s3: S3Server, namespace: str) -> str:
     """The namespace with what renders need: the renderer's ServiceAccount and RBAC (crds/rbac), the S3 Secret."""
-    _, _, core = apis
-    docs = [d for d in yaml.safe_load_all((ROOT / "crds" / "rbac" / "renderer.yaml").read_text()) if d]
-    for doc in docs:
-        if "namespace" in doc["metadata"]:
-            doc["metadata"]["namespace"] = namespace
-        for subject in doc.get("subjects", []):
-            subject["namespace"] = namespace
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
-    core.create_namespaced_secret(namespace, {"metadata": {"name": "vibecraft-s3"}, "stringData": {
-        "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key}})
+    provision_renders(cluster, s3, namespace)
     return namespace
 
 
