@@ -227,10 +227,12 @@ def test_a_render_gets_a_job_with_the_right_limits_and_deletion_cleans_up(operat
     wait_for(lambda: "Normal/JobCreated" in events_of(core, ns, "limits"), what="JobCreated event")
     assert "vibecraft_renders_running 1.0" in operator.metrics()
 
-    phases = watch_phases(custom, ns, "limits")
+    statuses, watcher = watch_statuses(custom, ns, "limits")
     custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "limits")
     wait_for(lambda: _gone(lambda: get_mv(custom, ns, "limits")), what="MusicVideo deleted (finalizer released)")
     wait_for(lambda: _gone(lambda: batch.read_namespaced_job("limits-a1", ns)), what="Job garbage-collected")
+    watcher.join(timeout=30)
+    phases = [st.get("phase") for st in statuses]
     assert "Cancelled" in phases, f"watchers never saw Cancelled before the object went: {phases}"
     assert "vibecraft_renders_total{result=\"cancelled\"} 1.0" in operator.metrics()
 
@@ -254,19 +256,7 @@ def test_the_tiny_example_renders_for_real_with_progress_in_status(
                     "volume='if(lt(mod(t,0.5),0.05),1,0.02)':eval=frame", "-c:a", "libvorbis", str(song)], check=True)
     s3.client().upload_file(str(song), bucket, key)
 
-    seen: list[tuple[str, float]] = []
-    version = custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["metadata"]["resourceVersion"]
-
-    def follow() -> None:
-        for event in watch.Watch().stream(custom.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL,
-                                          resource_version=version, timeout_seconds=300):
-            st = (event["object"] or {}).get("status") or {}
-            seen.append((str(st.get("phase")), float((st.get("progress") or {}).get("percent") or 0)))
-            if st.get("phase") in ("Succeeded", "Failed") or event["type"] == "DELETED":
-                return
-
-    watcher = threading.Thread(target=follow, daemon=True)
-    watcher.start()
+    statuses, watcher = watch_statuses(custom, ns, name, until=lambda st: st.get("phase") in ("Succeeded", "Failed"))
     cluster.kubectl("apply", "-n", ns, "-f", str(ROOT / "examples" / "musicvideo-tiny.yaml"))
     job = wait_for(lambda: _job(batch, ns, f"{name}-a1"), what="the render's Job")
     limits = job.spec.template.spec.containers[0].resources.limits
@@ -277,6 +267,7 @@ def test_the_tiny_example_renders_for_real_with_progress_in_status(
     assert status["output"]["videoUrl"] == f"{out_url}video.mp4" and status["attempts"] == 1
     assert abs(status["output"]["durationSeconds"] - 20.0) < 0.2 and status["analysis"]["tempo"] > 0
     watcher.join(timeout=30)
+    seen = [(st.get("phase"), float((st.get("progress") or {}).get("percent") or 0)) for st in statuses]
     running = [pct for ph, pct in seen if ph == "Running"]
     assert len(set(running)) >= 3 and running == sorted(running), f"progress while Running: {seen}"
     assert running[0] < running[-1] and running[-1] > 50, seen
@@ -285,21 +276,26 @@ def test_the_tiny_example_renders_for_real_with_progress_in_status(
     assert len(mp4) == status["output"]["sizeBytes"] and mp4[4:8] == b"ftyp"
 
 
-def watch_phases(custom: client.CustomObjectsApi, namespace: str, name: str) -> list[str]:
-    """Every status.phase a watch on one MusicVideo delivers from now until it is deleted (filled in a thread)."""
-    seen: list[str] = []
-    version = get_mv(custom, namespace, name)["metadata"]["resourceVersion"]
+def watch_statuses(custom: client.CustomObjectsApi, namespace: str, name: str,
+                   until: Callable[[dict[str, Any]], bool] = lambda st: False,
+                   ) -> tuple[list[dict[str, Any]], threading.Thread]:
+    """Every status a watch on one MusicVideo delivers from now (filled in a thread) until `until` or its deletion."""
+    seen: list[dict[str, Any]] = []
+    selector = f"metadata.name={name}"
+    version = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                   field_selector=selector)["metadata"]["resourceVersion"]
 
     def run() -> None:
         for event in watch.Watch().stream(custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
-                                          field_selector=f"metadata.name={name}", resource_version=version,
-                                          timeout_seconds=120):
-            seen.append(str(((event["object"] or {}).get("status") or {}).get("phase")))
-            if event["type"] == "DELETED":
+                                          field_selector=selector, resource_version=version, timeout_seconds=300):
+            status = dict((event["object"] or {}).get("status") or {})
+            seen.append(status)
+            if event["type"] == "DELETED" or until(status):
                 return
 
-    threading.Thread(target=run, daemon=True).start()
-    return seen
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return seen, thread
 
 
 def test_oom_kill_is_retried_with_more_memory_then_succeeds(operator: Operator, apis: Any) -> None:
