@@ -8,6 +8,7 @@ at the final keys, never a partial video.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
@@ -52,7 +53,7 @@ def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Render
     layout = layout_for(spec.output_url)
     analysis_mod.preload()
     storage.check_writable(layout.root)
-    with tempfile.TemporaryDirectory(prefix="vibecraft-", dir=opts.work_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix="vibecraft-", dir=opts.work_dir) as tmp, contextlib.ExitStack() as stop:
         work = Path(tmp)
         generator = None
         if spec.style.backend == "replicate":
@@ -62,6 +63,7 @@ def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Render
         progress.stage("downloading", storage.redact(spec.audio_url))
         audio_path = storage.fetch(spec.audio_url, work)
         info = audio.probe(audio_path)
+        soundtrack = stop.enter_context(encode.AudioEncoder(audio_path, work / "soundtrack.m4a"))
 
         progress.stage("analyzing")
         an = analysis_mod.analyze_blocks(
@@ -86,7 +88,7 @@ def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Render
         progress.stage("encoding", "joining segments, muxing audio")
         video = work / "video.mp4"
         encode.join_and_mux(
-            [store.local_copy(s) for s in plan], audio_path, video, work, an.duration,
+            [store.local_copy(s) for s in plan], soundtrack.result(), video, work, an.duration,
             lambda f: progress.update(fraction=0.9 * f),
         )  # fmt: skip
         _check_frames(video, timeline.n_frames)
