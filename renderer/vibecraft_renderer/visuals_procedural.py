@@ -98,6 +98,7 @@ class ProceduralVisuals:
             for n, g in enumerate(groups)
         }
         self.seed = seed
+        self._angular_cache: dict[int, tuple[F32, F32]] = {}
 
     @staticmethod
     def _scene(rng: np.random.Generator, kind: str, alt: str, palette: int) -> Scene:
@@ -211,14 +212,25 @@ class ProceduralVisuals:
         glow += self._rings(ctx, self.R * zoom) * np.float32(0.5)
         return field.astype(np.float32), glow.astype(np.float32)
 
+    def _angular(self, folds: int) -> tuple[F32, F32]:
+        """cos and sin of folds x the pixel angle, cached per fold count (a handful per song)."""
+        if folds not in self._angular_cache:
+            angle = self.TH * np.float32(folds)
+            self._angular_cache[folds] = (np.cos(angle), np.sin(angle))
+        return self._angular_cache[folds]
+
     def _tunnel(self, ctx: FrameContext, s: Scene, variant: int, zoom: np.float32) -> tuple[F32, F32]:
         r = self.R * zoom
         folds = s.folds + (variant % 2) * 2
         spin = s.spin * (1 if variant < 2 else -1)
         depth = 0.5 / (r + np.float32(0.12))
         u = depth + np.float32(1.4 * ctx.low_phase)
-        v = self.TH * np.float32(folds / (2 * math.pi)) + np.float32(spin * ctx.t * 6 + 0.2 * ctx.mid_phase)
-        pattern = np.sin(TAU * u) * np.cos(TAU * v)
+        # cos(folds*theta + turn) from per-pixel tables of cos/sin(folds*theta): no full-frame cosine.
+        turn = float(TAU) * (spin * ctx.t * 6 + 0.2 * ctx.mid_phase)
+        cos_f, sin_f = self._angular(folds)
+        spokes = cos_f * np.float32(math.cos(turn))
+        spokes -= sin_f * np.float32(math.sin(turn))
+        pattern = np.sin(TAU * u) * spokes
         pattern *= np.float32(0.5)
         field = pattern + depth * np.float32(0.15)
         shade = 1.0 - np.exp(-r * np.float32(2.2))
@@ -226,14 +238,22 @@ class ProceduralVisuals:
         return field.astype(np.float32), glow.astype(np.float32)
 
     def _nebula(self, ctx: FrameContext, s: Scene, variant: int, zoom: np.float32) -> tuple[F32, F32]:
-        x = self.X * zoom
-        y = self.Y * zoom
+        # Plane waves are separable: sin(a + b) = sin a cos b + cos a sin b over a column term a and
+        # a row term b, so each costs two 1-D sines and an outer product instead of a full-frame sine
+        # (this scene was the slowest to draw).
+        x = self.X[0] * zoom  # (w,) columns
+        y = self.Y[:, 0] * zoom  # (h,) rows
         if variant % 2:
             x = -x
         lp, mp = np.float32(ctx.low_phase), np.float32(ctx.mid_phase)
-        field = np.sin(x * np.float32(2.1) + mp * np.float32(0.9))
-        field += np.sin(y * np.float32(2.7) - lp * np.float32(0.7) + x * np.float32(0.8))
-        field += np.sin((x + y) * np.float32(1.7) + np.float32(0.35 * ctx.t))
+        col, row = x[None, :], y[:, None]
+        field = np.sin(row * np.float32(2.7) - lp * np.float32(0.7)) * np.cos(col * np.float32(0.8))
+        field += np.cos(row * np.float32(2.7) - lp * np.float32(0.7)) * np.sin(col * np.float32(0.8))
+        a = (x * np.float32(1.7) + np.float32(0.35 * ctx.t))[None, :]
+        b = (y * np.float32(1.7))[:, None]
+        field += np.sin(b) * np.cos(a)
+        field += np.cos(b) * np.sin(a)
+        field += np.sin(x * np.float32(2.1) + mp * np.float32(0.9))[None, :]
         field += np.sin(self.R * zoom * np.float32(4.0) - lp * np.float32(1.6))
         field *= np.float32(0.18)
         # Glowing contour lines of the flowing field ("ribbons"), thicker and brighter when loud.
@@ -244,13 +264,14 @@ class ProceduralVisuals:
         np.exp(ribbon, out=ribbon)
         glow = np.float32(0.6) + ribbon * np.float32(0.5 + 0.5 * ctx.high + 0.4 * ctx.beat_pulse)
         # Soft orbs on Lissajous paths; their size breathes with the mids.
+        rad = np.float32((0.05 + 0.06 * ctx.mid + 0.04 * ctx.beat_pulse) ** 2)
         for k in range(4):
             ph = ctx.mid_phase * (0.35 + 0.11 * k) + k * 1.7 + variant
             cx = np.float32(0.9 * math.sin(ph * 1.3 + k))
             cy = np.float32(0.6 * math.cos(ph * 0.9 + 2 * k))
-            rad = np.float32((0.05 + 0.06 * ctx.mid + 0.04 * ctx.beat_pulse) ** 2)
-            d2 = (x - cx) ** 2 + (y - cy) ** 2
-            glow += rad / (d2 + rad) * np.float32(0.9)
+            d2 = np.square(y - cy)[:, None] + (np.square(x - cx) + rad)[None, :]
+            np.divide(rad * np.float32(0.9), d2, out=d2)
+            glow += d2
         glow += self._rings(ctx, self.R * zoom) * np.float32(0.6)
         return field, glow
 
