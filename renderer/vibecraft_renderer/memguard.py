@@ -3,7 +3,7 @@
 An OOM kill leaves only "OOMKilled" and a lost checkpoint; stopping ourselves at 90% of the
 container limit (VIBECRAFT_MEMORY_LIMIT_MB, which the operator fills from limits.memory through the
 downward API, else the cgroup's memory.max) lets the operator see why and pick a bigger limit.
-Counts this process plus its ffmpeg children, by RSS (page cache from writing segments does not
+Counts this process plus all its children (ffmpeg encoders, decoders), by RSS (page cache from writing segments does not
 count, unlike the cgroup's memory.current).
 """
 
@@ -53,6 +53,21 @@ def rss_bytes(pid: int | None = None) -> int:
     return 0
 
 
+def child_pids() -> set[int]:
+    """Live children of this process, whichever thread started them (empty where /proc lacks it)."""
+    pids: set[int] = set()
+    try:
+        tasks = list(Path("/proc/self/task").iterdir())
+    except OSError:
+        return pids
+    for task in tasks:
+        try:
+            pids.update(int(p) for p in (task / "children").read_text().split())
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
 class MemoryGuard:
     """Raises MemoryGuardError from check() when resident memory crosses the limit."""
 
@@ -65,14 +80,17 @@ class MemoryGuard:
             log.debug("memory guard at %d MB", self.limit // MB)
 
     def check(self, extra_pids: Iterable[int] = (), force: bool = False) -> None:
-        """Cheap when called often: samples /proc at most every CHECK_INTERVAL_S."""
+        """Cheap when called often: samples /proc at most every CHECK_INTERVAL_S.
+
+        Children are found by themselves; extra_pids only matter where /proc cannot list them.
+        """
         if not self.limit:
             return
         now = time.monotonic()
         if not force and now < self._next:
             return
         self._next = now + CHECK_INTERVAL_S
-        used = rss_bytes() + sum(rss_bytes(p) for p in extra_pids)
+        used = rss_bytes() + sum(rss_bytes(p) for p in child_pids() | set(extra_pids))
         self.peak = max(self.peak, used)
         if used > self.limit:
             raise MemoryGuardError(

@@ -66,6 +66,17 @@ def _frac(x: F32) -> F32:
     return (x - np.floor(x)).astype(np.float32, copy=False)
 
 
+def _wave(rows: F32, cols: F32) -> F32:
+    """sin(row term + column term) over the frame, from 1-D sines and cosines.
+
+    sin(a + b) = sin a cos b + cos a sin b: four short sines and two outer products instead of a
+    full-frame sine (the nebula, the slowest scene, is built from such plane waves).
+    """
+    out: F32 = np.sin(rows)[:, None] * np.cos(cols)[None, :]
+    out += np.cos(rows)[:, None] * np.sin(cols)[None, :]
+    return out
+
+
 class ProceduralVisuals:
     """Draws frame i of the song from the timeline; a few ms per frame, well under x264's share."""
 
@@ -238,21 +249,13 @@ class ProceduralVisuals:
         return field.astype(np.float32), glow.astype(np.float32)
 
     def _nebula(self, ctx: FrameContext, s: Scene, variant: int, zoom: np.float32) -> tuple[F32, F32]:
-        # Plane waves are separable: sin(a + b) = sin a cos b + cos a sin b over a column term a and
-        # a row term b, so each costs two 1-D sines and an outer product instead of a full-frame sine
-        # (this scene was the slowest to draw).
-        x = self.X[0] * zoom  # (w,) columns
+        x = self.X[0] * zoom  # (w,) columns: the plane waves and orbs are separable (see _wave)
         y = self.Y[:, 0] * zoom  # (h,) rows
         if variant % 2:
             x = -x
         lp, mp = np.float32(ctx.low_phase), np.float32(ctx.mid_phase)
-        col, row = x[None, :], y[:, None]
-        field = np.sin(row * np.float32(2.7) - lp * np.float32(0.7)) * np.cos(col * np.float32(0.8))
-        field += np.cos(row * np.float32(2.7) - lp * np.float32(0.7)) * np.sin(col * np.float32(0.8))
-        a = (x * np.float32(1.7) + np.float32(0.35 * ctx.t))[None, :]
-        b = (y * np.float32(1.7))[:, None]
-        field += np.sin(b) * np.cos(a)
-        field += np.cos(b) * np.sin(a)
+        field = _wave(y * np.float32(2.7) - lp * np.float32(0.7), x * np.float32(0.8))
+        field += _wave(y * np.float32(1.7), x * np.float32(1.7) + np.float32(0.35 * ctx.t))
         field += np.sin(x * np.float32(2.1) + mp * np.float32(0.9))[None, :]
         field += np.sin(self.R * zoom * np.float32(4.0) - lp * np.float32(1.6))
         field *= np.float32(0.18)

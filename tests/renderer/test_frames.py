@@ -11,7 +11,7 @@ from vibecraft_renderer import analysis, segments
 from vibecraft_renderer.compose import _bilinear
 from vibecraft_renderer.layout import layout_for
 from vibecraft_renderer.timeline import Timeline, cut_times, frame_count
-from vibecraft_renderer.visuals_procedural import ProceduralVisuals, internal_size
+from vibecraft_renderer.visuals_procedural import ProceduralVisuals, _wave, internal_size
 
 from .helpers import write_click_track
 
@@ -125,3 +125,9 @@ def test_output_layout(url: str, video: str, thumb: str, analysis_url: str) -> N
 def test_layout_root_for_file_output(tmp_path: Path) -> None:
     assert layout_for(str(tmp_path / "a" / "b.mp4")).root == str(tmp_path / "a")
     assert layout_for("s3://bucket/v/clip.mp4").root == "s3://bucket/v/"
+
+
+def test_separable_wave_equals_the_full_frame_sine() -> None:
+    rows = np.linspace(-3.0, 3.0, 27, dtype=np.float32)
+    cols = np.linspace(-5.0, 4.0, 48, dtype=np.float32)
+    np.testing.assert_allclose(_wave(rows, cols), np.sin(rows[:, None] + cols[None, :]), atol=2e-6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,21 @@ def test_memory_guard_trips_over_the_limit() -> None:
     with pytest.raises(MemoryGuardError, match="memory guard"):
         MemoryGuard(limit_mb=1).check(force=True)
     MemoryGuard(limit_mb=None).check(force=True)  # no cgroup limit here: no-op or fine
+
+
+def test_memory_guard_counts_children_nobody_named() -> None:
+    """A background ffmpeg (the soundtrack encoder) counts without being passed in."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; b = b'x' * (300 << 20); print(flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        child.stdout.readline()  # the 300 MB are resident now
+        own_mb = rss_bytes() / (1 << 20)
+        limit_mb = (own_mb + 150) / 0.9  # room for us, not for us + the child
+        with pytest.raises(MemoryGuardError, match="memory guard"):
+            MemoryGuard(limit_mb=limit_mb).check(force=True)
+    finally:
+        child.kill()
+        child.wait()
