@@ -30,6 +30,8 @@ AUDIO_BITRATE: Final = "192k"
 PIPE_BYTES: Final = 1 << 20  # Linux's default limit for unprivileged pipe resizing
 _F_SETPIPE_SZ: Final = 1031
 NICE: Final = 10
+LOW_RATE: Final = 32000  # below this, the soundtrack is resampled to AAC_RATE
+AAC_RATE: Final = 44100
 _BT709: Final = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]
 
 
@@ -186,11 +188,15 @@ class AudioEncoder:
     after the last frame (4.5 s of a 3-minute render); the final mux then only copies streams.
     """
 
-    def __init__(self, audio: Path, out: Path) -> None:
+    def __init__(self, audio: Path, out: Path, sample_rate: int = 0) -> None:
         self.out = out
         self._err = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the ffmpeg process
+        # 192k AAC at 22 kHz sends ffmpeg's rate loop searching for bits it cannot use: measured 2.4x
+        # the CPU of the same audio resampled to 44.1 kHz (9 CPU-minutes for an hour).
+        rate = ["-ar", str(AAC_RATE)] if 0 < sample_rate < LOW_RATE else []
         cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y", "-i", str(audio),
-               "-map", "0:a:0", "-vn", "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ac", "2", "-f", "mp4", str(out)]  # fmt: skip
+               "-map", "0:a:0", "-vn", "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ac", "2", *rate,
+               "-f", "mp4", str(out)]  # fmt: skip
         self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._err)
         with contextlib.suppress(OSError):  # it only has to be done by the end: analysis comes first
             os.setpriority(os.PRIO_PROCESS, self._proc.pid, NICE)

@@ -63,7 +63,7 @@ def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Render
         progress.stage("downloading", storage.redact(spec.audio_url))
         audio_path = storage.fetch(spec.audio_url, work)
         info = audio.probe(audio_path)
-        soundtrack = stop.enter_context(encode.AudioEncoder(audio_path, work / "soundtrack.m4a"))
+        soundtrack = stop.enter_context(encode.AudioEncoder(audio_path, work / "soundtrack.m4a", info.sample_rate))
 
         progress.stage("analyzing")
         an = analysis_mod.analyze_blocks(

@@ -78,3 +78,13 @@ def test_soundtrack_encoder_is_stopped_on_error_paths(tmp_path: Path) -> None:
         time.sleep(0.2)
         raise RuntimeError("analysis failed")
     assert proc.returncode is not None  # killed and reaped, not left running
+
+
+@pytest.mark.parametrize(("rate", "expected"), [(22050, 44100), (48000, 48000)])
+def test_low_rate_soundtracks_are_resampled(tmp_path: Path, rate: int, expected: int) -> None:
+    song = tmp_path / "clicks.wav"
+    write_click_track(song, 120.0, 3.0, sr=rate)
+    with encode.AudioEncoder(song, tmp_path / "a.m4a", rate) as enc:
+        out = enc.result()
+    (stream,) = ffprobe(out)["streams"]
+    assert int(stream["sample_rate"]) == expected
