@@ -41,6 +41,15 @@ def _stderr_tail(fh: IO[bytes]) -> str:
     return " | ".join(lines[-3:]) if lines else "no output"
 
 
+def _finish(proc: subprocess.Popen[bytes], err: IO[bytes], what: str) -> None:
+    """Wait for a streaming ffmpeg and close its stderr file; EncodeError with its tail on failure."""
+    code = proc.wait()
+    tail = _stderr_tail(err)
+    err.close()
+    if code != 0:
+        raise EncodeError(f"ffmpeg failed encoding {what} (exit {code}): {tail}")
+
+
 def run_ffmpeg(
     args: list[str], what: str, duration: float | None = None, on_progress: Callable[[float], None] | None = None
 ) -> None:
@@ -156,11 +165,7 @@ class SegmentEncoder:
         assert self._proc.stdin is not None
         with contextlib.suppress(BrokenPipeError):
             self._proc.stdin.close()
-        code = self._proc.wait()
-        tail = _stderr_tail(self._err)
-        self._err.close()
-        if code != 0:
-            raise EncodeError(f"ffmpeg failed encoding {self.out.name} (exit {code}): {tail}")
+        _finish(self._proc, self._err, self.out.name)
 
     def abort(self) -> None:
         """Kill ffmpeg on error paths."""
@@ -203,11 +208,7 @@ class AudioEncoder:
 
     def result(self) -> Path:
         """Wait for the soundtrack; EncodeError if ffmpeg failed."""
-        code = self._proc.wait()
-        tail = _stderr_tail(self._err)
-        self._err.close()
-        if code != 0:
-            raise EncodeError(f"ffmpeg failed encoding the soundtrack (exit {code}): {tail}")
+        _finish(self._proc, self._err, "the soundtrack")
         return self.out
 
     def abort(self) -> None:
