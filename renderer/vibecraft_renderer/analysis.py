@@ -43,6 +43,8 @@ class Analysis:
     sections: list[Section]
     energy: F32  # 0..~1.5 per analysis frame (RMS / 95th percentile)
     bands: F32  # (3, n): low/mid/high, 0..~1.5 after robust normalisation
+    confidence: float = 0.0  # 0..1: how sure the tracker is of tempo and beats
+    tempo_source: rhythm.TempoSource = "detected"
     frame_rate: float = FRAME_RATE
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -52,6 +54,8 @@ class Analysis:
             "version": ANALYSIS_VERSION,
             "duration": round(self.duration, 3),
             "tempo": round(self.tempo, 2),
+            "tempoSource": self.tempo_source,
+            "confidence": round(self.confidence, 3),
             "beats": [round(float(b), 3) for b in self.beats],
             "downbeats": [round(float(b), 3) for b in self.downbeats],
             "onsets": [round(float(b), 3) for b in self.onsets],
@@ -61,9 +65,18 @@ class Analysis:
 
 
 def analyze_blocks(
-    blocks: Iterable[F32], on_progress: Callable[[float], None] | None = None, expected_s: float | None = None
+    blocks: Iterable[F32],
+    on_progress: Callable[[float], None] | None = None,
+    expected_s: float | None = None,
+    *,
+    bpm: float | None = None,
+    beat_offset: float | None = None,
 ) -> Analysis:
-    """Run the full analysis over a stream of mono PCM blocks at SR."""
+    """Run the full analysis over a stream of mono PCM blocks at SR.
+
+    `bpm` (and `beat_offset`, the time of any one beat) come from a user who knows the song: they
+    replace tempo detection (and phase tracking).
+    """
     stream = FeatureStream()
     for block in blocks:
         stream.push(block)
@@ -75,7 +88,8 @@ def analyze_blocks(
     rms = feats["rms"]
     energy = (rms / max(float(np.percentile(rms, 95)), 1e-9)).clip(0.0, 1.5).astype(np.float32)
     bands = np.stack([rhythm._unit(b) for b in feats["bands"]]).astype(np.float32)
-    tempo, beats = rhythm.track(env, bass, FRAME_RATE, duration)
+    pulse = rhythm.track(env, bass, FRAME_RATE, duration, bpm, beat_offset)
+    tempo, beats = pulse.tempo, pulse.beats
     if on_progress:
         on_progress(0.9)
     bars = rhythm.downbeats(beats, env, bass, FRAME_RATE)
@@ -93,13 +107,21 @@ def analyze_blocks(
         sections=sections,
         energy=energy,
         bands=bands,
+        confidence=pulse.confidence,
+        tempo_source=pulse.source,
     )
 
 
-def analyze_file(path: Path, on_progress: Callable[[float], None] | None = None) -> Analysis:
+def analyze_file(
+    path: Path,
+    on_progress: Callable[[float], None] | None = None,
+    *,
+    bpm: float | None = None,
+    beat_offset: float | None = None,
+) -> Analysis:
     """Probe, decode (streamed) and analyse an audio file."""
     info = audio.probe(path)
-    return analyze_blocks(audio.decode_blocks(path), on_progress, info.duration)
+    return analyze_blocks(audio.decode_blocks(path), on_progress, info.duration, bpm=bpm, beat_offset=beat_offset)
 
 
 def preload() -> threading.Thread:

@@ -10,7 +10,8 @@ needs its time average, accumulated block by block here.
 
 from __future__ import annotations
 
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +19,7 @@ import numpy.typing as npt
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+TempoSource = Literal["detected", "given"]
 
 TEMPOGRAM_WIN: Final = 384  # librosa default: ~8.9 s of envelope
 TEMPOGRAM_BLOCK: Final = 2048
@@ -209,19 +211,47 @@ def refine_beats(frames: I64, strength: F32) -> F64:
     return np.maximum(out, 0.0)
 
 
-def track(onset_env: F32, bass_env: F32, frame_rate: float, duration: float) -> tuple[float, F64]:
-    """Beat times (s) from the whole envelope at once, and the tempo they imply."""
-    prior = estimate_tempo(onset_env, frame_rate)
+@dataclass(frozen=True)
+class Pulse:
+    """The beat grid of a song and how sure the tracker is of it."""
+
+    tempo: float  # BPM
+    beats: F64  # seconds
+    confidence: float  # 0..1; 1.0 when the user gave tempo and phase
+    source: TempoSource
+
+
+def track(
+    onset_env: F32,
+    bass_env: F32,
+    frame_rate: float,
+    duration: float,
+    bpm: float | None = None,
+    beat_offset: float | None = None,
+) -> Pulse:
+    """Beat times (s) from the whole envelope at once, and the tempo they imply.
+
+    A user-given `bpm` replaces tempo detection (only the phase is tracked); with `beat_offset` too
+    (the time of any one beat) the grid is fully given and nothing is detected.
+    """
+    if bpm is not None and beat_offset is not None:
+        period = 60.0 / bpm
+        first = beat_offset % period
+        return Pulse(bpm, np.arange(first, duration, period), 1.0, "given")
+    prior = bpm if bpm is not None else estimate_tempo(onset_env, frame_rate)
     frames = fix_offbeat(beat_track(onset_env, prior, frame_rate), bass_env)
+    source: TempoSource = "given" if bpm is not None else "detected"
     if frames.size < 4:
         # No pulse found (ambient, speech): keep a steady grid so cuts still happen.
-        return prior, np.arange(0.0, duration, 60.0 / prior)
+        return Pulse(prior, np.arange(0.0, duration, 60.0 / prior), 0.0, source)
     beats = refine_beats(frames, onset_env + bass_env) / frame_rate
+    if bpm is not None:
+        return Pulse(bpm, beats, 0.5, source)
     ibi = np.diff(beats)
     med = float(np.median(ibi))
     steady = ibi[np.abs(ibi - med) < 0.2 * med]
     # The mean interval is finer than the frame-quantised tempogram peak (one hop is ~2% at 120 BPM).
-    return 60.0 / float(steady.mean() if steady.size else med), beats
+    return Pulse(60.0 / float(steady.mean() if steady.size else med), beats, 0.5, source)
 
 
 def _unit(x: npt.NDArray[np.floating]) -> F32:
