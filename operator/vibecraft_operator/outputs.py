@@ -11,6 +11,7 @@ from vibecraft_operator.settings import Settings
 
 MAX_ANALYSIS_BYTES = 4 * 1024 * 1024
 MAX_SECTIONS = 64
+TEMPO_SOURCES = ("detected", "given")  # status.analysis.tempoSource's enum in the CRD
 
 
 def split_s3_url(url: str) -> tuple[str, str]:
@@ -51,13 +52,21 @@ def _section(item: Any, index: int) -> dict[str, Any] | None:
 
 
 def summarize_analysis(doc: Mapping[str, Any]) -> tuple[dict[str, Any], float | None]:
-    """status.analysis (tempo, beat count, sections) and the duration from an analysis.json document."""
+    """status.analysis (tempo, tempoSource, confidence, beat count, sections) and the duration from analysis.json."""
     audio = doc.get("audio")
     merged: dict[str, Any] = {**(audio if isinstance(audio, Mapping) else {}), **doc}
     analysis: dict[str, Any] = {}
     tempo = _number(_first(merged, "tempo", "bpm", "tempoBpm"))
     if tempo is not None:
         analysis["tempo"] = round(tempo, 2)
+    # Exactly the renderer's keys (Analysis.to_json); a value the CRD would refuse is left out, so
+    # that it cannot make the API server reject the whole succeeded patch.
+    source = doc.get("tempoSource")
+    if source in TEMPO_SOURCES:
+        analysis["tempoSource"] = source
+    confidence = doc.get("confidence")
+    if isinstance(confidence, int | float) and not isinstance(confidence, bool) and 0.0 <= confidence <= 1.0:
+        analysis["confidence"] = round(float(confidence), 3)
     beats = _first(merged, "beats", "beat_times", "beatTimes", "beat_count", "beatCount")
     if isinstance(beats, list):
         analysis["beats"] = len(beats)

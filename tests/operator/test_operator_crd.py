@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 import yaml
+from vibecraft_common.limits import BEAT_OFFSET_MAX_SECONDS, BEAT_OFFSET_MIN_SECONDS, BPM_MAX, BPM_MIN
 from vibecraft_common.resource import GROUP, KIND, PLURAL, SHORT_NAME, VERSION
 from vibecraft_operator import status as st
 from vibecraft_operator.classify import Failure, FailureKind
 from vibecraft_operator.constants import PHASES
-from vibecraft_operator.outputs import summarize_analysis
+from vibecraft_operator.outputs import TEMPO_SOURCES, summarize_analysis
 from vibecraft_operator.reconcile import DEFAULT_DEADLINE, DEFAULT_RETRIES, Outputs, default_outputs
 
 from tests.operator.operator_factories import T0, job, musicvideo, pod, spec, step
@@ -96,6 +97,32 @@ def test_spec_defaults_match_the_code():
     assert s["video"]["properties"]["cutEvery"]["enum"] == ["beat", "2beats", "bar", "phrase"]
 
 
+def test_given_tempo_bounds_are_the_shared_constants():
+    audio = SCHEMA["properties"]["spec"]["properties"]["audio"]
+    bpm, offset = audio["properties"]["bpm"], audio["properties"]["beatOffsetSeconds"]
+    assert (bpm["type"], bpm["minimum"], bpm["maximum"]) == ("number", BPM_MIN, BPM_MAX)
+    assert (offset["type"], offset["minimum"], offset["maximum"]) == (
+        "number", BEAT_OFFSET_MIN_SECONDS, BEAT_OFFSET_MAX_SECONDS)
+    # `kubectl explain musicvideo.spec.audio.bpm` shows the description, bounds included
+    assert f"{BPM_MIN:g} to {BPM_MAX:g}" in bpm["description"]
+    assert f"{BEAT_OFFSET_MIN_SECONDS:g} to {BEAT_OFFSET_MAX_SECONDS:g}" in offset["description"]
+    assert "requires bpm" in offset["description"]
+    assert {"rule": "!has(self.beatOffsetSeconds) || has(self.bpm)",
+            "message": "audio.beatOffsetSeconds requires audio.bpm"} in audio["x-kubernetes-validations"]
+
+
+def test_status_analysis_declares_tempo_source_and_confidence():
+    analysis = SCHEMA["properties"]["status"]["properties"]["analysis"]["properties"]
+    assert analysis["tempoSource"]["enum"] == list(TEMPO_SOURCES) == ["detected", "given"]
+    assert (analysis["confidence"]["type"], analysis["confidence"]["minimum"], analysis["confidence"]["maximum"]) == (
+        "number", 0, 1)
+
+
+def test_bpm_column_shows_with_wide_output():
+    (column,) = [c for c in VERSION_DEF["additionalPrinterColumns"] if c["name"] == "BPM"]
+    assert column == {**column, "type": "number", "jsonPath": ".status.analysis.tempo", "priority": 1}
+
+
 def test_phase_enum_matches_the_code():
     assert SCHEMA["properties"]["status"]["properties"]["phase"]["enum"] == list(PHASES)
 
@@ -115,7 +142,7 @@ def every_builder_output() -> list[dict[str, Any]]:
     failure = Failure(FailureKind.OOM, "OOMKilled", "killed", 137)
     now, old = T0, {"conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": "x"}]}
     outputs = Outputs({**default_outputs(spec()).output, "sizeBytes": 1, "durationSeconds": 2.0},
-                      summarize_analysis({"tempo": 120, "beats": [0.5, 1.0],
+                      summarize_analysis({"tempo": 120, "tempoSource": "given", "confidence": 0.5, "beats": [0.5, 1.0],
                                           "sections": [{"start": 0, "end": 1, "label": "intro"}]})[0])
     patches = {
         "accepted": st.accepted(old, spec_hash="h", generation=1, now=now),

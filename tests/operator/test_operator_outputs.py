@@ -30,6 +30,25 @@ def test_summary_tolerates_other_spellings_and_junk():
     assert summarize_analysis({"tempo": True, "beats": "many"}) == ({}, None)
 
 
+def test_tempo_source_and_confidence_are_read_from_the_renderers_keys_only():
+    analysis, _ = summarize_analysis({"tempo": 97, "tempoSource": "given", "confidence": 1, "beats": [0.1]})
+    assert analysis == {"tempo": 97.0, "tempoSource": "given", "confidence": 1.0, "beats": 1}
+    analysis, _ = summarize_analysis({"tempo": 120.004, "tempoSource": "detected", "confidence": 0.61234})
+    assert analysis == {"tempo": 120.0, "tempoSource": "detected", "confidence": 0.612}
+    # other spellings are not guessed
+    assert summarize_analysis({"tempo_source": "given", "source": "given", "tempoConfidence": 0.5,
+                               "audio": {"tempoSource": "given", "confidence": 0.5}})[0] == {}
+
+
+@pytest.mark.parametrize("doc", [
+    {"tempoSource": "guessed"}, {"tempoSource": "Given"}, {"tempoSource": 1},
+    {"confidence": 1.5}, {"confidence": -0.1}, {"confidence": True}, {"confidence": "high"}, {"confidence": None},
+], ids=str)
+def test_values_the_crd_would_refuse_are_left_out(doc):
+    """status.analysis.tempoSource is an enum and confidence is 0..1: one bad value must not sink the whole patch."""
+    assert summarize_analysis({"tempo": 100, **doc})[0] == {"tempo": 100.0}
+
+
 def test_sections_are_capped():
     analysis, _ = summarize_analysis({"sections": [{"start": i, "end": i + 1} for i in range(500)]})
     assert len(analysis["sections"]) == 64 and analysis["sections"][3]["label"] == "3"
