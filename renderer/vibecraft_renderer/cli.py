@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
+from vibecraft_common.limits import BPM_MAX, BPM_MIN
 from vibecraft_common.resource import (
     ENV_SPEC_JSON,
     EXIT_INTERNAL,
@@ -68,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--from-env", action="store_true", help=f"read the MusicVideo spec from ${ENV_SPEC_JSON}")
     src.add_argument("--spec", metavar="FILE", help="read the MusicVideo spec JSON from FILE ('-' = stdin)")
     src.add_argument("--warmup", action="store_true", help="analyse a synthetic signal to fill the numba cache")
+    a = p.add_argument_group("tempo (spec.audio), when you know the song better than the beat tracker")
+    a.add_argument("--bpm", type=float, default=None,
+                   help=f"the song's tempo ({BPM_MIN:g}..{BPM_MAX:g}); replaces tempo detection")
+    a.add_argument("--beat-offset", type=float, default=None, metavar="SECONDS",
+                   help="time of any one beat, e.g. the first downbeat (needs --bpm): the beat grid is then exact")
     g = p.add_argument_group("style (spec.style)")
     g.add_argument("--backend", choices=BACKENDS, default=None)
     g.add_argument("--prompt", default=None)
@@ -98,12 +104,16 @@ def spec_from_args(ns: argparse.Namespace) -> RenderSpec:
     """Build the spec dict the CRD would hold from flags, so validation is shared."""
     if not ns.audio or not ns.output:
         raise UsageError("need AUDIO and -o OUTPUT (or --from-env / --spec)")
+    if ns.beat_offset is not None and ns.bpm is None:
+        raise UsageError("--beat-offset requires --bpm")
+    audio = {k: v for k, v in {"url": ns.audio, "bpm": ns.bpm, "beatOffsetSeconds": ns.beat_offset}.items()
+             if v is not None}
     style = {k: v for k, v in {"backend": ns.backend, "prompt": ns.prompt, "seed": ns.seed,
                                "model": ns.model}.items() if v is not None}  # fmt: skip
     video = {k: v for k, v in {"width": ns.width, "height": ns.height, "aspectRatio": ns.aspect_ratio,
                                "fps": ns.fps, "cutEvery": ns.cut_every, "preset": ns.preset,
                                "crf": ns.crf}.items() if v is not None}  # fmt: skip
-    return spec_from_dict({"audio": {"url": ns.audio}, "output": {"url": ns.output}, "style": style, "video": video})
+    return spec_from_dict({"audio": audio, "output": {"url": ns.output}, "style": style, "video": video})
 
 
 def _spec_for(ns: argparse.Namespace) -> RenderSpec:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, cast
 
+from vibecraft_common.limits import BEAT_OFFSET_MAX_SECONDS, BEAT_OFFSET_MIN_SECONDS, BPM_MAX, BPM_MIN
+
 from .errors import UsageError
 
 Backend = Literal["procedural", "replicate"]
@@ -63,10 +65,14 @@ class RenderSpec:
     output_url: str
     style: StyleSpec = field(default_factory=StyleSpec)
     video: VideoSpec = field(default_factory=VideoSpec)
+    bpm: float | None = None  # spec.audio.bpm: replaces tempo detection
+    beat_offset: float | None = None  # spec.audio.beatOffsetSeconds: the time of one beat (only with bpm)
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that changes the pixels; hashed into segment and cache keys."""
         return {
+            # A given tempo or beat moves the beat grid, hence the cuts and pulses.
+            "audio": {"bpm": self.bpm, "beatOffsetSeconds": self.beat_offset},
             "style": {
                 "backend": self.style.backend,
                 "prompt": self.style.prompt,
@@ -120,6 +126,29 @@ def _int(value: object, where: str, lo: int, hi: int) -> int:
     if not lo <= number <= hi:
         raise UsageError(f"spec.{where} must be between {lo} and {hi}, got {value!r}")
     return int(number)
+
+
+def _number(value: object, where: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise UsageError(f"spec.{where} must be a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise UsageError(f"spec.{where} must be a number, got {value!r}") from None
+    if not lo <= number <= hi:  # also refuses nan
+        raise UsageError(f"spec.{where} must be between {lo:g} and {hi:g}, got {value!r}")
+    return number
+
+
+def audio_timing(audio: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """spec.audio.bpm and spec.audio.beatOffsetSeconds, within vibecraft_common.limits."""
+    bpm = None if audio.get("bpm") is None else _number(audio["bpm"], "audio.bpm", BPM_MIN, BPM_MAX)
+    offset = audio.get("beatOffsetSeconds")
+    if offset is None:
+        return bpm, None
+    if bpm is None:
+        raise UsageError("spec.audio.beatOffsetSeconds requires spec.audio.bpm (the offset places a beat of that tempo)")
+    return bpm, _number(offset, "audio.beatOffsetSeconds", BEAT_OFFSET_MIN_SECONDS, BEAT_OFFSET_MAX_SECONDS)
 
 
 def _choice(value: object, where: str, choices: tuple[str, ...]) -> str:
@@ -193,6 +222,7 @@ def spec_from_dict(spec: Mapping[str, Any]) -> RenderSpec:
     if ratio is not None and not isinstance(ratio, str):
         raise UsageError("spec.video.aspectRatio must be a string like 16:9")
     w, h = resolve_size(width, height, ratio)
+    bpm, beat_offset = audio_timing(audio)
     video = VideoSpec(
         width=w,
         height=h,
@@ -206,6 +236,8 @@ def spec_from_dict(spec: Mapping[str, Any]) -> RenderSpec:
         output_url=_url(output, "output"),
         style=StyleSpec(backend=backend, prompt=prompt, seed=seed, model=model),
         video=video,
+        bpm=bpm,
+        beat_offset=beat_offset,
     )
 
 

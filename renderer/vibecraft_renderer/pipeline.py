@@ -67,8 +67,9 @@ def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Render
 
         progress.stage("analyzing")
         an = analysis_mod.analyze_blocks(
-            audio.decode_blocks(audio_path), lambda f: progress.update(fraction=f), info.duration
-        )
+            audio.decode_blocks(audio_path), lambda f: progress.update(fraction=f), info.duration,
+            bpm=spec.bpm, beat_offset=spec.beat_offset,
+        )  # fmt: skip
         guard.check(force=True)
         timeline = Timeline(an, spec.video.fps, spec.video.cut_every)
         plan = segments.plan(timeline.n_frames, spec.video.fps, opts.segment_seconds)
@@ -76,7 +77,7 @@ def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Render
         store = segments.CheckpointStore(layout.segments, key, work)
         todo = [s for s in plan if not store.is_done(s)]
 
-        progress.stage("generating")
+        progress.stage("generating", f"tempo {an.tempo:.1f} BPM ({an.tempo_source})")
         source = _frame_source(spec, opts, an, timeline, generator, progress) if todo else None
         if todo:
             store.write_manifest({"audio": storage.redact(spec.audio_url), "spec": spec.fingerprint(),

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
-from vibecraft_renderer.cli import build_parser, spec_from_args
+from vibecraft_common.limits import BEAT_OFFSET_MAX_SECONDS, BPM_MAX, BPM_MIN
+from vibecraft_common.resource import EXIT_USAGE
+from vibecraft_renderer.cli import build_parser, main, spec_from_args
 from vibecraft_renderer.config import RuntimeOptions, runtime_from_env, spec_from_dict, spec_from_json
 from vibecraft_renderer.errors import UsageError
 
@@ -103,3 +106,76 @@ def test_runtime_options_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert runtime_from_env(segment_seconds=5.0).segment_seconds == 5.0
     with pytest.raises(UsageError):
         runtime_from_env(segment_seconds=0.1)
+
+
+@pytest.mark.parametrize(
+    ("audio", "bpm", "offset"),
+    [
+        ({}, None, None),
+        ({"bpm": 97}, 97.0, None),
+        ({"bpm": BPM_MIN, "beatOffsetSeconds": 0}, BPM_MIN, 0.0),
+        ({"bpm": BPM_MAX, "beatOffsetSeconds": BEAT_OFFSET_MAX_SECONDS}, BPM_MAX, BEAT_OFFSET_MAX_SECONDS),
+        ({"bpm": 128.5, "beatOffsetSeconds": 0.42}, 128.5, 0.42),
+    ],
+)
+def test_given_tempo_within_the_shared_bounds(audio: dict[str, object], bpm: float | None, offset: float | None) -> None:
+    spec = spec_from_dict({**base(), "audio": {"url": "s3://b/song.ogg", **audio}})
+    assert (spec.bpm, spec.beat_offset) == (bpm, offset)
+
+
+@pytest.mark.parametrize(
+    ("audio", "message"),
+    [
+        ({"bpm": BPM_MIN - 0.01}, rf"spec\.audio\.bpm must be between {BPM_MIN:g} and {BPM_MAX:g}"),
+        ({"bpm": BPM_MAX + 0.01}, r"spec\.audio\.bpm must be between"),
+        ({"bpm": 0}, r"spec\.audio\.bpm must be between"),
+        ({"bpm": float("nan")}, r"spec\.audio\.bpm must be between"),
+        ({"bpm": "fast"}, r"spec\.audio\.bpm must be a number"),
+        ({"bpm": True}, r"spec\.audio\.bpm must be a number"),
+        ({"bpm": 120, "beatOffsetSeconds": -0.01}, r"spec\.audio\.beatOffsetSeconds must be between 0 and"),
+        ({"bpm": 120, "beatOffsetSeconds": BEAT_OFFSET_MAX_SECONDS + 1}, r"spec\.audio\.beatOffsetSeconds must be"),
+        ({"beatOffsetSeconds": 0.5}, r"spec\.audio\.beatOffsetSeconds requires spec\.audio\.bpm"),
+    ],
+)
+def test_given_tempo_out_of_bounds_or_offset_alone_is_a_usage_error(audio: dict[str, object], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        spec_from_dict({**base(), "audio": {"url": "s3://b/song.ogg", **audio}})
+
+
+def test_cli_tempo_flags_build_the_same_spec() -> None:
+    ns = build_parser().parse_args(["song.mp3", "-o", "out.mp4", "--bpm", "97", "--beat-offset", "0.42"])
+    spec = spec_from_args(ns)
+    assert spec == spec_from_dict({"audio": {"url": "song.mp3", "bpm": 97, "beatOffsetSeconds": 0.42},
+                                   "output": {"url": "out.mp4"}})
+    assert (spec.bpm, spec.beat_offset) == (97.0, 0.42)
+    with pytest.raises(UsageError, match="--beat-offset requires --bpm"):
+        spec_from_args(build_parser().parse_args(["song.mp3", "-o", "out.mp4", "--beat-offset", "0.42"]))
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--bpm", "300.5"], "spec.audio.bpm must be between 30 and 300"),
+        (["--bpm", "twelve"], "--bpm: invalid float value"),
+        (["--beat-offset", "1"], "--beat-offset requires --bpm"),
+        (["--bpm", "120", "--beat-offset", "-1"], "spec.audio.beatOffsetSeconds must be between 0 and"),
+    ],
+)
+def test_cli_refuses_bad_tempo_flags_with_exit_2(
+    flags: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIBECRAFT_TERMINATION_LOG", str(tmp_path / "log"))
+    monkeypatch.delenv("VIBECRAFT_SPEC_JSON", raising=False)
+    assert main([str(tmp_path / "song.ogg"), "-o", str(tmp_path / "out.mp4"), *flags]) == EXIT_USAGE
+    assert message in (tmp_path / "log").read_text()
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_fingerprint_changes_with_a_given_tempo() -> None:
+    """The given grid moves the cuts, so checkpoints of another tempo must not be reused."""
+    def fp(**audio: object) -> dict[str, object]:
+        return spec_from_dict({**base(), "audio": {"url": "s3://b/song.ogg", **audio}}).fingerprint()
+
+    prints = [fp(), fp(bpm=120), fp(bpm=121), fp(bpm=120, beatOffsetSeconds=0.1), fp(bpm=120, beatOffsetSeconds=0.2)]
+    assert len({json.dumps(p, sort_keys=True) for p in prints}) == len(prints)
+    assert fp(bpm=120) == fp(bpm=120.0)

@@ -82,6 +82,7 @@ def test_faststart(rendered: Rendered) -> None:
 def test_analysis_tempo_and_cuts_on_beats(rendered: Rendered) -> None:
     bpm = 60.0 / float(np.median(np.diff(rendered.beats)))
     assert rendered.analysis["tempo"] == pytest.approx(bpm, rel=0.02)
+    assert rendered.analysis["tempoSource"] == "detected" and 0.0 <= rendered.analysis["confidence"] <= 1.0
     frame = 1.0 / rendered.fps
     detected = np.array(rendered.analysis["beats"])
     cuts = np.array(rendered.analysis["cuts"])
