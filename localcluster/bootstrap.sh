@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(ffmpeg libsndfile1 openssl util-linux hyperrogue-music)
+APT_PACKAGES=(ffmpeg libsndfile1 openssl util-linux hyperrogue-music fluidsynth fluid-soundfont-gm)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
