@@ -18,7 +18,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from . import audio, rhythm
+from . import audio, rhythm, tracker
 from .features import FRAME_RATE, SR, FeatureStream
 from .structure import Section, find_sections
 
@@ -44,7 +44,7 @@ class Analysis:
     energy: F32  # 0..~1.5 per analysis frame (RMS / 95th percentile)
     bands: F32  # (3, n): low/mid/high, 0..~1.5 after robust normalisation
     confidence: float = 0.0  # 0..1: how sure the tracker is of tempo and beats
-    tempo_source: rhythm.TempoSource = "detected"
+    tempo_source: tracker.TempoSource = "detected"
     frame_rate: float = FRAME_RATE
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -84,15 +84,14 @@ def analyze_blocks(
             on_progress(min(0.8, 0.8 * stream.n_samples / SR / expected_s))
     duration = audio.check_decoded(stream.n_samples, stream.peak)
     feats = stream.finish()
-    env, bass = feats["onset_env"], feats["bass_env"]
+    env = feats["onset_env"]
     rms = feats["rms"]
     energy = (rms / max(float(np.percentile(rms, 95)), 1e-9)).clip(0.0, 1.5).astype(np.float32)
     bands = np.stack([rhythm._unit(b) for b in feats["bands"]]).astype(np.float32)
-    pulse = rhythm.track(env, bass, FRAME_RATE, duration, bpm, beat_offset)
+    pulse = tracker.track(feats, FRAME_RATE, duration, bpm, beat_offset)
     tempo, beats = pulse.tempo, pulse.beats
     if on_progress:
         on_progress(0.9)
-    bars = rhythm.downbeats(beats, env, bass, FRAME_RATE)
     onsets = rhythm.onset_frames(env, FRAME_RATE) / FRAME_RATE
     sections = find_sections(beats, feats, energy, duration, FRAME_RATE)
     if on_progress:
@@ -102,7 +101,7 @@ def analyze_blocks(
         duration=duration,
         tempo=tempo,
         beats=beats,
-        downbeats=bars.astype(np.float64),
+        downbeats=pulse.downbeats,
         onsets=onsets.astype(np.float64),
         sections=sections,
         energy=energy,

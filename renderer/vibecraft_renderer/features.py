@@ -3,7 +3,7 @@
 PCM arrives in blocks from the decoder; frames are cut with the same centring and padding as
 librosa's stft(center=True), so the onset envelope equals librosa.onset.onset_strength on the
 whole signal (checked in tests). Per 23 ms hop only ~30 floats are kept (onset and bass-onset
-strength, RMS, 3 band energies, 12 chroma, 13 MFCC): 20 MB for an hour, never the STFT.
+strength, bass/mid/high band onset strength, RMS, 3 band energies, 12 chroma, 13 MFCC): 20 MB for an hour, never the STFT.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ FRAME_RATE: Final = SR / HOP
 BATCH_FRAMES: Final = 1024
 BANDS_HZ: Final = ((20.0, 250.0), (250.0, 2500.0), (2500.0, SR / 2))
 BASS_HZ: Final = 150.0  # kick drums live below this
+MID_HZ: Final = 1500.0  # bass..this: snare and tom bodies, chord and bass attacks; little of a hi-hat
+HIGH_HZ: Final = 4000.0  # above: hi-hats and cymbals, and the noise of snares and claps
 TOP_DB: Final = 80.0
 
 
@@ -52,6 +54,10 @@ class FeatureStream:
         self._bass_flux: list[F32] = []
         mel_freqs = librosa.mel_frequencies(n_mels=N_MELS + 2, fmax=SR / 2)[1:-1]
         self._bass_mels = mel_freqs < BASS_HZ
+        self._mid_mels = (mel_freqs >= BASS_HZ) & (mel_freqs < MID_HZ)
+        self._high_mels = mel_freqs >= HIGH_HZ
+        self._mid_flux: list[F32] = []
+        self._high_flux: list[F32] = []
         self._rms: list[F32] = []
         self._bands: list[F32] = []
         self._chroma: list[F32] = []
@@ -96,6 +102,8 @@ class FeatureStream:
         self._prev_db = mel_db[-1:].copy()
         self._flux.append(rise.mean(axis=1).astype(np.float32))
         self._bass_flux.append(rise[:, self._bass_mels].mean(axis=1).astype(np.float32))
+        self._mid_flux.append(rise[:, self._mid_mels].mean(axis=1).astype(np.float32))
+        self._high_flux.append(rise[:, self._high_mels].mean(axis=1).astype(np.float32))
         self._rms.append(np.sqrt(np.mean(frames.astype(np.float32) ** 2, axis=1)))
         self._bands.append(
             np.stack([np.log10(power[:, m].sum(axis=1) + 1e-10) for m in self._band_masks]).astype(np.float32)
@@ -116,6 +124,8 @@ class FeatureStream:
         return {
             "onset_env": _align_flux(self._flux, n),
             "bass_env": _align_flux(self._bass_flux, n),
+            "mid_env": _align_flux(self._mid_flux, n),
+            "high_env": _align_flux(self._high_flux, n),
             "rms": np.concatenate(self._rms)[:n],
             "bands": np.concatenate(self._bands, axis=1)[:, :n],
             "chroma": np.concatenate(self._chroma, axis=1)[:, :n],

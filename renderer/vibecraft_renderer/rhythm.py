@@ -10,8 +10,7 @@ needs its time average, accumulated block by block here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +18,6 @@ import numpy.typing as npt
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
-TempoSource = Literal["detected", "given"]
 
 TEMPOGRAM_WIN: Final = 384  # librosa default: ~8.9 s of envelope
 TEMPOGRAM_BLOCK: Final = 2048
@@ -163,110 +161,10 @@ def onset_frames(onset_env: F32, frame_rate: float) -> I64:
 
 # ------------------------------------------------------------------ VibeCraft's additions
 
-OFFBEAT_RATIO: Final = 2.0
 BEATS_PER_BAR: Final = 4
-
-
-def fix_offbeat(frames: I64, bass_env: F32) -> I64:
-    """Move the beat grid by half a beat when the kicks sit between the tracked beats.
-
-    Spectral flux on a dB scale rewards broadband hi-hats, so dance music with off-beat hats
-    (and librosa's own tracker on it) can lock onto the off-beats; kicks define the beat.
-    """
-    if frames.size < 8:
-        return frames
-    n = bass_env.size
-
-    def strength(at: I64) -> float:
-        at = at[(at >= 1) & (at < n - 1)]
-        return float(np.maximum(np.maximum(bass_env[at - 1], bass_env[at]), bass_env[at + 1]).mean())
-
-    mids = (frames[:-1] + frames[1:]) // 2
-    on, off = strength(frames), strength(mids)
-    if off > OFFBEAT_RATIO * on and off > 0:
-        first = frames[0] - (frames[1] - frames[0]) // 2
-        last = frames[-1] + (frames[-1] - frames[-2]) // 2
-        moved = np.concatenate([[first] if first >= 0 else [], mids, [last] if last < n else []])
-        return moved.astype(np.int64)
-    return frames
-
-
-def refine_beats(frames: I64, strength: F32) -> F64:
-    """Sub-frame beat positions (in frames): onset-peak centroid minus the flux's one-frame lag.
-
-    The DP returns whole frames (23 ms) and the spectral-flux peak sits about one frame after the
-    attack; uncorrected, beats land ~20 ms late, most of a video frame at 30 fps.
-    """
-    n = strength.size
-    out = frames.astype(np.float64) - 1.0
-    for i, b in enumerate(frames):
-        lo, hi = max(int(b) - 1, 0), min(int(b) + 2, n)
-        if hi <= lo:
-            continue
-        k = lo + int(np.argmax(strength[lo:hi]))
-        a, z = max(k - 1, 0), min(k + 2, n)
-        w = strength[a:z].astype(np.float64)
-        if w.sum() > 0:
-            out[i] = float((w * np.arange(a, z)).sum() / w.sum()) - 1.0
-    return np.maximum(out, 0.0)
-
-
-@dataclass(frozen=True)
-class Pulse:
-    """The beat grid of a song and how sure the tracker is of it."""
-
-    tempo: float  # BPM
-    beats: F64  # seconds
-    confidence: float  # 0..1; 1.0 when the user gave tempo and phase
-    source: TempoSource
-
-
-def track(
-    onset_env: F32,
-    bass_env: F32,
-    frame_rate: float,
-    duration: float,
-    bpm: float | None = None,
-    beat_offset: float | None = None,
-) -> Pulse:
-    """Beat times (s) from the whole envelope at once, and the tempo they imply.
-
-    A user-given `bpm` replaces tempo detection (only the phase is tracked); with `beat_offset` too
-    (the time of any one beat) the grid is fully given and nothing is detected.
-    """
-    if bpm is not None and beat_offset is not None:
-        period = 60.0 / bpm
-        first = beat_offset % period
-        return Pulse(bpm, np.arange(first, duration, period), 1.0, "given")
-    prior = bpm if bpm is not None else estimate_tempo(onset_env, frame_rate)
-    frames = fix_offbeat(beat_track(onset_env, prior, frame_rate), bass_env)
-    source: TempoSource = "given" if bpm is not None else "detected"
-    if frames.size < 4:
-        # No pulse found (ambient, speech): keep a steady grid so cuts still happen.
-        return Pulse(prior, np.arange(0.0, duration, 60.0 / prior), 0.0, source)
-    beats = refine_beats(frames, onset_env + bass_env) / frame_rate
-    if bpm is not None:
-        return Pulse(bpm, beats, 0.5, source)
-    ibi = np.diff(beats)
-    med = float(np.median(ibi))
-    steady = ibi[np.abs(ibi - med) < 0.2 * med]
-    # The mean interval is finer than the frame-quantised tempogram peak (one hop is ~2% at 120 BPM).
-    return Pulse(60.0 / float(steady.mean() if steady.size else med), beats, 0.5, source)
 
 
 def _unit(x: npt.NDArray[np.floating]) -> F32:
     """Robustly scale to ~0..1 (5th..95th percentile)."""
     lo, hi = np.percentile(x, [5, 95]) if x.size else (0.0, 1.0)
     return np.clip((x - lo) / max(float(hi - lo), 1e-9), 0.0, 1.5).astype(np.float32)
-
-
-def downbeats(beats: F64, onset_env: F32, bass_env: F32, frame_rate: float) -> F64:
-    """Bar starts: the beat phase (mod 4) with the most onset + bass onset is taken as beat one."""
-    if beats.size < BEATS_PER_BAR:
-        return beats[:1]
-    strength = _unit(onset_env) + _unit(bass_env)
-    # Beat times are attack times; the flux peaks up to two hops later.
-    idx = np.clip(np.round(beats * frame_rate).astype(int), 0, strength.size - 3)
-    at_beat = np.maximum(np.maximum(strength[idx], strength[idx + 1]), strength[idx + 2])
-    scores = [float(at_beat[p::BEATS_PER_BAR].mean()) for p in range(BEATS_PER_BAR)]
-    return beats[int(np.argmax(scores)) :: BEATS_PER_BAR]

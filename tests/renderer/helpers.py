@@ -20,7 +20,7 @@ def write_click_track(
     path: Path, bpm: float, seconds: float, sr: int = 44100, offset: float = 0.25, seed: int = 0
 ) -> np.ndarray:
     """A drum-machine-like track: kick+click on every beat (accented on beat one), hats on the
-    off-beats and a quiet pad. Returns the true beat times."""
+    off-beats (the classic trap for trackers) and a quiet pad. Returns the true beat times."""
     rng = np.random.default_rng(seed)
     n = int(seconds * sr)
     t = np.arange(n) / sr
@@ -31,7 +31,11 @@ def write_click_track(
     kick = np.sin(2 * np.pi * (55.0 + 60.0 * np.exp(-k * 40.0)) * k) * np.exp(-k * 25.0)
     c = np.arange(int(0.02 * sr)) / sr
     click = np.sin(2 * np.pi * 2000.0 * c) * np.exp(-c * 300.0)
-    hat = rng.standard_normal(int(0.03 * sr)) * np.exp(-np.arange(int(0.03 * sr)) / (0.005 * sr))
+    # A hi-hat is noise above ~5 kHz; white noise would also thump the bass band, unlike any cymbal.
+    noise = np.fft.rfft(rng.standard_normal(int(0.03 * sr)))
+    noise[: int(5000 * noise.size / (sr / 2))] = 0.0
+    hat = np.fft.irfft(noise, n=int(0.03 * sr)) * np.exp(-np.arange(int(0.03 * sr)) / (0.005 * sr))
+    hat *= 3.0 / max(float(np.abs(hat).max()), 1e-9)
     for i, b in enumerate(beats):
         s = round(b * sr)
         accent = 1.0 if i % 4 == 0 else 0.6
