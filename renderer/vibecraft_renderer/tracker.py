@@ -14,9 +14,9 @@ of similar height, and the full-band flux can settle on off-beats. Here, without
    them is kept (the program can settle on the off-beats of syncopated parts).
 4. Candidates are judged by metrical fit (`metrical_fit`): are the grid's beats full of drum hits
    (a grid twice too fast puts half its beats on emptier off-beats; 2/3 and 3/2 grids miss the
-   pattern), and does it hold the loud cymbal-band attacks (a grid twice too slow leaves the snare
-   on 2 and 4 and half the hats between its beats)? The best fit wins; its margin over the
-   runner-up and the steadiness of the beats give the confidence.
+   pattern), and do its beats and half-beats hold the loud cymbal-band attacks (a grid twice too
+   slow leaves the eighth-note hats and half the snares off both)? The best fit wins; its margin
+   over the runner-up and the steadiness of the beats give the confidence.
 5. Beat times are refined to the attack (the flux peaks ~42 ms after it), and bar starts are the
    beat phase where the harmony changes and the kick, rather than the snare, lands.
 
@@ -44,7 +44,6 @@ BPM_LO: Final = 55.0  # beat rates considered; slower/faster songs are counted i
 BPM_HI: Final = 230.0
 RELATIVES: Final = (1.0, 2.0, 0.5, 1.5, 2.0 / 3.0)
 HIT: Final = 0.3  # a drum hit: bass+mid attack of at least 0.3 of the song's loud ones (99th pct)
-FIT_BETA: Final = 0.7  # < 1: fullness counts more than recall
 # Bar starts: where the harmony changes counts four times as much as kick-not-snare (which only
 # tells beats 1/3 from 2/4).
 CHANGE_WEIGHT: Final = 4.0
@@ -129,16 +128,14 @@ def contrast(env: F64, beats: F64) -> float:
 
 
 def metrical_fit(hits: F64, cymbals: tuple[I64, F64], beats: F64, tol: float = 2.0) -> float:
-    """How well a beat grid explains the music: an F-measure of two questions (see the module docstring).
+    """How well a beat grid explains the music: the F-measure of two questions.
 
     Fullness (the precision): the share of the grid's beats that carry a drum hit (`hits`: the bass +
-    mid envelope scaled to its loud attacks).
-    A grid twice too fast puts half its beats on off-beats, which hold hats and passing notes but
-    fewer hits; 2/3 and 3/2 grids miss the pattern most of the time. Recall: the share of the loud
-    cymbal-band attacks (hats, snare noise, claps) on the grid's beats, or on its off-beats if more
-    are there (which half the hats mark is the phase's business, not the tempo's); a grid twice too
-    slow leaves half the hats and snares off both. Fullness weighs more (beta < 1): a grid of honest
-    beats that misses some hats is better than one that catches every hat.
+    mid envelope scaled to its loud attacks). A grid twice too fast puts half its beats on off-beats,
+    which hold hats and passing notes but fewer hits; 2/3 and 3/2 grids miss the pattern most of
+    the time. Recall: the share of the loud cymbal-band attacks (hats, snare noise, claps) on the
+    grid's beats or half-beats. A grid twice too slow leaves the eighth-note hats and half the
+    snares off both.
     """
     if beats.size < 4:
         return -np.inf
@@ -151,13 +148,13 @@ def metrical_fit(hits: F64, cymbals: tuple[I64, F64], beats: F64, tol: float = 2
         near = np.abs(at[:, None] - grid[None, :]).min(axis=1) <= tol
         return float((height[near] ** 2).sum() / (height**2).sum())  # squared: loud attacks count most
 
-    return _f_beta(fullness, max(recall(beats), recall((beats[:-1] + beats[1:]) / 2.0)))
+    # Beats and the half-beats between them: a meter's first subdivision holds hats and off-beat
+    # snares (recall), its beats the drum hits (fullness).
+    return _f_measure(fullness, recall(np.concatenate([beats, (beats[:-1] + beats[1:]) / 2.0])))
 
 
-def _f_beta(precision: float, recall: float) -> float:
-    """Weighted harmonic mean of precision and recall (FIT_BETA < 1 favours precision)."""
-    b2 = FIT_BETA**2
-    return (1 + b2) * precision * recall / (b2 * precision + recall) if precision + recall > 0 else 0.0
+def _f_measure(precision: float, recall: float) -> float:
+    return 2.0 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
 def _shifted(frames: I64, n: int) -> I64:
