@@ -29,21 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import sync_corpus as sc
 
 TARGETS = {"tempo_exact": 0.95, "beat_f": 0.90, "beat_f_over_librosa": 0.10, "downbeat_f": 0.70}
 FPS = 30
 SYSTEMS = ("ours", "librosa")
-
-
-@dataclass(frozen=True)
-class Estimate:
-    tempo: float
-    beats: npt.NDArray[np.float64]
-    downbeats: npt.NDArray[np.float64]
-    cuts: npt.NDArray[np.float64]
-    seconds: float
 
 
 @dataclass(frozen=True)
@@ -59,29 +49,7 @@ class Result:
     error: str = ""
 
 
-def ours(path: Path) -> Estimate:
-    from vibecraft_renderer import analysis
-    from vibecraft_renderer.timeline import cut_times
-
-    start = time.perf_counter()
-    an = analysis.analyze_file(path)
-    seconds = time.perf_counter() - start
-    cuts = cut_times(an, "beat")
-    return Estimate(float(an.tempo), np.asarray(an.beats, float), np.asarray(an.downbeats, float), cuts, seconds)
-
-
-def librosa_default(path: Path) -> Estimate:
-    import librosa
-
-    start = time.perf_counter()
-    y, sr = librosa.load(path, sr=22050)
-    tempo, beats = librosa.beat.beat_track(y=y, sr=sr, units="time")
-    seconds = time.perf_counter() - start
-    b = np.asarray(beats, dtype=np.float64)
-    return Estimate(float(np.atleast_1d(tempo)[0]), b, b[::4], b, seconds)
-
-
-RUNNERS: dict[str, Callable[[Path], Estimate]] = {"ours": ours, "librosa": librosa_default}
+RUNNERS: dict[str, Callable[[Path], sc.Estimate]] = {"ours": sc.ours, "librosa": sc.librosa_default}
 
 
 def evaluate(piece: sc.Piece, system: str) -> Result:
