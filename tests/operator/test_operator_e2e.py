@@ -186,6 +186,14 @@ INVALID = [
     ({"output": {"url": "https://example.com/out/"}}, "output.url must be an s3:// prefix"),
     ({"style": {"backend": "replicate"}}, "style.prompt is required when style.backend is replicate"),
     ({"resources": {"memory": "lots"}}, "resources.memory must be a quantity"),
+    ({"audio": {"url": "s3://vibecraft/songs/demo.ogg", "bpm": 29.5}},
+     "spec.audio.bpm in body should be greater than or equal to 30"),
+    ({"audio": {"url": "s3://vibecraft/songs/demo.ogg", "bpm": 301}},
+     "spec.audio.bpm in body should be less than or equal to 300"),
+    ({"audio": {"url": "s3://vibecraft/songs/demo.ogg", "bpm": 120, "beatOffsetSeconds": -1}},
+     "spec.audio.beatOffsetSeconds in body should be greater than or equal to 0"),
+    ({"audio": {"url": "s3://vibecraft/songs/demo.ogg", "beatOffsetSeconds": 0.5}},
+     "audio.beatOffsetSeconds requires audio.bpm"),
 ]
 
 
@@ -240,6 +248,16 @@ def test_a_render_gets_a_job_with_the_right_limits_and_deletion_cleans_up(operat
 REAL_RENDERER = {"VIBECRAFT_RENDERER_IMAGE": "", "VIBECRAFT_RENDERER_COMMAND": ""}  # the chart's image
 
 
+def upload_clicks(s3: S3Server, url: str, seconds: float, tmp_path: Path) -> None:
+    """A song of clicks at 120 BPM, in Ogg Vorbis, to s3:// `url` (of the local cluster's bucket)."""
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    assert bucket == s3.bucket, "the examples name the local cluster's bucket"
+    song = tmp_path / "song.ogg"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"sine=f=880:d={seconds}", "-af",
+                    "volume='if(lt(mod(t,0.5),0.05),1,0.02)':eval=frame", "-c:a", "libvorbis", str(song)], check=True)
+    s3.client().upload_file(str(song), bucket, key)
+
+
 @pytest.mark.parametrize("operator_settings", [REAL_RENDERER], indirect=True, ids=["real-renderer"])
 def test_the_tiny_example_renders_for_real_with_progress_in_status(
         operator: Operator, cluster: Cluster, s3: S3Server, apis: Any, tmp_path: Path) -> None:
@@ -249,12 +267,7 @@ def test_the_tiny_example_renders_for_real_with_progress_in_status(
     example = yaml.safe_load((ROOT / "examples" / "musicvideo-tiny.yaml").read_text())
     name, song_url, out_url = (example["metadata"]["name"], example["spec"]["audio"]["url"],
                                example["spec"]["output"]["url"])
-    bucket, _, key = song_url.removeprefix("s3://").partition("/")
-    assert bucket == s3.bucket, "the examples name the local cluster's bucket"
-    song = tmp_path / "song.ogg"  # 20 s of clicks at 120 BPM
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=f=880:d=20", "-af",
-                    "volume='if(lt(mod(t,0.5),0.05),1,0.02)':eval=frame", "-c:a", "libvorbis", str(song)], check=True)
-    s3.client().upload_file(str(song), bucket, key)
+    upload_clicks(s3, song_url, 20, tmp_path)
 
     statuses, watcher = watch_statuses(custom, ns, name, until=lambda st: st.get("phase") in ("Succeeded", "Failed"))
     cluster.kubectl("apply", "-n", ns, "-f", str(ROOT / "examples" / "musicvideo-tiny.yaml"))
@@ -274,6 +287,30 @@ def test_the_tiny_example_renders_for_real_with_progress_in_status(
     out_bucket, _, prefix = out_url.removeprefix("s3://").partition("/")
     mp4 = s3.client().get_object(Bucket=out_bucket, Key=f"{prefix}video.mp4")["Body"].read()
     assert len(mp4) == status["output"]["sizeBytes"] and mp4[4:8] == b"ftyp"
+
+
+@pytest.mark.parametrize("operator_settings", [REAL_RENDERER], indirect=True, ids=["real-renderer"])
+def test_a_given_bpm_overrides_detection_end_to_end(
+        operator: Operator, cluster: Cluster, s3: S3Server, apis: Any, tmp_path: Path) -> None:
+    """spec.audio.bpm: 97 on a 120 BPM song: the real renderer cuts at 97 and status says so (and -o wide)."""
+    custom, _, _ = apis
+    ns = operator.namespace
+    body = yaml.safe_load((ROOT / "examples" / "musicvideo-tiny.yaml").read_text())
+    body["metadata"]["name"] = "tempo"
+    body["spec"]["audio"] = {"url": "s3://vibecraft/songs/tempo-clicks.ogg", "bpm": 97}
+    body["spec"]["output"]["url"] = "s3://vibecraft/e2e/tempo/"
+    body["spec"]["video"].update(width=64, height=36, fps=4)  # only the analysis matters here
+    upload_clicks(s3, body["spec"]["audio"]["url"], 8, tmp_path)
+    create_mv(custom, ns, body)
+    wait_for(lambda: phase(custom, ns, "tempo") in ("Succeeded", "Failed"), timeout=300, what="the render to finish")
+    status = get_mv(custom, ns, "tempo")["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["analysis"]["tempo"] == 97 and status["analysis"]["tempoSource"] == "given", status["analysis"]
+    assert 0 <= status["analysis"]["confidence"] <= 1
+    wide = cluster.kubectl("get", f"{PLURAL}.{GROUP}", "tempo", "-n", ns, "-o", "wide").stdout
+    header, row = wide.splitlines()[:2]
+    assert row[header.index(" BPM ") + 1:].split()[0] == "97", wide  # columns are left-aligned; REASON is empty
+    assert "BPM" not in cluster.kubectl("get", f"{PLURAL}.{GROUP}", "tempo", "-n", ns).stdout  # priority 1
 
 
 def watch_statuses(custom: client.CustomObjectsApi, namespace: str, name: str,
