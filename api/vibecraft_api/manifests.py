@@ -75,7 +75,7 @@ def build_musicvideo(*, name: str, tenant: str, req: VideoCreate, bucket: str, a
                      idempotency: str | None = None) -> dict[str, Any]:
     """The MusicVideo for a validated request; CRD defaults are left to the API server."""
     spec: dict[str, Any] = {
-        "audio": {"url": audio_url},
+        "audio": {"url": audio_url, **req.audio.model_dump(include={"bpm", "beatOffsetSeconds"}, exclude_none=True)},
         "style": req.style.model_dump(exclude_none=True),
         "video": req.video.model_dump(exclude_none=True),
         "output": {"url": s3_url(bucket, output_prefix(tenant, name))},
@@ -119,11 +119,16 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def to_public(obj: dict[str, Any], bucket: str) -> VideoPublic:
     """The client's view of a MusicVideo: no S3 locations of the outputs, no Kubernetes details."""
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
     name = str(meta.get("name", ""))
-    audio_url = str((spec.get("audio") or {}).get("url", ""))
+    audio = spec.get("audio") or {}
+    audio_url = str(audio.get("url", ""))
     parsed = split_s3_url(audio_url)
     key = parsed[1] if parsed and parsed[0] == bucket else None
     base = f"/v1/videos/{name}"
@@ -133,7 +138,8 @@ def to_public(obj: dict[str, Any], bucket: str) -> VideoPublic:
         id=name,
         phase=phase_of(obj),
         createdAt=meta.get("creationTimestamp"),
-        audio=AudioPublic(key=key, url=audio_url),
+        audio=AudioPublic(key=key, url=audio_url, bpm=_number(audio.get("bpm")),
+                          beatOffsetSeconds=_number(audio.get("beatOffsetSeconds"))),
         style=_lenient(StylePublic, spec.get("style")) or StylePublic(),
         video=_lenient(VideoOptionsPublic, spec.get("video")) or VideoOptionsPublic(),
         retries=_int(spec.get("retries")),

@@ -77,7 +77,8 @@ def test_upload_render_follow_download(new_tenant: Callable[..., TenantHandle], 
     upload = t.client.post("/v1/uploads/file", params={"filename": "song.wav"}, content=song)
     assert upload.status_code == HTTPStatus.CREATED, upload.text
     resp = t.client.post("/v1/videos", json={
-        "audio": {"key": upload.json()["key"]}, "style": {"backend": "procedural", "seed": 1},
+        "audio": {"key": upload.json()["key"], "bpm": 97, "beatOffsetSeconds": 0.25},
+        "style": {"backend": "procedural", "seed": 1},
         "video": {"height": 72, "aspectRatio": "16:9", "fps": 10, "preset": "ultrafast"}})
     assert resp.status_code == HTTPStatus.CREATED, resp.text
     video = resp.json()
@@ -95,6 +96,9 @@ def test_upload_render_follow_download(new_tenant: Callable[..., TenantHandle], 
     assert events[-1].event == "end"
 
     assert final["output"]["sizeBytes"] > 1000 and final["analysis"]
+    # The tempo the client gave went through the MusicVideo to the renderer and back.
+    assert (final["analysis"]["tempo"], final["analysis"]["tempoSource"], final["analysis"]["confidence"]) == \
+        (97.0, "given", 1.0)
     links = t.client.get(video["links"]["download"]).json()
     mp4 = httpx.get(links["videoUrl"]).content
     assert len(mp4) == final["output"]["sizeBytes"] and mp4[4:8] == b"ftyp"

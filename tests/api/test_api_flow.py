@@ -18,7 +18,7 @@ VIDEO_BYTES = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40
 THUMB_BYTES = b"\xff\xd8\xff\xe0" + b"jpeg" * 100
 
 
-def create_video(t: TenantHandle, audio: dict[str, str], **extra: Any) -> dict[str, Any]:
+def create_video(t: TenantHandle, audio: dict[str, Any], **extra: Any) -> dict[str, Any]:
     resp = t.client.post("/v1/videos", json={"audio": audio, "video": {"height": 360, "aspectRatio": "16:9"}, **extra})
     assert resp.status_code == HTTPStatus.CREATED, resp.text
     assert resp.headers["location"] == f"/v1/videos/{resp.json()['id']}"
@@ -39,7 +39,7 @@ def render_outputs(api_system: ApiSystem, admin: Any, t: TenantHandle, video_id:
         "phase": "Succeeded", "progress": {"stage": "done", "percent": 100},
         "output": {"videoUrl": prefix + "video.mp4", "thumbnailUrl": prefix + "thumbnail.jpg",
                    "analysisUrl": prefix + "analysis.json", "sizeBytes": len(VIDEO_BYTES), "durationSeconds": 1.0},
-        "analysis": {"tempo": 120.0, "beats": 2}})
+        "analysis": {"tempo": 97.0, "tempoSource": "given", "confidence": 1.0, "beats": 2}})
 
 
 def test_streamed_upload_video_events_download(new_tenant: Callable[..., TenantHandle], api_system: ApiSystem,
@@ -55,9 +55,10 @@ def test_streamed_upload_video_events_download(new_tenant: Callable[..., TenantH
     stored = api_system.s3.client().get_object(Bucket=api_system.s3.bucket, Key=upload["key"])["Body"].read()
     assert stored == song
 
-    video = create_video(t, {"key": upload["key"]}, style={"backend": "procedural", "seed": 3})
+    video = create_video(t, {"key": upload["key"], "bpm": 97}, style={"backend": "procedural", "seed": 3})
     assert video["phase"] == "Pending"
-    assert video["audio"] == {"key": upload["key"], "url": f"s3://{api_system.s3.bucket}/{upload['key']}"}
+    assert video["audio"] == {"key": upload["key"], "url": f"s3://{api_system.s3.bucket}/{upload['key']}",
+                              "bpm": 97.0, "beatOffsetSeconds": None}  # the API server accepted audio.bpm
     assert video["video"]["fps"] == 30  # the CRD's default, applied by the API server
 
     resp = t.client.get(f"/v1/videos/{video['id']}/download")
@@ -84,7 +85,8 @@ def test_streamed_upload_video_events_download(new_tenant: Callable[..., TenantH
 
     done = t.client.get(video["links"]["self"]).json()
     assert done["phase"] == "Succeeded" and done["output"] == {"durationSeconds": 1.0, "sizeBytes": len(VIDEO_BYTES)}
-    assert done["analysis"]["tempo"] == 120.0
+    assert done["analysis"] == {"tempo": 97.0, "tempoSource": "given", "confidence": 1.0, "beats": 2,
+                                "sections": None}
     links = t.client.get(video["links"]["download"]).json()
     assert links["sizeBytes"] == len(VIDEO_BYTES)
     assert httpx.get(links["videoUrl"]).content == VIDEO_BYTES

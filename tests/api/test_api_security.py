@@ -91,7 +91,10 @@ def test_bad_input_is_422_with_field_errors(new_tenant: Callable[..., TenantHand
     for body, field in (({"audio": {"key": "a", "url": "https://x.example/a.mp3"}}, "audio"),
                         ({"audio": {"url": "ftp://x.example/a.mp3"}}, "audio.url"),
                         ({"audio": SONG, "video": {"aspectRatio": "16:9"}}, "video"),
-                        ({"audio": SONG, "deadlineSeconds": 10}, "deadlineSeconds")):
+                        ({"audio": SONG, "deadlineSeconds": 10}, "deadlineSeconds"),
+                        ({"audio": {**SONG, "bpm": 29}}, "audio.bpm"),
+                        ({"audio": {**SONG, "bpm": 120, "beatOffsetSeconds": -1}}, "audio.beatOffsetSeconds"),
+                        ({"audio": {**SONG, "beatOffsetSeconds": 0.5}}, "audio")):
         problem = assert_problem(t.client.post("/v1/videos", json=body), HTTPStatus.UNPROCESSABLE_ENTITY)
         assert [e["field"] for e in problem["errors"]] == [field], problem
     problem = assert_problem(t.client.post("/v1/videos", content=b"{not json", headers={"Content-Type": "application/json"}),

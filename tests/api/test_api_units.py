@@ -29,6 +29,7 @@ from vibecraft_api.musicvideos import decode_continue, encode_continue
 from vibecraft_api.ratelimit import RateLimiter
 from vibecraft_api.settings import Settings
 from vibecraft_api.uploads import safe_filename
+from vibecraft_common.limits import BEAT_OFFSET_MAX_SECONDS, BEAT_OFFSET_MIN_SECONDS, BPM_MAX, BPM_MIN
 
 from tests.api.utils import PROBLEM_JSON, wav_bytes
 
@@ -94,6 +95,32 @@ def test_top_level_bounds_mirror_the_crd() -> None:
     audio = _model_props(schema["properties"]["audio"], schema["$defs"])
     url = crd["audio"]["properties"]["url"]
     assert _constraint_view(audio["url"]) == {"minLength": url["minLength"], "maxLength": url["maxLength"]}
+    for name, bounds in (("bpm", (BPM_MIN, BPM_MAX)), ("beatOffsetSeconds", (BEAT_OFFSET_MIN_SECONDS,
+                                                                             BEAT_OFFSET_MAX_SECONDS))):
+        want = _crd_view(crd["audio"]["properties"][name])
+        assert _constraint_view(audio[name]) == want == {"minimum": bounds[0], "maximum": bounds[1]}, name
+
+
+@pytest.mark.parametrize(("audio", "field", "message"), [
+    ({"bpm": BPM_MIN - 1}, "bpm", f"Input should be greater than or equal to {BPM_MIN:g}"),
+    ({"bpm": BPM_MAX + 0.5}, "bpm", f"Input should be less than or equal to {BPM_MAX:g}"),
+    ({"bpm": "fast"}, "bpm", "Input should be a valid number"),
+    ({"bpm": 120, "beatOffsetSeconds": -0.5}, "beatOffsetSeconds", "Input should be greater than or equal to 0"),
+    ({"bpm": 120, "beatOffsetSeconds": BEAT_OFFSET_MAX_SECONDS + 1}, "beatOffsetSeconds",
+     f"Input should be less than or equal to {BEAT_OFFSET_MAX_SECONDS:g}"),
+    ({"beatOffsetSeconds": 0.5}, None, "audio.beatOffsetSeconds requires audio.bpm"),
+])
+def test_given_tempo_bounds_and_rule(audio: dict[str, Any], field: str | None, message: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3", **audio}})
+    (error,) = info.value.errors()
+    assert error["loc"] == (("audio", field) if field else ("audio",)) and error["msg"].startswith(message), error
+
+
+def test_crd_cross_field_rule_for_the_beat_offset_has_the_models_words() -> None:
+    (rule,) = _crd_spec()["audio"]["x-kubernetes-validations"]
+    assert rule == {"rule": "!has(self.beatOffsetSeconds) || has(self.bpm)",
+                    "message": "audio.beatOffsetSeconds requires audio.bpm"}
 
 
 @pytest.mark.parametrize(("video", "message"), [
@@ -173,6 +200,22 @@ def test_ids_sort_by_creation_time() -> None:
     ids = [new_video_id(ms) for ms in (1, 10**12, 10**12 + 1, 2 * 10**12)]
     assert ids == sorted(ids) and len(set(ids)) == 4
     assert all(VIDEO_ID_RE.match(i) and len(i) <= 40 for i in ids)
+
+
+def test_a_given_tempo_goes_into_the_spec_and_comes_back_with_the_analysis() -> None:
+    req = VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3", "bpm": 97, "beatOffsetSeconds": 0.42}})
+    obj = build_musicvideo(name="mv-1", tenant="acme", req=req, bucket="b", audio_url="https://e.example/a.mp3")
+    assert obj["spec"]["audio"] == {"url": "https://e.example/a.mp3", "bpm": 97.0, "beatOffsetSeconds": 0.42}
+    plain = build_musicvideo(name="mv-2", tenant="acme", req=VideoCreate.model_validate(
+        {"audio": {"url": "https://e.example/a.mp3"}}), bucket="b", audio_url="https://e.example/a.mp3")
+    assert plain["spec"]["audio"] == {"url": "https://e.example/a.mp3"}
+    obj["status"] = {"phase": "Succeeded",
+                     "analysis": {"tempo": 97.0, "tempoSource": "given", "confidence": 1.0, "beats": 32}}
+    public = to_public(obj, "b")
+    assert (public.audio.bpm, public.audio.beatOffsetSeconds) == (97.0, 0.42)
+    assert public.analysis is not None
+    assert (public.analysis.tempo, public.analysis.tempoSource, public.analysis.confidence) == (97.0, "given", 1.0)
+    assert to_public(plain, "b").audio.bpm is None
 
 
 def test_build_and_read_back_a_musicvideo() -> None:

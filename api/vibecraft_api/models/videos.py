@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
+from vibecraft_common.limits import BEAT_OFFSET_MAX_SECONDS, BEAT_OFFSET_MIN_SECONDS, BPM_MAX, BPM_MIN
 
 Backend = Literal["procedural", "replicate"]
 AspectRatio = Literal["16:9", "9:16", "1:1"]
@@ -39,11 +40,18 @@ class AudioSource(BaseModel):
                             examples=["uploads/acme/0f8fad5bd9cb469fa16570867728950e/song.mp3"])
     url: str | None = Field(default=None, min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$",
                             description="Public http(s) URL of the song", examples=["https://example.com/song.ogg"])
+    bpm: float | None = Field(default=None, ge=BPM_MIN, le=BPM_MAX, examples=[97],
+                              description="The song's tempo in beats per minute, if you know it: replaces tempo detection")
+    beatOffsetSeconds: float | None = Field(
+        default=None, ge=BEAT_OFFSET_MIN_SECONDS, le=BEAT_OFFSET_MAX_SECONDS, examples=[0.42],
+        description="Time in seconds of any one beat, e.g. the first downbeat; requires bpm (the beat grid is then exact)")
 
     @model_validator(mode="after")
     def _one_source(self) -> AudioSource:
         if (self.key is None) == (self.url is None):
             raise _rule("set exactly one of audio.key and audio.url")
+        if self.beatOffsetSeconds is not None and self.bpm is None:
+            raise _rule("audio.beatOffsetSeconds requires audio.bpm")  # the CRD's rule, in the same words
         return self
 
 
@@ -99,7 +107,7 @@ class VideoCreate(BaseModel):
         {"audio": {"key": "uploads/acme/0f8fad5bd9cb469fa16570867728950e/song.mp3"},
          "style": {"backend": "procedural", "seed": 7},
          "video": {"height": 720, "aspectRatio": "16:9", "fps": 30, "cutEvery": "beat"}},
-        {"audio": {"url": "https://example.com/song.ogg"},
+        {"audio": {"url": "https://example.com/song.ogg", "bpm": 97, "beatOffsetSeconds": 0.42},
          "style": {"backend": "replicate", "prompt": "neon city at night, synthwave"},
          "video": {"width": 1080, "height": 1920, "preset": "fast", "crf": 23}},
     ]})
@@ -117,6 +125,8 @@ class AudioPublic(BaseModel):
 
     key: str | None = Field(default=None, description="Upload key, when the song was uploaded to VibeCraft")
     url: str = Field(description="Where the renderer reads the song")
+    bpm: float | None = Field(default=None, description="The tempo given in the request, if any")
+    beatOffsetSeconds: float | None = Field(default=None, description="The beat time given in the request, if any")
 
 
 class StylePublic(BaseModel):
@@ -179,7 +189,11 @@ class SectionPublic(BaseModel):
 class AnalysisPublic(BaseModel):
     """What the audio analysis found."""
 
-    tempo: float | None = Field(default=None, description="Beats per minute")
+    tempo: float | None = Field(default=None, description="Beats per minute (audio.bpm when given)")
+    tempoSource: Literal["detected", "given"] | None = Field(
+        default=None, description="given (audio.bpm) or detected (found in the audio)")
+    confidence: float | None = Field(default=None, ge=0, le=1,
+                                     description="How sure the beat tracker is of tempo and beats, 0..1")
     beats: int | None = None
     sections: list[SectionPublic] | None = None
 
