@@ -144,13 +144,19 @@ def metrical_fit(hits: F64, cymbals: tuple[I64, F64], beats: F64, tol: float = 2
     if at.size == 0 or height.sum() <= 0:
         return fullness
 
-    def recall(grid: F64) -> float:
-        near = np.abs(at[:, None] - grid[None, :]).min(axis=1) <= tol
-        return float((height[near] ** 2).sum() / (height**2).sum())  # squared: loud attacks count most
-
     # Beats and the half-beats between them: a meter's first subdivision holds hats and off-beat
     # snares (recall), its beats the drum hits (fullness).
-    return _f_measure(fullness, recall(np.concatenate([beats, (beats[:-1] + beats[1:]) / 2.0])))
+    grid = np.sort(np.concatenate([beats, (beats[:-1] + beats[1:]) / 2.0]))
+    near = _distance_to(grid, at.astype(np.float64)) <= tol
+    recall = float((height[near] ** 2).sum() / (height**2).sum())  # squared: loud attacks count most
+    return _f_measure(fullness, recall)
+
+
+def _distance_to(grid: F64, points: F64) -> F64:
+    """Distance from each point to the nearest grid position (grid sorted; O(n log n), no n x m matrix)."""
+    i = np.clip(np.searchsorted(grid, points), 1, grid.size - 1)
+    out: F64 = np.minimum(np.abs(points - grid[i - 1]), np.abs(grid[i] - points))
+    return out
 
 
 def _f_measure(precision: float, recall: float) -> float:
