@@ -14,8 +14,9 @@ of similar height, and the full-band flux can settle on off-beats. Here, without
    them is kept (the program can settle on the off-beats of syncopated parts).
 4. Candidates are judged by metrical fit (`metrical_fit`): are the grid's beats full of drum hits
    (a grid twice too fast puts half its beats on emptier off-beats; 2/3 and 3/2 grids miss the
-   pattern), and do its beats and half-beats hold the loud cymbal-band attacks (a grid twice too
-   slow leaves the eighth-note hats and half the snares off both)? The best fit wins; its margin
+   pattern), and do its beats and off-beats (straight or swung up to triplets) hold the loud
+   cymbal-band attacks (a grid twice too slow leaves the eighth-note hats and half the snares off
+   both)? The best fit wins; its margin
    over the runner-up and the steadiness of the beats give the confidence.
 5. Beat times are refined to the attack (the flux peaks ~42 ms after it), and bar starts are the
    beat phase where the harmony changes and the kick, rather than the snare, lands.
@@ -48,6 +49,7 @@ HIT: Final = 0.3  # a drum hit: bass+mid attack of at least 0.3 of the song's lo
 # tells beats 1/3 from 2/4).
 CHANGE_WEIGHT: Final = 4.0
 N_PEAKS: Final = 2  # autocorrelation peaks whose relatives are tried
+SWING_MAX: Final = 2.0 / 3.0  # off-beats from straight (1/2) to triplet swing (2/3) of the beat
 SAME_TEMPO: Final = 0.03  # candidates closer than this (relative) are one
 # The flux peak of an attack sits this many hops (~42 ms) after the attack: the dB difference of two
 # centred 2048-sample frames peaks once the attack fills the later frame's centre. Measured on the
@@ -134,8 +136,8 @@ def metrical_fit(hits: F64, cymbals: tuple[I64, F64], beats: F64, tol: float = 2
     mid envelope scaled to its loud attacks). A grid twice too fast puts half its beats on off-beats,
     which hold hats and passing notes but fewer hits; 2/3 and 3/2 grids miss the pattern most of
     the time. Recall: the share of the loud cymbal-band attacks (hats, snare noise, claps) on the
-    grid's beats or half-beats. A grid twice too slow leaves the eighth-note hats and half the
-    snares off both.
+    grid's beats or off-beats (straight or swung). A grid twice too slow leaves the eighth-note hats
+    and half the snares off both.
     """
     if beats.size < 4:
         return -np.inf
@@ -144,18 +146,22 @@ def metrical_fit(hits: F64, cymbals: tuple[I64, F64], beats: F64, tol: float = 2
     if at.size == 0 or height.sum() <= 0:
         return fullness
 
-    # Beats and the half-beats between them: a meter's first subdivision holds hats and off-beat
-    # snares (recall), its beats the drum hits (fullness).
-    grid = np.sort(np.concatenate([beats, (beats[:-1] + beats[1:]) / 2.0]))
-    near = _distance_to(grid, at.astype(np.float64)) <= tol
-    recall = float((height[near] ** 2).sum() / (height**2).sum())  # squared: loud attacks count most
+    # On a beat or on its off-beat, straight or swung: the meter's first subdivision holds the hats
+    # and off-beat snares (recall), its beats the drum hits (fullness).
+    recall = float((height[_on_meter(beats, at.astype(np.float64), tol)] ** 2).sum() / (height**2).sum())
     return _f_measure(fullness, recall)
 
 
-def _distance_to(grid: F64, points: F64) -> F64:
-    """Distance from each point to the nearest grid position (grid sorted; O(n log n), no n x m matrix)."""
-    i = np.clip(np.searchsorted(grid, points), 1, grid.size - 1)
-    out: F64 = np.minimum(np.abs(points - grid[i - 1]), np.abs(grid[i] - points))
+def _on_meter(beats: F64, points: F64, tol: float) -> npt.NDArray[np.bool_]:
+    """Which points (frames) sit on a beat or on the off-beat between two, anywhere from straight
+    (half-way) to triplet swing (two thirds): a shuffle's off-beats are the meter's too."""
+    k = np.clip(np.searchsorted(beats, points, side="right") - 1, 0, beats.size - 2)
+    span = beats[k + 1] - beats[k]
+    into = points - beats[k]
+    on_beat = (np.abs(into) <= tol) | (np.abs(span - into) <= tol)
+    off_beat = (into >= 0.5 * span - tol) & (into <= SWING_MAX * span + tol)
+    inside = (points >= beats[0] - tol) & (points <= beats[-1] + tol)
+    out: npt.NDArray[np.bool_] = (on_beat | off_beat) & inside
     return out
 
 
