@@ -105,3 +105,23 @@ def near(times: np.ndarray, targets: np.ndarray, tol: float) -> np.ndarray:
     idx = np.clip(np.searchsorted(targets, times), 1, len(targets) - 1)
     dist = np.minimum(np.abs(times - targets[idx - 1]), np.abs(times - targets[idx]))
     return np.asarray(dist <= tol)
+
+
+def beat_frames(beats: np.ndarray, fps: float, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """The frames nearest each beat, as (at_or_after, at_or_before). A click track's beat can fall
+    exactly between two frames (0.25 s + k/2 at 30 fps): either frame is then the nearest one."""
+    pos = np.asarray(beats) * fps
+    after = np.floor(pos + 0.5 + 1e-6).astype(int)
+    before = np.ceil(pos - 0.5 - 1e-6).astype(int)
+    keep = (before > 0) & (after < n_frames)
+    return after[keep], before[keep]
+
+
+def rise_on_beats(luma: np.ndarray, beats: np.ndarray, fps: float) -> np.ndarray:
+    """How much brighter the picture gets on the frame nearest each beat (the larger of the two
+    when a beat falls between frames)."""
+    rise = np.diff(luma, prepend=luma[0])
+    after, before = beat_frames(beats, fps, len(luma))
+    out: np.ndarray = np.maximum(rise[after], rise[before])
+    return out
+

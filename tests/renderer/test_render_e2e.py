@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .helpers import audio_duration, count_frames, ffprobe, frame_signals, near, run_render
+from .helpers import audio_duration, beat_frames, count_frames, ffprobe, frame_signals, near, rise_on_beats, run_render
 
 
 @dataclass
@@ -96,19 +96,13 @@ def test_picture_pulses_on_the_beat_across_segment_joins(r120: Rendered) -> None
     """Brightness jumps up on the frame of each beat, including beats after a segment join."""
     luma, _ = frame_signals(r120.video)
     rise = np.diff(luma, prepend=luma[0])
-    # The click track's beats fall exactly between two frames (0.25 s + k/2 at 30 fps): the frame
-    # nearest a beat is either of them, so a pulse on either counts.
-    pos = r120.beats * r120.fps
-    beat_frames = np.floor(pos + 0.5 + 1e-6).astype(int)
-    before = np.ceil(pos - 0.5 - 1e-6).astype(int)
-    keep = (before > 0) & (beat_frames < len(luma))
-    beat_frames, before = beat_frames[keep], before[keep]
-    on_beat = np.maximum(rise[beat_frames], rise[before])
+    on_beat = rise_on_beats(luma, r120.beats, r120.fps)
     assert (on_beat > 0).mean() >= 0.8
-    off = np.setdiff1d(np.arange(1, len(luma)), np.concatenate([before - 1, beat_frames, beat_frames + 1]))
+    after, before = beat_frames(r120.beats, r120.fps, len(luma))
+    off = np.setdiff1d(np.arange(1, len(luma)), np.concatenate([before - 1, after, after + 1]))
     assert np.median(on_beat) > 2 * np.median(np.abs(rise[off]))
     joins = [120, 240]  # 4 s segments at 30 fps
-    assert any(abs(b - j) <= 15 for b in beat_frames for j in joins)
+    assert any(abs(b - j) <= 15 for b in after for j in joins)
 
 
 def test_thumbnail_is_a_jpeg(rendered: Rendered) -> None:
