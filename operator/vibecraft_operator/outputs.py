@@ -5,13 +5,14 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
+from vibecraft_common.limits import TEMPO_SOURCES
+
 from vibecraft_operator.errors import OutputsUnavailable
 from vibecraft_operator.reconcile import Outputs, default_outputs, output_prefix
 from vibecraft_operator.settings import Settings
 
 MAX_ANALYSIS_BYTES = 4 * 1024 * 1024
 MAX_SECTIONS = 64
-TEMPO_SOURCES = ("detected", "given")  # status.analysis.tempoSource's enum in the CRD
 
 
 def split_s3_url(url: str) -> tuple[str, str]:

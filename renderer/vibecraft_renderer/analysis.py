@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+from vibecraft_common.limits import TempoSource
 
 from . import audio, rhythm, tracker
 from .features import FRAME_RATE, SR, FeatureStream
@@ -44,7 +45,7 @@ class Analysis:
     energy: F32  # 0..~1.5 per analysis frame (RMS / 95th percentile)
     bands: F32  # (3, n): low/mid/high, 0..~1.5 after robust normalisation
     confidence: float = 0.0  # 0..1: how sure the tracker is of tempo and beats
-    tempo_source: tracker.TempoSource = "detected"
+    tempo_source: TempoSource = "detected"
     frame_rate: float = FRAME_RATE
     extras: dict[str, Any] = field(default_factory=dict)
 

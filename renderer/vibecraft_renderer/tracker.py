@@ -29,17 +29,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+from vibecraft_common.limits import TempoSource
 
 from . import rhythm
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
-TempoSource = Literal["detected", "given"]
 
 BPM_LO: Final = 55.0  # beat rates considered; slower/faster songs are counted in these units
 BPM_HI: Final = 230.0

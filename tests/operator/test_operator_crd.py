@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 import yaml
-from vibecraft_common.limits import BEAT_OFFSET_MAX_SECONDS, BEAT_OFFSET_MIN_SECONDS, BPM_MAX, BPM_MIN
+from vibecraft_common.limits import BEAT_OFFSET_MAX_SECONDS, BEAT_OFFSET_MIN_SECONDS, BPM_MAX, BPM_MIN, TEMPO_SOURCES
 from vibecraft_common.resource import GROUP, KIND, PLURAL, SHORT_NAME, VERSION
 from vibecraft_operator import status as st
 from vibecraft_operator.classify import Failure, FailureKind
 from vibecraft_operator.constants import PHASES
-from vibecraft_operator.outputs import TEMPO_SOURCES, summarize_analysis
+from vibecraft_operator.outputs import summarize_analysis
 from vibecraft_operator.reconcile import DEFAULT_DEADLINE, DEFAULT_RETRIES, Outputs, default_outputs
 
 from tests.operator.operator_factories import T0, job, musicvideo, pod, spec, step

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
-from vibecraft_common.limits import BEAT_OFFSET_MAX_SECONDS, BEAT_OFFSET_MIN_SECONDS, BPM_MAX, BPM_MIN
+from vibecraft_common.limits import BEAT_OFFSET_MAX_SECONDS, BEAT_OFFSET_MIN_SECONDS, BPM_MAX, BPM_MIN, TempoSource
 
 Backend = Literal["procedural", "replicate"]
 AspectRatio = Literal["16:9", "9:16", "1:1"]
@@ -190,7 +190,7 @@ class AnalysisPublic(BaseModel):
     """What the audio analysis found."""
 
     tempo: float | None = Field(default=None, description="Beats per minute (audio.bpm when given)")
-    tempoSource: Literal["detected", "given"] | None = Field(
+    tempoSource: TempoSource | None = Field(
         default=None, description="given (audio.bpm) or detected (found in the audio)")
     confidence: float | None = Field(default=None, ge=0, le=1,
                                      description="How sure the beat tracker is of tempo and beats, 0..1")
