@@ -172,6 +172,13 @@ def phase(custom: client.CustomObjectsApi, namespace: str, name: str) -> str | N
     return (get_mv(custom, namespace, name).get("status") or {}).get("phase")
 
 
+def finished_status(custom: client.CustomObjectsApi, namespace: str, name: str, timeout: float = 300) -> dict[str, Any]:
+    """The MusicVideo's status once it is Succeeded or Failed."""
+    wait_for(lambda: phase(custom, namespace, name) in ("Succeeded", "Failed"), timeout=timeout,
+             what=f"the render of {name} to finish")
+    return dict(get_mv(custom, namespace, name)["status"])
+
+
 def events_of(core: client.CoreV1Api, namespace: str, name: str) -> list[str]:
     items = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
     return [f"{e.type}/{e.reason}" for e in items]
@@ -274,8 +281,7 @@ def test_the_tiny_example_renders_for_real_with_progress_in_status(
     job = wait_for(lambda: _job(batch, ns, f"{name}-a1"), what="the render's Job")
     limits = job.spec.template.spec.containers[0].resources.limits
     assert limits == {"memory": example["spec"]["resources"]["memory"], "cpu": example["spec"]["resources"]["cpu"]}
-    wait_for(lambda: phase(custom, ns, name) in ("Succeeded", "Failed"), timeout=300, what="the render to finish")
-    status = get_mv(custom, ns, name)["status"]
+    status = finished_status(custom, ns, name)
     assert status["phase"] == "Succeeded", status
     assert status["output"]["videoUrl"] == f"{out_url}video.mp4" and status["attempts"] == 1
     assert abs(status["output"]["durationSeconds"] - 20.0) < 0.2 and status["analysis"]["tempo"] > 0
@@ -302,8 +308,7 @@ def test_a_given_bpm_overrides_detection_end_to_end(
     body["spec"]["video"].update(width=64, height=36, fps=4)  # only the analysis matters here
     upload_clicks(s3, body["spec"]["audio"]["url"], 8, tmp_path)
     create_mv(custom, ns, body)
-    wait_for(lambda: phase(custom, ns, "tempo") in ("Succeeded", "Failed"), timeout=300, what="the render to finish")
-    status = get_mv(custom, ns, "tempo")["status"]
+    status = finished_status(custom, ns, "tempo")
     assert status["phase"] == "Succeeded", status
     assert status["analysis"]["tempo"] == 97 and status["analysis"]["tempoSource"] == "given", status["analysis"]
     assert 0 <= status["analysis"]["confidence"] <= 1
@@ -340,8 +345,7 @@ def test_oom_kill_is_retried_with_more_memory_then_succeeds(operator: Operator, 
     ns = operator.namespace
     create_mv(custom, ns, manifest("oom", style={"prompt": "oom@1,ok"},
                                    resources={"memory": "200Mi", "maxMemory": "1Gi"}))
-    wait_for(lambda: phase(custom, ns, "oom") in ("Succeeded", "Failed"), timeout=180, what="render to end")
-    status = get_mv(custom, ns, "oom")["status"]
+    status = finished_status(custom, ns, "oom", timeout=180)
     assert status["phase"] == "Succeeded", status
     assert status["attempts"] == 2 and status["memoryLimit"] == "300Mi"
     assert status["lastFailure"]["reason"] in ("OOMKilled", "ProbableOOMKill")
