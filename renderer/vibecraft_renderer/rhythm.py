@@ -1,11 +1,10 @@
-"""Tempo, beat tracking and onset picking on an onset-strength envelope, in plain numpy.
+"""Beat tracking at a given tempo and onset picking on an onset-strength envelope, in plain numpy.
 
-These are ports of librosa 0.11's `feature.tempo`, `beat.beat_track` (Ellis' dynamic program) and
+These are ports of librosa 0.11's `beat.beat_track` with `bpm` given (Ellis' dynamic program) and
 `onset.onset_detect` (ISC licence, (c) librosa development team), producing the same beats. Why
 not call librosa: importing `librosa.beat` JIT-compiles a numba kernel declared cache=False, which
-costs 3-6 s of CPU in *every* renderer process even with a warm NUMBA_CACHE_DIR; and the stock
-tempogram is (win_length x frames), gigabytes for an hour of audio, while the global tempo only
-needs its time average, accumulated block by block here.
+costs 3-6 s of CPU in *every* renderer process even with a warm NUMBA_CACHE_DIR. The tempo itself
+is chosen by tracker.py.
 """
 
 from __future__ import annotations
@@ -19,50 +18,7 @@ F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-TEMPOGRAM_WIN: Final = 384  # librosa default: ~8.9 s of envelope
-TEMPOGRAM_BLOCK: Final = 2048
-START_BPM: Final = 120.0
-STD_BPM: Final = 1.0  # octaves
-MAX_TEMPO: Final = 320.0
 TIGHTNESS: Final = 100.0
-
-
-def mean_tempogram(onset_env: F32) -> F64:
-    """Time-averaged autocorrelation tempogram (librosa.feature.tempogram, then mean over time)."""
-    win = TEMPOGRAM_WIN
-    n = onset_env.size
-    # Centred windows, as librosa: pad half a window with linear ramps down to zero.
-    padded = np.pad(onset_env.astype(np.float64), win // 2, mode="linear_ramp", end_values=0)
-    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(win) / win)  # periodic Hann
-    acc = np.zeros(win, dtype=np.float64)
-    for start in range(0, n, TEMPOGRAM_BLOCK):
-        count = min(TEMPOGRAM_BLOCK, n - start)
-        frames = np.lib.stride_tricks.sliding_window_view(padded[start : start + count + win - 1], win)[:count]
-        spec = np.fft.rfft(frames * window, n=2 * win, axis=1)
-        ac = np.fft.irfft(spec.real**2 + spec.imag**2, n=2 * win, axis=1)[:, :win]
-        peak = np.max(np.abs(ac), axis=1, keepdims=True)
-        acc += (ac / np.where(peak > 0, peak, 1.0)).sum(axis=0)
-    return acc / max(n, 1)
-
-
-def tempo_frequencies(n_bins: int, frame_rate: float) -> F64:
-    """BPM of each autocorrelation lag (lag 0 is infinite)."""
-    bpms = np.full(n_bins, np.inf)
-    bpms[1:] = 60.0 * frame_rate / np.arange(1.0, n_bins)
-    return bpms
-
-
-def estimate_tempo(onset_env: F32, frame_rate: float) -> float:
-    """Global tempo: tempogram peak weighted by a log-normal prior around 120 BPM (as librosa)."""
-    tg = mean_tempogram(onset_env)
-    if not tg.any():
-        return START_BPM
-    bpms = tempo_frequencies(tg.size, frame_rate)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logprior = -0.5 * ((np.log2(bpms) - np.log2(START_BPM)) / STD_BPM) ** 2
-    logprior[: int(np.argmax(bpms < MAX_TEMPO))] = -np.inf
-    best = int(np.argmax(np.log1p(1e6 * tg) + logprior))
-    return float(bpms[best])
 
 
 def _localmax(x: F64) -> npt.NDArray[np.bool_]:

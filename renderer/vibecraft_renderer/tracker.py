@@ -50,6 +50,7 @@ HIT: Final = 0.3  # a drum hit: bass+mid attack of at least 0.3 of the song's lo
 CHANGE_WEIGHT: Final = 4.0
 N_PEAKS: Final = 2  # autocorrelation peaks whose relatives are tried
 SWING_MAX: Final = 2.0 / 3.0  # off-beats from straight (1/2) to triplet swing (2/3) of the beat
+FALLBACK_BPM: Final = 120.0  # the grid kept when no pulse is found (ambient, speech)
 SAME_TEMPO: Final = 0.03  # candidates closer than this (relative) are one
 # The flux peak of an attack sits this many hops (~42 ms) after the attack: the dB difference of two
 # centred 2048-sample frames peaks once the attack fills the later frame's centre. Measured on the
@@ -239,7 +240,7 @@ def track(
     source: TempoSource = "given" if bpm is not None else "detected"
     if not scored or scored[0][2].size < 4 or not np.isfinite(scored[0][0]):
         # No pulse found (ambient, speech): keep a steady grid so cuts still happen.
-        t = bpm or rhythm.START_BPM
+        t = bpm or FALLBACK_BPM
         beats = np.arange(0.0, duration, 60.0 / t)
         return Pulse(t, beats, beats[::rhythm.BEATS_PER_BAR], 0.0, source)
     _, prior, grid = scored[0]

@@ -90,8 +90,8 @@ def test_json_is_small_and_complete(tmp_path: Path) -> None:
 
 
 def test_ported_rhythm_equals_librosa(real_song: Path) -> None:
-    """rhythm.py re-implements librosa's tempo, beat tracker and onset picker (to avoid an uncached
-    numba compile at import); on a real song it must give exactly librosa's answers."""
+    """rhythm.py re-implements librosa's beat tracker (at a given tempo) and onset picker (to avoid an
+    uncached numba compile at import); on a real song it must give exactly librosa's answers."""
     import librosa
     from vibecraft_renderer import rhythm
 
@@ -101,7 +101,6 @@ def test_ported_rhythm_equals_librosa(real_song: Path) -> None:
     env = stream.finish()["onset_env"]
     sr, rate = features.SR, features.FRAME_RATE
     bpm = float(librosa.feature.tempo(onset_envelope=env, sr=sr)[0])
-    assert rhythm.estimate_tempo(env, rate) == pytest.approx(bpm)
     _, expected = librosa.beat.beat_track(onset_envelope=env.astype(np.float64), sr=sr, bpm=bpm)
     assert np.array_equal(rhythm.beat_track(env, bpm, rate), expected)
     assert np.array_equal(rhythm.onset_frames(env, rate), librosa.onset.onset_detect(onset_envelope=env, sr=sr))
