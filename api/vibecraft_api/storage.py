@@ -7,9 +7,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import anyio.to_thread
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from vibecraft_common.s3 import S3Url, S3UrlError, s3_client
 
 from vibecraft_api.errors import Unavailable
 from vibecraft_api.settings import Settings
@@ -19,15 +18,16 @@ CLIENT_ERRORS = frozenset({400, 404, 409, 416})
 
 
 def s3_url(bucket: str, key: str) -> str:
-    return f"s3://{bucket}/{key}"
+    return str(S3Url(bucket, key))
 
 
 def split_s3_url(url: str) -> tuple[str, str] | None:
-    """`s3://bucket/key` → (bucket, key); None for anything else."""
-    if not url.startswith("s3://"):
+    """`s3://bucket/key` → (bucket, key); None for anything else, a bucket or prefix without an object included."""
+    try:
+        loc = S3Url.parse(url)
+    except S3UrlError:
         return None
-    bucket, _, key = url[5:].partition("/")
-    return (bucket, key) if bucket and key else None
+    return (loc.bucket, loc.key) if loc.key else None
 
 
 def error_code(exc: ClientError) -> str:
@@ -40,27 +40,15 @@ class Storage:
     def __init__(self, settings: Settings) -> None:
         self.bucket = settings.s3_bucket
         self.expiry = settings.presign_expiry_seconds
-        config = Config(
-            signature_version="s3v4",
-            s3={"addressing_style": settings.s3_addressing_style},
-            retries={"max_attempts": 3, "mode": "standard"},
-            max_pool_connections=32,
-            connect_timeout=5, read_timeout=60,
-            # Checksums only where S3 requires them: S3-compatible stores (SeaweedFS, MinIO, R2) do not all
-            # accept the flexible-checksum trailers newer botocore sends by default.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        )
-        creds: dict[str, Any] = {}
-        if settings.s3_access_key_id and settings.s3_secret_access_key:
-            creds = {"aws_access_key_id": settings.s3_access_key_id,
-                     "aws_secret_access_key": settings.s3_secret_access_key.get_secret_value()}
-        self.client: Any = boto3.client("s3", endpoint_url=settings.s3_endpoint, region_name=settings.s3_region,
-                                        config=config, **creds)
+        secret = settings.s3_secret_access_key
+        client = functools.partial(
+            s3_client, region=settings.s3_region, addressing_style=settings.s3_addressing_style, retries=3,
+            connect_timeout=5, read_timeout=60, max_pool_connections=32, checksums="when_required",
+            access_key_id=settings.s3_access_key_id, secret_access_key=secret.get_secret_value() if secret else None)
+        self.client: Any = client(settings.s3_endpoint)
         # Presigned URLs embed the host they were signed for: sign with the endpoint browsers reach.
         public = settings.s3_public_endpoint
-        self.presigner: Any = (boto3.client("s3", endpoint_url=public, region_name=settings.s3_region, config=config,
-                                            **creds) if public else self.client)
+        self.presigner: Any = client(public) if public else self.client
 
     async def _call(self, fn: Callable[..., T], **kwargs: Any) -> T:
         try:

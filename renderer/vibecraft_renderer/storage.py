@@ -3,6 +3,9 @@
 Writes are atomic from a reader's point of view: S3 objects are uploaded under a temporary key,
 copied to the final key and the temporary deleted; local files are written beside the target
 and renamed. So a crashed or killed render never leaves a half-written object at a final key.
+
+Each scheme is one Store subclass, chosen once per URL by location(); the module-level functions
+are what the rest of the renderer calls.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import unquote, urlparse
 
+from vibecraft_common.s3 import S3Url as S3Url  # re-exported: parse_url returns it
+from vibecraft_common.s3 import S3UrlError, s3_client
+
 from .errors import DownloadError, RenderError, UploadError
 
 log = logging.getLogger(__name__)
@@ -24,17 +30,7 @@ log = logging.getLogger(__name__)
 MAX_DOWNLOAD_BYTES: Final = 4 * 1024**3  # a 2 h WAV at 48 kHz stereo is ~1.4 GB; anything bigger is not a song
 SINGLE_COPY_LIMIT: Final = 5 * 1024**3  # S3 CopyObject limit; bigger objects need a multipart copy
 HTTP_TIMEOUT_S: Final = 30.0
-
-
-@dataclass(frozen=True)
-class S3Url:
-    """s3://bucket/key"""
-
-    bucket: str
-    key: str
-
-    def __str__(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
+INPUT_ONLY: Final = "http(s) URLs are input only"
 
 
 @dataclass(frozen=True)
@@ -55,9 +51,10 @@ def parse_url(url: str) -> Location:
     parsed = urlparse(url)
     scheme = parsed.scheme.lower()
     if scheme == "s3":
-        if not parsed.netloc:
-            raise RenderError(f"s3 URL without bucket: {url}")
-        return S3Url(parsed.netloc, parsed.path.lstrip("/"))
+        try:
+            return S3Url.parse(url)
+        except S3UrlError as exc:
+            raise RenderError(str(exc)) from None
     if scheme in ("http", "https"):
         return HttpUrl(url)
     if scheme == "file":
@@ -76,35 +73,14 @@ def redact(url: str) -> str:
     return url
 
 
-def join(prefix: str, name: str) -> str:
-    """Append a relative name to a prefix URL or directory path."""
-    loc = parse_url(prefix)
-    if isinstance(loc, S3Url):
-        base = loc.key if (loc.key.endswith("/") or not loc.key) else loc.key + "/"
-        return str(S3Url(loc.bucket, base + name))
-    if isinstance(loc, HttpUrl):
-        raise RenderError("http(s) URLs cannot be written to")
-    return str(loc / name)
-
-
 @functools.cache
-def s3_client() -> Any:
-    """A boto3 S3 client from the standard AWS_* env vars (AWS_ENDPOINT_URL for SeaweedFS/MinIO)."""
-    import boto3
-    from botocore.config import Config
-
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    config = Config(
-        region_name=region,
-        signature_version="s3v4",
-        # Self-hosted S3 endpoints (127.0.0.1:8333, seaweedfs.svc:8333) have no per-bucket DNS names.
-        s3={"addressing_style": "path" if endpoint else "auto"},
-        retries={"max_attempts": 5, "mode": "standard"},
-        connect_timeout=10,
-        read_timeout=60,
+def _client() -> Any:
+    """The S3 client, from the standard AWS_* env vars (AWS_ENDPOINT_URL for SeaweedFS/MinIO)."""
+    return s3_client(
+        os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
+        os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        retries=5,
     )
-    return boto3.client("s3", endpoint_url=endpoint, config=config)
 
 
 def _s3_error_text(exc: Exception) -> str:
@@ -127,150 +103,106 @@ def _bucket_missing(exc: Exception) -> bool:
     return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "NoSuchBucket"
 
 
-# ---------------------------------------------------------------- reading
+# ---------------------------------------------------------------- stores
 
 
-def fetch(url: str, work_dir: Path) -> Path:
-    """Make the input available as a local file; plain paths are used in place."""
-    loc = parse_url(url)
-    if isinstance(loc, Path):
-        if not loc.is_file():
-            raise DownloadError(f"input file not found: {loc}")
-        return loc
-    name = Path(urlparse(url).path).name or "input"
-    dest = work_dir / f"input-{uuid.uuid4().hex[:8]}-{name}"
-    if isinstance(loc, S3Url):
-        _s3_download(loc, dest, DownloadError)
-    else:
-        _http_download(loc.url, dest)
-    return dest
+@dataclass(frozen=True)
+class Store:
+    """The operations on one location. This base allows what a read-only input allows: fetch, nothing else."""
+
+    url: str
+
+    def fetch(self, work_dir: Path) -> Path:
+        """Download the input to a fresh file in work_dir."""
+        name = Path(urlparse(self.url).path).name or "input"
+        dest = work_dir / f"input-{uuid.uuid4().hex[:8]}-{name}"
+        self._download(dest, DownloadError)
+        return dest
+
+    def _download(self, dest: Path, error: type[RenderError]) -> None:
+        raise NotImplementedError
+
+    def join(self, name: str) -> str:
+        raise RenderError("http(s) URLs cannot be written to")
+
+    def exists(self) -> bool:
+        raise RenderError(INPUT_ONLY)
+
+    def get_file(self, dest: Path) -> None:
+        raise RenderError(INPUT_ONLY)
+
+    def get_bytes(self) -> bytes | None:
+        raise RenderError(INPUT_ONLY)
+
+    def check_writable(self) -> None:
+        raise UploadError(f"output must be s3://, file:// or a path, not {self.url}")
+
+    def put_file(self, src: Path, content_type: str | None, move: bool) -> None:
+        raise UploadError(INPUT_ONLY)
+
+    def delete_prefix(self) -> None:
+        """Nothing of ours is stored there."""
+
+    def list_names(self) -> set[str]:
+        return set()
 
 
-def _s3_download(loc: S3Url, dest: Path, error: type[RenderError]) -> None:
-    from botocore.exceptions import BotoCoreError, ClientError
+class HttpStore(Store):
+    """http(s)://: an input, downloaded in chunks up to MAX_DOWNLOAD_BYTES."""
 
-    client = s3_client()
-    try:
-        head = client.head_object(Bucket=loc.bucket, Key=loc.key)
-        if int(head.get("ContentLength", 0)) > MAX_DOWNLOAD_BYTES:
-            raise error(f"{loc} is larger than {MAX_DOWNLOAD_BYTES // 1024**3} GiB")
-        client.download_file(loc.bucket, loc.key, str(dest))
-    except ClientError as exc:
-        if not _bucket_missing(exc) and exc.response.get("Error", {}).get("Code") in ("404", "NotFound"):
-            # HEAD cannot tell a missing key from a missing bucket: ask the bucket.
-            try:
-                client.head_bucket(Bucket=loc.bucket)
-            except ClientError:
-                raise error(f"cannot read {loc}: bucket {loc.bucket!r} does not exist") from None
-        raise error(f"cannot read {loc}: {_s3_error_text(exc)}") from None
-    except BotoCoreError as exc:
-        raise error(f"cannot read {loc}: {_s3_error_text(exc)}") from None
+    def _download(self, dest: Path, error: type[RenderError]) -> None:
+        import httpx
 
-
-def _http_download(url: str, dest: Path) -> None:
-    import httpx
-
-    try:
-        with httpx.stream("GET", url, follow_redirects=True, timeout=HTTP_TIMEOUT_S) as resp:
-            if resp.status_code >= 400:
-                raise DownloadError(f"cannot download {redact(url)}: HTTP {resp.status_code}")
-            size = 0
-            with dest.open("wb") as fh:
-                for chunk in resp.iter_bytes(1 << 20):
-                    size += len(chunk)
-                    if size > MAX_DOWNLOAD_BYTES:
-                        raise DownloadError(f"{redact(url)} is larger than {MAX_DOWNLOAD_BYTES // 1024**3} GiB")
-                    fh.write(chunk)
-    except httpx.HTTPError as exc:
-        raise DownloadError(f"cannot download {redact(url)}: {type(exc).__name__}: {str(exc)[:200]}") from None
-
-
-def exists(url: str) -> bool:
-    """Whether an output object/file exists (used for checkpoints and caches)."""
-    loc = parse_url(url)
-    if isinstance(loc, Path):
-        return loc.is_file()
-    if isinstance(loc, HttpUrl):
-        raise RenderError("http(s) URLs are input only")
-    from botocore.exceptions import ClientError
-
-    try:
-        s3_client().head_object(Bucket=loc.bucket, Key=loc.key)
-    except ClientError:
-        return False
-    return True
-
-
-def get_file(url: str, dest: Path) -> None:
-    """Copy an object we wrote earlier (checkpoint, cache entry) to a local file."""
-    loc = parse_url(url)
-    if isinstance(loc, Path):
-        shutil.copyfile(loc, dest)
-    elif isinstance(loc, S3Url):
-        _s3_download(loc, dest, UploadError)
-    else:
-        raise RenderError("http(s) URLs are input only")
-
-
-def get_bytes(url: str) -> bytes | None:
-    """Small object contents, or None when it does not exist."""
-    loc = parse_url(url)
-    if isinstance(loc, Path):
-        return loc.read_bytes() if loc.is_file() else None
-    if isinstance(loc, HttpUrl):
-        raise RenderError("http(s) URLs are input only")
-    from botocore.exceptions import ClientError
-
-    try:
-        obj = s3_client().get_object(Bucket=loc.bucket, Key=loc.key)
-    except ClientError:
-        return None
-    data: bytes = obj["Body"].read()
-    return data
-
-
-# ---------------------------------------------------------------- writing
-
-
-def check_writable(prefix_url: str) -> None:
-    """Fail fast, before minutes of rendering, when the output location cannot be written."""
-    loc = parse_url(prefix_url)
-    if isinstance(loc, HttpUrl):
-        raise UploadError(f"output must be s3://, file:// or a path, not {prefix_url}")
-    if isinstance(loc, Path):
+        url = self.url
         try:
-            loc.mkdir(parents=True, exist_ok=True)
-            probe = loc / f".write-probe-{uuid.uuid4().hex[:8]}"
+            with httpx.stream("GET", url, follow_redirects=True, timeout=HTTP_TIMEOUT_S) as resp:
+                if resp.status_code >= 400:
+                    raise error(f"cannot download {redact(url)}: HTTP {resp.status_code}")
+                size = 0
+                with dest.open("wb") as fh:
+                    for chunk in resp.iter_bytes(1 << 20):
+                        size += len(chunk)
+                        if size > MAX_DOWNLOAD_BYTES:
+                            raise error(f"{redact(url)} is larger than {MAX_DOWNLOAD_BYTES // 1024**3} GiB")
+                        fh.write(chunk)
+        except httpx.HTTPError as exc:
+            raise error(f"cannot download {redact(url)}: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+@dataclass(frozen=True)
+class LocalStore(Store):
+    """A plain path or file:// URL; inputs are used in place, writes are renamed into place."""
+
+    path: Path
+
+    def fetch(self, work_dir: Path) -> Path:
+        if not self.path.is_file():
+            raise DownloadError(f"input file not found: {self.path}")
+        return self.path
+
+    def join(self, name: str) -> str:
+        return str(self.path / name)
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def get_file(self, dest: Path) -> None:
+        shutil.copyfile(self.path, dest)
+
+    def get_bytes(self) -> bytes | None:
+        return self.path.read_bytes() if self.path.is_file() else None
+
+    def check_writable(self) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / f".write-probe-{uuid.uuid4().hex[:8]}"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise UploadError(f"cannot write to {loc}: {exc.strerror or exc}") from None
-        return
-    from botocore.exceptions import BotoCoreError, ClientError
+            raise UploadError(f"cannot write to {self.path}: {exc.strerror or exc}") from None
 
-    client = s3_client()
-    prefix = loc.key if (loc.key.endswith("/") or not loc.key) else loc.key + "/"
-    probe_key = f"{prefix}.write-probe-{uuid.uuid4().hex[:8]}"
-    try:
-        client.head_bucket(Bucket=loc.bucket)
-        # HEAD only proves the bucket exists; a tiny object proves we may write there.
-        client.put_object(Bucket=loc.bucket, Key=probe_key, Body=b"")
-        client.delete_object(Bucket=loc.bucket, Key=probe_key)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code")
-        if code in ("404", "NoSuchBucket", "NotFound"):
-            raise UploadError(f"cannot write to {prefix_url}: bucket {loc.bucket!r} does not exist") from None
-        raise UploadError(f"cannot write to {prefix_url}: {_s3_error_text(exc)}") from None
-    except BotoCoreError as exc:
-        raise UploadError(f"cannot write to {prefix_url}: {_s3_error_text(exc)}") from None
-
-
-def put_file(src: Path, url: str, content_type: str | None = None, move: bool = False) -> None:
-    """Atomically publish a local file at url (temp key + copy + delete on S3, rename locally)."""
-    loc = parse_url(url)
-    if isinstance(loc, HttpUrl):
-        raise UploadError("http(s) URLs are input only")
-    if isinstance(loc, Path):
+    def put_file(self, src: Path, content_type: str | None, move: bool) -> None:
+        loc = self.path
         try:
             loc.parent.mkdir(parents=True, exist_ok=True)
             tmp = loc.with_name(f".{loc.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -284,31 +216,176 @@ def put_file(src: Path, url: str, content_type: str | None = None, move: bool = 
             os.replace(tmp, loc)
         except OSError as exc:
             raise UploadError(f"cannot write {loc}: {exc.strerror or exc}") from None
-        return
-    _s3_put(src, loc, content_type)
+
+    def delete_prefix(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def list_names(self) -> set[str]:
+        return {p.name for p in self.path.iterdir() if p.is_file()} if self.path.is_dir() else set()
 
 
-def _s3_put(src: Path, loc: S3Url, content_type: str | None) -> None:
-    from botocore.exceptions import BotoCoreError, ClientError
+@dataclass(frozen=True)
+class S3Store(Store):
+    """s3://bucket/key through the shared client; puts go to a temporary key, then a server-side copy."""
 
-    client = s3_client()
-    tmp_key = f"{loc.key}.tmp-{uuid.uuid4().hex}"
-    extra = {"ContentType": content_type} if content_type else {}
-    try:
-        client.upload_file(str(src), loc.bucket, tmp_key, ExtraArgs=extra or None)  # multipart when big
-        source = {"Bucket": loc.bucket, "Key": tmp_key}
-        # The copy keeps the temporary object's metadata (ContentType included).
-        if src.stat().st_size < SINGLE_COPY_LIMIT:
-            client.copy_object(Bucket=loc.bucket, Key=loc.key, CopySource=source)
-        else:
-            client.copy(source, loc.bucket, loc.key)
-    except (ClientError, BotoCoreError, OSError) as exc:
-        raise UploadError(f"cannot upload {loc}: {_s3_error_text(exc)}") from None
-    finally:
+    loc: S3Url
+
+    @property
+    def _list_prefix(self) -> str:
+        """The key as a listing prefix; "/" for the bucket itself, so that a cleanup never empties a bucket."""
+        return self.loc.key if self.loc.key.endswith("/") else self.loc.key + "/"
+
+    def _download(self, dest: Path, error: type[RenderError]) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        loc, client = self.loc, _client()
         try:
-            client.delete_object(Bucket=loc.bucket, Key=tmp_key)
+            head = client.head_object(Bucket=loc.bucket, Key=loc.key)
+            if int(head.get("ContentLength", 0)) > MAX_DOWNLOAD_BYTES:
+                raise error(f"{loc} is larger than {MAX_DOWNLOAD_BYTES // 1024**3} GiB")
+            client.download_file(loc.bucket, loc.key, str(dest))
+        except ClientError as exc:
+            if not _bucket_missing(exc) and exc.response.get("Error", {}).get("Code") in ("404", "NotFound"):
+                # HEAD cannot tell a missing key from a missing bucket: ask the bucket.
+                try:
+                    client.head_bucket(Bucket=loc.bucket)
+                except ClientError:
+                    raise error(f"cannot read {loc}: bucket {loc.bucket!r} does not exist") from None
+            raise error(f"cannot read {loc}: {_s3_error_text(exc)}") from None
+        except BotoCoreError as exc:
+            raise error(f"cannot read {loc}: {_s3_error_text(exc)}") from None
+
+    def join(self, name: str) -> str:
+        return str(self.loc.join(name))
+
+    def exists(self) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            _client().head_object(Bucket=self.loc.bucket, Key=self.loc.key)
+        except ClientError:
+            return False
+        return True
+
+    def get_file(self, dest: Path) -> None:
+        self._download(dest, UploadError)
+
+    def get_bytes(self) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            obj = _client().get_object(Bucket=self.loc.bucket, Key=self.loc.key)
+        except ClientError:
+            return None
+        data: bytes = obj["Body"].read()
+        return data
+
+    def check_writable(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        loc, client = self.loc, _client()
+        probe_key = f"{loc.dir_key}.write-probe-{uuid.uuid4().hex[:8]}"
+        try:
+            client.head_bucket(Bucket=loc.bucket)
+            # HEAD only proves the bucket exists; a tiny object proves we may write there.
+            client.put_object(Bucket=loc.bucket, Key=probe_key, Body=b"")
+            client.delete_object(Bucket=loc.bucket, Key=probe_key)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                raise UploadError(f"cannot write to {self.url}: bucket {loc.bucket!r} does not exist") from None
+            raise UploadError(f"cannot write to {self.url}: {_s3_error_text(exc)}") from None
+        except BotoCoreError as exc:
+            raise UploadError(f"cannot write to {self.url}: {_s3_error_text(exc)}") from None
+
+    def put_file(self, src: Path, content_type: str | None, move: bool) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        loc, client = self.loc, _client()
+        tmp_key = f"{loc.key}.tmp-{uuid.uuid4().hex}"
+        extra = {"ContentType": content_type} if content_type else {}
+        try:
+            client.upload_file(str(src), loc.bucket, tmp_key, ExtraArgs=extra or None)  # multipart when big
+            source = {"Bucket": loc.bucket, "Key": tmp_key}
+            # The copy keeps the temporary object's metadata (ContentType included).
+            if src.stat().st_size < SINGLE_COPY_LIMIT:
+                client.copy_object(Bucket=loc.bucket, Key=loc.key, CopySource=source)
+            else:
+                client.copy(source, loc.bucket, loc.key)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise UploadError(f"cannot upload {loc}: {_s3_error_text(exc)}") from None
+        finally:
+            try:
+                client.delete_object(Bucket=loc.bucket, Key=tmp_key)
+            except (ClientError, BotoCoreError) as exc:
+                log.warning("could not delete temporary object s3://%s/%s: %s", loc.bucket, tmp_key, exc)
+
+    def delete_prefix(self) -> None:
+        client = _client()
+        paginator = client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.loc.bucket, Prefix=self._list_prefix):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=self.loc.bucket, Delete={"Objects": keys, "Quiet": True})
+
+    def list_names(self) -> set[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        prefix = self._list_prefix
+        names: set[str] = set()
+        try:
+            paginator = _client().get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.loc.bucket, Prefix=prefix, Delimiter="/"):
+                names.update(o["Key"][len(prefix) :] for o in page.get("Contents", []))
         except (ClientError, BotoCoreError) as exc:
-            log.warning("could not delete temporary object s3://%s/%s: %s", loc.bucket, tmp_key, exc)
+            raise UploadError(f"cannot list {self.url}: {_s3_error_text(exc)}") from None
+        return names
+
+
+def location(url: str) -> Store:
+    """The store for a URL or path: the one place that tells the schemes apart (after parse_url)."""
+    loc = parse_url(url)
+    if isinstance(loc, S3Url):
+        return S3Store(url, loc)
+    return HttpStore(url) if isinstance(loc, HttpUrl) else LocalStore(url, loc)
+
+
+# ---------------------------------------------------------------- the module's interface
+
+
+def join(prefix: str, name: str) -> str:
+    """Append a relative name to a prefix URL or directory path."""
+    return location(prefix).join(name)
+
+
+def fetch(url: str, work_dir: Path) -> Path:
+    """Make the input available as a local file; plain paths are used in place."""
+    return location(url).fetch(work_dir)
+
+
+def exists(url: str) -> bool:
+    """Whether an output object/file exists (used for checkpoints and caches)."""
+    return location(url).exists()
+
+
+def get_file(url: str, dest: Path) -> None:
+    """Copy an object we wrote earlier (checkpoint, cache entry) to a local file."""
+    location(url).get_file(dest)
+
+
+def get_bytes(url: str) -> bytes | None:
+    """Small object contents, or None when it does not exist."""
+    return location(url).get_bytes()
+
+
+def check_writable(prefix_url: str) -> None:
+    """Fail fast, before minutes of rendering, when the output location cannot be written."""
+    location(prefix_url).check_writable()
+
+
+def put_file(src: Path, url: str, content_type: str | None = None, move: bool = False) -> None:
+    """Atomically publish a local file at url (temp key + copy + delete on S3, rename locally)."""
+    location(url).put_file(src, content_type, move)
 
 
 def put_bytes(data: bytes, url: str, work_dir: Path, content_type: str | None = None) -> None:
@@ -323,39 +400,13 @@ def put_bytes(data: bytes, url: str, work_dir: Path, content_type: str | None = 
 
 def delete_prefix(prefix_url: str) -> None:
     """Remove a checkpoint prefix after success; failures only cost storage, so they are logged."""
-    loc = parse_url(prefix_url)
+    store = location(prefix_url)
     try:
-        if isinstance(loc, Path):
-            shutil.rmtree(loc, ignore_errors=True)
-            return
-        if isinstance(loc, HttpUrl):
-            return
-        client = s3_client()
-        prefix = loc.key if loc.key.endswith("/") else loc.key + "/"
-        paginator = client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=loc.bucket, Prefix=prefix):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                client.delete_objects(Bucket=loc.bucket, Delete={"Objects": keys, "Quiet": True})
+        store.delete_prefix()
     except Exception as exc:  # cleanup must never fail a finished render
         log.warning("could not delete %s: %s", prefix_url, exc)
 
 
 def list_names(prefix_url: str) -> set[str]:
     """Names directly under a prefix (checkpoint discovery)."""
-    loc = parse_url(prefix_url)
-    if isinstance(loc, Path):
-        return {p.name for p in loc.iterdir() if p.is_file()} if loc.is_dir() else set()
-    if isinstance(loc, HttpUrl):
-        return set()
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    prefix = loc.key if loc.key.endswith("/") else loc.key + "/"
-    names: set[str] = set()
-    try:
-        paginator = s3_client().get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=loc.bucket, Prefix=prefix, Delimiter="/"):
-            names.update(o["Key"][len(prefix) :] for o in page.get("Contents", []))
-    except (ClientError, BotoCoreError) as exc:
-        raise UploadError(f"cannot list {prefix_url}: {_s3_error_text(exc)}") from None
-    return names
+    return location(prefix_url).list_names()
