@@ -2,7 +2,8 @@
 
 Every piece is composed here with mido (a GM drum kit on channel 10, a bass line following the chords,
 comping, a pad and a lead melody with notes off the beat; velocities humanised from a seeded RNG,
-timing never humanised) and rendered by FluidSynth with the FluidR3 GM soundfont (Debian packages
+timing never humanised) in one of the styles of ``sync_styles.toml`` (drum patterns, parts, chord
+progressions: data) and rendered by FluidSynth with the FluidR3 GM soundfont (Debian packages
 fluidsynth and fluid-soundfont-gm). Nothing large is committed: the corpus is built on first use
 into ``$VIBECRAFT_CACHE/sync-corpus-v<CORPUS_VERSION>/`` (default ``~/.cache/vibecraft``) and reused.
 
@@ -48,9 +49,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import warnings
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,13 +77,11 @@ CLICK_NOTE = 76  # GM hi wood block
 TEMPO_TOLERANCE = 0.04
 F_WINDOW_S = 0.07  # mir_eval's default F-measure window
 
-# GM percussion (channel 10)
-KICK, KICK2, SIDE, SNARE, CLAP, ESNARE = 36, 35, 37, 38, 39, 40
-HH, PEDAL, OPEN, RIDE, BELL, CRASH, CRASH2, CHINA = 42, 44, 46, 51, 53, 49, 57, 52
-TOM_FL, TOM_HF, TOM_L, TOM_LM, TOM_HM, TOM_H = 41, 43, 45, 47, 48, 50
-TAMB, COWBELL, CONGA_MUTE, CONGA_OPEN, CONGA_LOW, SHAKER, GUIRO_S, GUIRO_L, CLAVES = 54, 56, 62, 63, 64, 70, 73, 74, 75
-# GM drum kits (program on channel 10)
-KIT_STANDARD, KIT_ROOM, KIT_POWER, KIT_ELECTRONIC, KIT_808, KIT_JAZZ, KIT_BRUSH = 0, 8, 16, 24, 25, 32, 40
+# the styles' data: GM kit and drum names, scales, progressions, fills, pads and the styles themselves
+_DATA: dict[str, Any] = tomllib.loads(Path(__file__).with_name("sync_styles.toml").read_text())
+KITS: dict[str, int] = _DATA["gm_kits"]  # GM drum kits (program on channel 10)
+GM_DRUMS: dict[str, int] = _DATA["gm_drums"]  # GM percussion (channel 10)
+KICK, HH, OPEN, CRASH = (GM_DRUMS[name] for name in ("KICK", "HH", "OPEN", "CRASH"))
 
 DRUM_CH = 9
 VEL = {"X": 118, "x": 96, "o": 72, "g": 42}
@@ -95,12 +95,6 @@ QUALITIES: dict[str, tuple[int, ...]] = {
     "9": (0, 4, 7, 10, 14),
     "5": (0, 7),
 }
-MINOR_PENT = (0, 3, 5, 7, 10)
-MAJOR_PENT = (0, 2, 4, 7, 9)
-MINOR = (0, 2, 3, 5, 7, 8, 10)
-MAJOR = (0, 2, 4, 5, 7, 9, 11)
-BLUES = (0, 3, 5, 6, 7, 10)
-DORIAN = (0, 2, 3, 5, 7, 9, 10)
 
 Event = tuple[float, float, str, int]  # (beat in bar, length in beats, tone token, velocity)
 Drums = Mapping[int, str]  # GM note -> step pattern over the bar ('X' 'x' 'o' 'g' hits, '.' rest)
@@ -211,522 +205,54 @@ class Score:
 
 
 # ---------------------------------------------------------------------------------------------- styles
-
-FILL_TOMS: Drums = {SNARE: "X.x.....", TOM_H: "..x.x...", TOM_LM: ".....x..", TOM_FL: "......xX"}
-FILL_SNARE: Drums = {SNARE: "x.xxxxxX", KICK: "X......."}
-FILL_TOMS2: Drums = {TOM_H: "xx......", TOM_HM: "..xx....", TOM_L: "....xx..", TOM_FL: "......xx", KICK: "X...X..."}
-FILLS = (FILL_TOMS, FILL_SNARE, FILL_TOMS2)
-FILL_ELECTRO: Drums = {CLAP: "....x.x.", SNARE: "x.x.xxxx"}
-FILL_JAZZ: Drums = {SNARE: "..x..xg.", TOM_L: "......x.", KICK: ".......x"}
-
-MINOR_POP = ((0, "m"), (8, "M"), (3, "M"), (10, "M"))
-MAJOR_POP = ((0, "M"), (7, "M"), (9, "m"), (5, "M"))
-ROCK_PROG = ((0, "M"), (5, "M"), (0, "M"), (7, "M"))
-HOUSE_PROG = ((0, "m7"), (8, "maj7"), (5, "m7"), (7, "m"))
-FUNK_PROG = ((0, "9"), (0, "9"), (5, "9"), (0, "9"))
-BLUES12 = tuple((d, "7") for d in (0, 0, 0, 0, 5, 5, 0, 0, 7, 5, 0, 7))
-JAZZ_PROG = ((2, "m7"), (7, "7"), (0, "maj7"), (9, "7"))
-BOSSA_PROG = ((0, "maj7"), (2, "m7"), (7, "7"), (0, "maj7"), (5, "maj7"), (5, "m7"), (4, "m7"), (7, "7"))
-REGGAE_PROG = ((0, "M"), (5, "M"), (7, "M"), (5, "M"))
-METAL_PROG = ((0, "5"), (1, "5"), (0, "5"), (10, "5"))
-TRAP_PROG = ((0, "m"), (8, "M"), (10, "M"), (7, "m"))
-DNB_PROG = ((0, "m7"), (0, "m7"), (8, "maj7"), (10, "M"))
-WALTZ_PROG = ((0, "M"), (7, "7"), (7, "7"), (0, "M"), (5, "M"), (0, "M"), (7, "7"), (0, "M"))
-BALLAD_PROG = ((0, "M"), (9, "m"), (5, "M"), (7, "M"))
-MOTOWN_PROG = ((0, "M"), (9, "m"), (2, "m7"), (7, "7"))
-LATIN_PROG = ((0, "m"), (7, "7"), (7, "7"), (0, "m"))
+# The data is in sync_styles.toml (its header describes it); here it becomes Style, Part and Lead values.
 
 
-def _eighths(token: str, vel: int, length: float = 0.45, beats: int = 4) -> tuple[Event, ...]:
-    return tuple((i * 0.5, length, token, vel if i % 2 == 0 else vel - 14) for i in range(beats * 2))
+def _part(data: Mapping[str, Any]) -> Part:
+    return Part(**{**data, "events": tuple(tuple(event) for event in data["events"])})
 
 
-def _sixteenths(token: str, vel: int, length: float = 0.2, beats: int = 4) -> tuple[Event, ...]:
-    return tuple((i * 0.25, length, token, vel if i % 4 == 0 else vel - 20) for i in range(beats * 4))
+def _drums(data: Mapping[str, str]) -> Drums:
+    return {GM_DRUMS[name]: steps for name, steps in data.items()}
 
 
-PAD_WARM = Part(89, ((0.0, 4.0, "ch", 62),), volume=70, reverb=70)
-PAD_STRINGS = Part(49, ((0.0, 4.0, "ch", 60),), volume=72, reverb=70)
-PAD_POLY = Part(90, ((0.0, 4.0, "ch", 58),), volume=66, reverb=70)
-PAD_CHOIR = Part(91, ((0.0, 4.0, "ch", 58),), volume=64, reverb=80)
-PAD_ORGAN = Part(16, ((0.0, 4.0, "ch", 54),), volume=60, reverb=50)
+def _progression(bars: Sequence[Sequence[Any]]) -> tuple[tuple[int, str], ...]:
+    return tuple((degree, quality) for degree, quality in bars)
 
-HOUSE_DRUMS: Drums = {KICK: "X...X...X...X...", CLAP: "....X.......X...", OPEN: "..x...x...x...x.", HH: ".g.g.g.g.g.g.g.g"}
-ROCK_DRUMS: Drums = {KICK: "X.......X.......", SNARE: "....X.......X...", HH: "x.o.x.o.x.o.x.o."}
 
-STYLES: dict[str, Style] = {
-    "rock": Style(
-        kit=KIT_STANDARD,
-        main=ROCK_DRUMS,
-        alt={KICK: "X.......X.x.....", SNARE: "....X.......X...", HH: "x.o.x.o.x.o.x.oo"},
-        half={KICK: "X.........x.....", SNARE: "........X.......", RIDE: "x.o.x.o.x.o.x.o."},
-        fills=FILLS,
-        progression=ROCK_PROG,
-        bass=Part(34, (*_eighths("1", 100)[:7], (3.5, 0.45, "5", 86))),
-        comps=(
-            Part(29, ((0, 1.4, "pw", 100), (1.5, 0.45, "pw", 92), (2, 1.4, "pw", 100), (3.5, 0.45, "pw", 92)), volume=84),
-        ),
-        pad=PAD_STRINGS,
-        lead=Lead(30, grid=0.5, density=0.4, low=64, volume=80),
-        scale=MAJOR_PENT,
-    ),
-    "anthem": Style(
-        kit=KIT_POWER,
-        main={KICK: "X.......X.x.....", SNARE: "....X.......X...", RIDE: "x.x.x.x.x.x.x.x."},
-        alt={KICK: "X.x.....X.x.....", SNARE: "....X.......X...", RIDE: "x.x.x.x.x.x.x.x."},
-        half={KICK: "X.........x.....", SNARE: "........X.......", CRASH: "x...x...x...x..."},
-        fills=FILLS,
-        progression=MINOR_POP,
-        bass=Part(34, _eighths("1", 100)),
-        comps=(Part(30, _eighths("pw", 100, 0.4), volume=80), Part(0, ((0, 2, "ch", 80), (2, 2, "ch", 76)), volume=70)),
-        pad=PAD_STRINGS,
-        lead=Lead(29, grid=0.5, density=0.5, low=64, volume=84),
-        scale=MINOR_PENT,
-    ),
-    "house": Style(
-        kit=KIT_808,
-        main=HOUSE_DRUMS,
-        alt={**HOUSE_DRUMS, CLAP: "....X.......X..x"},
-        half={CLAP: "........X.......", OPEN: "..x...x...x...x.", HH: ".g.g.g.g.g.g.g.g"},  # breakdown: no kick
-        fills=(FILL_ELECTRO,),
-        progression=HOUSE_PROG,
-        bass=Part(38, ((0.5, 0.4, "1", 100), (1.5, 0.4, "1", 96), (2.5, 0.4, "1", 100), (3.5, 0.3, "8", 90)), volume=110),
-        comps=(Part(4, ((1.5, 0.3, "ch", 90), (2.75, 0.3, "ch", 84), (3.5, 0.4, "ch", 88)), volume=106),),
-        pad=PAD_WARM,
-        lead=Lead(81, grid=0.5, density=0.35, low=69, volume=70),
-        scale=MINOR_PENT,
-        drum_volume=92,
-    ),
-    "techno": Style(
-        kit=KIT_ELECTRONIC,
-        main={KICK: "X...X...X...X...", OPEN: "..X...X...X...X.", HH: "gxg.gxg.gxg.gxg.", SIDE: "...x..x.....x..."},
-        alt={KICK: "X...X...X...X...", OPEN: "..X...X...X...X.", HH: "gxg.gxg.gxg.gxgx", CLAP: "............X..."},
-        fills=(FILL_ELECTRO,),
-        progression=((0, "m"), (0, "m"), (3, "M"), (10, "M")),
-        bass=Part(39, tuple((b + s, 0.18, "1", 92 if s == 0.5 else 78) for b in range(4) for s in (0.25, 0.5, 0.75))),
-        comps=(Part(81, ((0.75, 0.2, "hi", 80), (2.25, 0.2, "hi", 76), (3.0, 0.2, "hi", 72)), volume=90),),
-        pad=PAD_POLY,
-        lead=Lead(80, grid=0.25, density=0.3, low=67, volume=62),
-        scale=MINOR,
-        drum_volume=98,
-    ),
-    "disco": Style(
-        kit=KIT_STANDARD,
-        main={KICK: "X...X...X...X...", SNARE: "....X.......X...", OPEN: "..x...x...x...x.", HH: "xo.oxo.oxo.oxo.o"},
-        alt={KICK: "X...X...X...X...", SNARE: "....X.......X.x.", OPEN: "..x...x...x...x.", HH: "xo.oxo.oxo.oxo.o"},
-        fills=FILLS,
-        progression=((0, "m7"), (5, "m7"), (0, "m7"), (5, "7")),
-        bass=Part(33, tuple((i * 0.5, 0.4, "1" if i % 2 == 0 else "8", 100 if i % 2 else 90) for i in range(8))),
-        comps=(
-            Part(28, tuple((i * 0.25, 0.12, "hi", 84 if i % 4 == 2 else 54) for i in range(16)), volume=74),
-            Part(48, ((0, 2, "ch", 70), (2, 1.5, "ch", 66), (3.5, 0.5, "ch", 74)), volume=70, reverb=60),
-        ),
-        pad=None,
-        lead=Lead(61, grid=0.25, density=0.3, low=67, volume=80),
-        scale=DORIAN,
-    ),
-    "funk": Style(
-        kit=KIT_STANDARD,
-        main={KICK: "X..x..x...X..x..", SNARE: "....X..g.g..X..g", HH: "xoxoXoxoxoxoXox.", OPEN: "..............x."},
-        alt={KICK: "X.x..x....X.x...", SNARE: "....X..g.g..X.gg", HH: "xoxoXoxoxoxoXoxo"},
-        fills=(FILL_SNARE, FILL_TOMS),
-        progression=FUNK_PROG,
-        bass=Part(
-            36,
-            (
-                (0, 0.2, "1", 110),
-                (0.75, 0.2, "8", 96),
-                (1.5, 0.2, "1", 90),
-                (1.75, 0.2, "b7", 96),
-                (2.5, 0.2, "5", 92),
-                (3.0, 0.2, "1", 100),
-                (3.25, 0.2, "8", 104),
-                (3.75, 0.2, "b7", 90),
-            ),
-        ),
-        comps=(
-            Part(
-                7,
-                tuple(
-                    (p, 0.12, "hi", v)
-                    for p, v in ((0.25, 90), (0.75, 84), (1.25, 90), (1.5, 70), (2.25, 88), (2.75, 84), (3.5, 90))
-                ),
-                volume=80,
-            ),
-        ),
-        pad=PAD_ORGAN,
-        lead=Lead(61, grid=0.25, density=0.3, low=67, volume=84),
-        scale=MINOR_PENT,
-    ),
-    "boombap": Style(
-        kit=KIT_ROOM,
-        main={KICK: "X.....X...X..x..", SNARE: "....X.......X...", HH: "xgxgxgxgxgxgxgxg"},
-        alt={KICK: "X..x..X...X.....", SNARE: "....X.......X..g", HH: "xgxgxgxgxgxgxgxo"},
-        fills=(FILL_SNARE,),
-        progression=((0, "m7"), (5, "m7"), (0, "m7"), (8, "maj7")),
-        bass=Part(33, ((0, 1.2, "1", 100), (1.5, 0.4, "1", 90), (2.5, 0.7, "5", 92), (3.25, 0.5, "b7", 86))),
-        comps=(Part(4, ((0.75, 1.0, "ch", 70), (2.5, 0.75, "ch", 66), (3.75, 0.25, "hi", 60)), volume=78),),
-        pad=None,
-        lead=Lead(11, grid=0.25, density=0.3, low=67, volume=80),
-        scale=MINOR_PENT,
-    ),
-    "lofi": Style(
-        kit=KIT_JAZZ,
-        main={KICK: "X......X..X.....", SIDE: "....x.......x...", HH: "xgxgxgxgxgxgxgxg"},
-        alt={KICK: "X.........X..x..", SIDE: "....x.......x...", HH: "xgxgxgxgxgxgxgog"},
-        fills=(FILL_JAZZ,),
-        progression=((5, "maj7"), (4, "m7"), (2, "m7"), (0, "maj7")),
-        bass=Part(32, ((0, 1.5, "1", 92), (1.75, 0.5, "5", 80), (2.5, 1.0, "3", 84), (3.5, 0.4, "5", 76))),
-        comps=(Part(4, ((0.0, 1.25, "ch", 60), (1.75, 0.5, "hi", 56), (2.5, 1.4, "ch", 58)), volume=76),),
-        pad=None,
-        lead=Lead(26, grid=0.25, density=0.25, low=64, volume=80),
-        scale=MAJOR_PENT,
-    ),
-    "reggae": Style(  # one drop: kick + rim on 3 only; skank on 2 and 4, organ bubble on the off-8ths
-        kit=KIT_STANDARD,
-        main={KICK: "........X.......", SIDE: "........X.......", HH: "x.o.x.o.x.o.x.o."},
-        alt={KICK: "........X.......", SIDE: "........X.....g.", HH: "x.o.x.o.x.o.x.oo"},
-        fills=({SNARE: "x.x.x...", TOM_L: "......x."},),
-        progression=REGGAE_PROG,
-        bass=Part(
-            33,
-            ((0.5, 0.45, "1", 100), (1.0, 0.45, "3", 90), (1.5, 0.9, "5", 96), (2.5, 0.45, "8", 88), (3.0, 0.9, "5", 94)),
-            volume=84,
-        ),
-        comps=(
-            Part(27, ((1.0, 0.2, "ch", 92), (3.0, 0.2, "ch", 92)), volume=80),
-            Part(16, tuple((b + 0.5, 0.18, "ch", 62) for b in range(4)), volume=64),
-        ),
-        pad=None,
-        lead=Lead(22, grid=0.5, density=0.35, low=67, volume=74),
-        scale=MAJOR_PENT,
-    ),
-    "dnb": Style(
-        kit=KIT_ROOM,
-        main={KICK: "X.........X.....", SNARE: "....X..g.g..X...", HH: "x.x.x.x.x.x.x.x."},
-        alt={KICK: "X.X.......X..x..", SNARE: "....X..g....X..g", HH: "x.x.x.x.x.x.x.xx"},
-        fills=(FILL_SNARE,),
-        progression=DNB_PROG,
-        bass=Part(39, ((0, 1.5, "1", 100), (2.5, 1.0, "1", 92), (3.5, 0.4, "b7", 84)), volume=80),
-        comps=(Part(5, ((0.75, 0.5, "hi", 80), (2.0, 0.4, "hi", 74)), volume=106),),
-        pad=PAD_POLY,
-        lead=Lead(88, grid=0.5, density=0.3, low=72, volume=70),
-        scale=MINOR,
-    ),
-    "roller": Style(
-        kit=KIT_ELECTRONIC,
-        main={KICK: "X.X.......X.....", SNARE: "....X.......X...", HH: "xgxgxgxgxgxgxgxg", SHAKER: "..x...x...x...x."},
-        alt={KICK: "X.X........x....", SNARE: "....X.......X...", HH: "xgxgxgxgxgxgxgxg", SHAKER: "..x...x...x...x."},
-        fills=(FILL_ELECTRO,),
-        progression=((0, "m"), (0, "m"), (10, "M"), (8, "M")),
-        bass=Part(38, ((0, 0.7, "1", 100), (0.75, 0.7, "1", 86), (2.0, 1.0, "b7", 92), (3.0, 0.7, "5", 88))),
-        comps=(Part(91, ((0, 4.0, "ch", 64),), volume=84, reverb=80),),
-        pad=None,
-        lead=Lead(82, grid=0.5, density=0.25, low=72, volume=64),
-        scale=MINOR_PENT,
-        drum_volume=98,
-    ),
-    "metal": Style(
-        kit=KIT_POWER,
-        main={KICK: "XxXxXxXxXxXxXxXx", SNARE: "....X.......X...", BELL: "x...x...x...x..."},
-        alt={KICK: "XxXxXxXxXxXxXxXx", SNARE: "....X.......X...", CHINA: "x...x...x...x..."},
-        half={KICK: "XxXxXxXxXxXxXxXx", SNARE: "........X.......", CRASH: "x.......x......."},
-        fills=(FILL_TOMS2,),
-        progression=METAL_PROG,
-        bass=Part(34, _eighths("1", 104, 0.4), volume=110),
-        comps=(Part(30, tuple((i * 0.25, 0.18, "pw", 108 if i % 4 == 0 else 88) for i in range(16)), volume=86),),
-        pad=PAD_CHOIR,
-        lead=Lead(30, grid=0.5, density=0.25, low=64, volume=76),
-        scale=MINOR,
-        drum_volume=98,
-    ),
-    "gallop": Style(
-        kit=KIT_POWER,
-        main={KICK: "X.xxX.xxX.xxX.xx", SNARE: "....X.......X...", RIDE: "x...x...x...x..."},
-        alt={KICK: "X.xxX.xxX.xxX.xx", SNARE: "....X.......X...", CRASH: "x.......x......."},
-        fills=(FILL_TOMS2,),
-        progression=METAL_PROG,
-        bass=Part(34, tuple((b + s, 0.2, "1", 100 if s == 0 else 86) for b in range(4) for s in (0.0, 0.5, 0.75))),
-        comps=(
-            Part(
-                30, tuple((b + s, 0.2, "pw", 106 if s == 0 else 88) for b in range(4) for s in (0.0, 0.5, 0.75)), volume=86
-            ),
-        ),
-        pad=PAD_STRINGS,
-        lead=Lead(29, grid=0.5, density=0.3, low=64, volume=78),
-        scale=MINOR,
-        drum_volume=98,
-    ),
-    "punk": Style(
-        kit=KIT_STANDARD,
-        main={KICK: "X.......X.X.....", SNARE: "....X.......X...", HH: "x.x.x.x.x.x.x.x."},
-        alt={KICK: "X.x.....X.X.....", SNARE: "....X.......X...", CRASH: "x.......x......."},
-        fills=(FILL_SNARE,),
-        progression=ROCK_PROG,
-        bass=Part(34, _eighths("1", 104, 0.4)),
-        comps=(Part(30, _eighths("pw", 104, 0.4), volume=86),),
-        pad=None,
-        lead=Lead(29, grid=1.0, density=0.5, low=64, volume=76),
-        scale=MAJOR_PENT,
-    ),
-    "polka": Style(  # skate-punk "polka" beat: kick on the beats, snare on every off-beat
-        kit=KIT_STANDARD,
-        main={KICK: "X...X...X...X...", SNARE: "..X...X...X...X.", CRASH: "x...............", RIDE: "....x...x...x..."},
-        alt={KICK: "X...X...X...X...", SNARE: "..X...X...X...X.", RIDE: "x...x...x...x..."},
-        fills=(FILL_SNARE,),
-        progression=((0, "M"), (7, "M"), (9, "m"), (5, "M")),
-        bass=Part(34, _eighths("1", 104, 0.4)),
-        comps=(Part(30, _eighths("pw", 100, 0.4), volume=86),),
-        pad=None,
-        lead=Lead(29, grid=1.0, density=0.5, low=64, volume=76),
-        scale=MAJOR_PENT,
-    ),
-    "ballad": Style(
-        kit=KIT_BRUSH,
-        main={KICK: "X.........x.....", SIDE: "....o.......o...", HH: "g.g.g.g.g.g.g.g."},
-        alt={KICK: "X.........x.....", SIDE: "....o.......o...", RIDE: "g.g.g.g.g.g.g.g."},
-        fills=({SNARE: "..g.o.x.", TOM_L: "......x."},),
-        progression=BALLAD_PROG,
-        bass=Part(35, ((0, 2.0, "1", 88), (2, 1.5, "5", 80), (3.5, 0.5, "3", 74)), volume=90),
-        comps=(
-            Part(
-                0,
-                tuple((i * 0.5, 0.9, f"a{a}", 76 - 6 * (i % 2)) for i, a in enumerate((0, 2, 4, 5, 3, 4, 2, 1))),
-                volume=112,
-            ),
-        ),
-        pad=PAD_STRINGS,
-        lead=Lead(73, grid=0.5, density=0.35, low=69, volume=74),
-        scale=MAJOR_PENT,
-    ),
-    "ballad_strings": Style(
-        kit=KIT_BRUSH,
-        main={KICK: "X.......X.......", SNARE: "....o.......o...", RIDE: "g.g.g.g.g.g.g.g."},
-        fills=({SNARE: "..g.o.x.", TOM_L: "......x."},),
-        progression=((0, "M"), (4, "m"), (5, "M"), (7, "7")),
-        bass=Part(32, ((0, 1.5, "1", 88), (1.5, 0.5, "5", 76), (2, 2.0, "3", 80)), volume=90),
-        comps=(Part(0, ((0, 1.0, "ch", 70), (1.5, 0.5, "hi", 60), (2.0, 1.0, "ch", 66), (3.5, 0.5, "hi", 60)), volume=86),),
-        pad=Part(48, ((0.0, 4.0, "ch", 66),), volume=80, reverb=70),
-        lead=Lead(40, grid=0.5, density=0.3, low=67, volume=88),
-        scale=MAJOR,
-    ),
-    "trap": Style(  # notated at the hi-hat tempo; clap + snare on 3 only (half-time feel)
-        kit=KIT_808,
-        main={
-            KICK: "X......X..x.....",
-            CLAP: "........X.......",
-            SNARE: "........X.......",
-            HH: "x...x...x...x...x...x...x.x.xxxx",
-        },
-        alt={
-            KICK: "X.....x...x...x.",
-            CLAP: "........X.......",
-            SNARE: "........X.......",
-            HH: "x....." * 6 + "xxxxxx" + "x.x.x.",
-        },
-        progression=TRAP_PROG,
-        bass=Part(38, ((0, 1.5, "1", 110), (1.75, 0.7, "1", 100), (2.5, 1.2, "b7", 104)), volume=104, reverb=10),
-        comps=(),
-        pad=PAD_CHOIR,
-        lead=Lead(10, grid=0.25, density=0.3, low=72, volume=100),
-        scale=MINOR,
-        drum_volume=92,
-    ),
-    "blues": Style(  # shuffle: everything on a triplet grid (12 steps per bar)
-        kit=KIT_STANDARD,
-        main={KICK: "X.....X.....", SNARE: "...X.....X..", RIDE: "x.xx.xx.xx.x"},
-        alt={KICK: "X.....X....x", SNARE: "...X.....X..", RIDE: "x.xx.xx.xx.x"},
-        fills=({SNARE: "x..x.xx.", TOM_L: ".....x.x"},),
-        progression=BLUES12,
-        bass=Part(
-            33,
-            tuple(
-                (b // 2 + (2 / 3 if b % 2 else 0.0), 0.6 if b % 2 == 0 else 0.3, t, 96 if b % 2 == 0 else 80)
-                for b, t in enumerate(("1", "1", "3", "3", "5", "5", "6", "6"))
-            ),
-            volume=84,
-        ),
-        comps=(
-            # shuffle comping, long-short like the bass: the chord on the beat, a lighter one on the triplet upbeat
-            Part(
-                0, tuple((b + s, 0.55 if s == 0 else 0.25, "ch", 80 if s == 0 else 62) for b in range(4) for s in (0, 2 / 3))
-            ),
-            Part(16, ((0, 4.0, "ch", 50),), volume=56),
-        ),
-        pad=None,
-        lead=Lead(22, grid=1 / 3, density=0.3, low=67, volume=80),
-        scale=BLUES,
-    ),
-    "jump": Style(
-        kit=KIT_JAZZ,
-        main={KICK: "X.....X.....", SNARE: "...X.....X..", RIDE: "x.xx.xx.xx.x", PEDAL: "...x.....x.."},
-        alt={KICK: "X.....X.....", SNARE: "...X....gX..", RIDE: "x.xx.xx.xx.x", PEDAL: "...x.....x.."},
-        fills=({SNARE: "x..x.xx.", TOM_L: ".....x.x"},),
-        progression=BLUES12,
-        bass=Part(32, tuple((float(b), 0.9, t, 96) for b, t in enumerate(("1", "3", "5", "6")))),
-        comps=(
-            Part(
-                0,
-                ((2 / 3, 0.3, "ch", 74), (1.0, 0.3, "hi", 60), (2 + 2 / 3, 0.3, "ch", 74), (3.0, 0.3, "hi", 60)),
-                volume=106,
-            ),
-        ),
-        pad=None,
-        lead=Lead(66, grid=1 / 3, density=0.35, low=62, volume=84),
-        scale=BLUES,
-    ),
-    "bossa": Style(
-        kit=KIT_BRUSH,
-        main={KICK: "X..xX..xX..xX..x", SIDE: "x..x..x...x..x..", SHAKER: "xgggxgggxgggxggg"},
-        alt={KICK: "X..xX..xX..xX..x", SIDE: "..x..x...x..x...", SHAKER: "xgggxgggxgggxggg"},
-        progression=BOSSA_PROG,
-        bass=Part(32, ((0, 1.4, "1", 92), (1.5, 0.45, "5", 80), (2, 1.4, "5", 88), (3.5, 0.45, "1", 80))),
-        comps=(
-            Part(
-                24,
-                (
-                    (0, 0.7, "ch", 80),
-                    (0.75, 0.6, "ch", 66),
-                    (1.5, 0.9, "ch", 74),
-                    (2.5, 0.7, "ch", 72),
-                    (3.25, 0.6, "ch", 70),
-                ),
-                volume=88,
-            ),
-        ),
-        pad=None,
-        lead=Lead(73, grid=0.5, density=0.35, low=67, volume=84),
-        scale=MAJOR,
-        drum_volume=96,
-    ),
-    "chacha": Style(
-        kit=KIT_STANDARD,
-        main={
-            KICK: "X.......X.......",
-            COWBELL: "x...x...x...x...",
-            GUIRO_S: "x.x.x.x.x.x.x.x.",
-            CONGA_MUTE: "....x.......x...",
-            CONGA_OPEN: "......xx....x.x.",
-            SIDE: "............x.x.",
-        },
-        alt={
-            KICK: "X.......X.......",
-            COWBELL: "x...x...x...x...",
-            GUIRO_L: "x.......x.......",
-            CONGA_MUTE: "....x.......x...",
-            CONGA_LOW: "......xx....x.x.",
-            SIDE: "............x.x.",
-        },
-        progression=LATIN_PROG,
-        bass=Part(32, ((1.5, 1.4, "5", 96), (3.0, 1.0, "1", 100))),  # tumbao: nothing on beat 1
-        comps=(
-            Part(
-                0,
-                (
-                    (0.5, 0.4, "ch", 84),
-                    (1.5, 0.4, "ch", 80),
-                    (2.0, 0.4, "hi", 76),
-                    (2.5, 0.4, "ch", 84),
-                    (3.5, 0.4, "ch", 80),
-                ),
-                volume=84,
-            ),
-        ),
-        pad=None,
-        lead=Lead(56, grid=0.5, density=0.35, low=67, volume=80),
-        scale=MINOR,
-    ),
-    "jazz": Style(  # swung 8ths: ride "ding ding-a ding ding-a", hi-hat pedal on 2 and 4, walking bass
-        kit=KIT_JAZZ,
-        main={RIDE: "x...x.x.x...x.x.", PEDAL: "....x.......x...", KICK: "g...g...g...g..."},
-        alt={RIDE: "x...x.x.x...x.x.", PEDAL: "....x.......x...", KICK: "g...g...g...g...", SNARE: "......g.......g."},
-        fills=(FILL_JAZZ,),
-        progression=JAZZ_PROG,
-        bass=Part(32, ((0, 0.9, "1", 96), (1, 0.9, "3", 86), (2, 0.9, "5", 90), (3, 0.9, "app", 86)), volume=84),
-        comps=(Part(0, ((0, 0.4, "ch", 72), (1.5, 0.4, "ch", 78)), volume=104),),
-        pad=None,
-        lead=Lead(66, grid=0.5, density=0.45, low=62, volume=86),
-        scale=DORIAN,
-    ),
-    "jazzwaltz": Style(
-        kit=KIT_JAZZ,
-        main={RIDE: "x...x.x.x...", PEDAL: "....x...x...", KICK: "g..........."},
-        alt={RIDE: "x...x.x.x.x.", PEDAL: "....x...x...", KICK: "g.......g..."},
-        fills=(FILL_JAZZ,),
-        progression=((2, "m7"), (7, "7"), (0, "maj7"), (0, "maj7")),
-        bass=Part(32, ((0, 0.9, "1", 96), (1, 0.9, "5", 84), (2, 0.9, "3", 86)), volume=84),
-        comps=(Part(0, ((1.0, 0.5, "ch", 74), (2.5, 0.4, "hi", 66)), volume=104),),
-        pad=None,
-        lead=Lead(11, grid=0.5, density=0.45, low=67, volume=86),
-        scale=MAJOR,
-    ),
-    "waltz": Style(  # oom-pah-pah
-        kit=KIT_STANDARD,
-        main={KICK: "X...........", SIDE: "....x...x...", HH: "x...x...x..."},
-        alt={KICK: "X...........", SIDE: "....x...x...", HH: "x...x...x.x."},
-        progression=WALTZ_PROG,
-        bass=Part(58, ((0, 0.8, "1", 100),), volume=100),
-        comps=(Part(21, ((1.0, 0.5, "ch", 84), (2.0, 0.5, "ch", 80)), volume=82),),
-        pad=None,
-        lead=Lead(71, grid=0.5, density=0.45, low=67, volume=72),
-        scale=MAJOR,
-    ),
-    "motown": Style(  # snare on every beat, tambourine
-        kit=KIT_ROOM,
-        main={KICK: "X.....x.X.....x.", SNARE: "X...X...X...X...", TAMB: "x...X...x...X...", HH: "x.x.x.x.x.x.x.x."},
-        alt={KICK: "X.....x.X.x.....", SNARE: "X...X...X...X...", TAMB: "x...X...x...X.x.", HH: "x.x.x.x.x.x.x.x."},
-        fills=(FILL_SNARE,),
-        progression=MOTOWN_PROG,
-        bass=Part(33, ((0, 0.9, "1", 100), (1.5, 0.4, "5", 86), (2, 0.9, "8", 92), (3, 0.4, "5", 86), (3.5, 0.4, "3", 84))),
-        comps=(
-            Part(0, tuple((float(b), 0.4, "ch", 80) for b in range(4)), volume=100),
-            Part(27, ((1.0, 0.2, "ch", 86), (3.0, 0.2, "ch", 86)), volume=96),
-        ),
-        pad=PAD_STRINGS,
-        lead=Lead(65, grid=0.5, density=0.4, low=64, volume=84),
-        scale=MAJOR_PENT,
-    ),
-    "synthwave": Style(
-        kit=KIT_ELECTRONIC,
-        main={KICK: "X.......X.......", ESNARE: "....X.......X...", CLAP: "....X.......X...", HH: "xoxoxoxoxoxoxoxo"},
-        alt={KICK: "X.......X.x.....", ESNARE: "....X.......X...", CLAP: "....X.......X...", HH: "xoxoxoxoxoxoxoxo"},
-        half={KICK: "X...............", ESNARE: "........X.......", HH: "x.o.x.o.x.o.x.o."},
-        fills=(FILL_TOMS,),
-        progression=MINOR_POP,
-        bass=Part(38, tuple((i * 0.5, 0.4, "1" if i % 2 == 0 else "8", 96) for i in range(8))),
-        comps=(Part(81, tuple((i * 0.25, 0.2, f"a{(0, 1, 2, 3)[i % 4]}", 70) for i in range(16)), volume=88),),
-        pad=PAD_POLY,
-        lead=Lead(80, grid=0.5, density=0.35, low=69, volume=74),
-        scale=MINOR,
-    ),
-    "pop": Style(
-        kit=KIT_STANDARD,
-        main={KICK: "X.....x.X.......", SNARE: "....X.......X...", CLAP: "....x.......x...", HH: "xoxoxoxoxoxoxoxo"},
-        alt={KICK: "X.....x.X.x.....", SNARE: "....X.......X...", CLAP: "....x.......x...", HH: "xoxoxoxoxoxoxoxo"},
-        half={KICK: "X.........x.....", SNARE: "........X.......", HH: "x.o.x.o.x.o.x.o."},
-        fills=FILLS,
-        progression=MAJOR_POP,
-        bass=Part(
-            33, ((0, 0.7, "1", 100), (0.75, 0.5, "1", 86), (1.5, 0.45, "5", 90), (2.5, 0.7, "1", 96), (3.5, 0.45, "8", 86))
-        ),
-        comps=(
-            Part(
-                0,
-                (
-                    (0, 0.7, "ch", 80),
-                    (0.75, 0.7, "ch", 70),
-                    (1.5, 0.9, "ch", 76),
-                    (2.5, 0.9, "ch", 74),
-                    (3.5, 0.45, "ch", 70),
-                ),
-                volume=82,
-            ),
-        ),
-        pad=PAD_WARM,
-        lead=Lead(80, grid=0.5, density=0.4, low=69, volume=76),
-        scale=MAJOR_PENT,
-    ),
-}
+def _named(table: Mapping[str, Any], value: Any, make: Callable[[Any], Any]) -> Any:
+    """The shared entry of ``table`` that ``value`` names, else ``make(value)`` (a value written inline)."""
+    return table[value] if isinstance(value, str) else make(value)
+
+
+SCALES = {name: tuple(pitch_classes) for name, pitch_classes in _DATA["scales"].items()}
+PROGRESSIONS = {name: _progression(bars) for name, bars in _DATA["progressions"].items()}
+FILLS = {name: _drums(fill) for name, fill in _DATA["fills"].items()}
+PADS = {name: _part(pad) for name, pad in _DATA["pads"].items()}
+PAD_WARM = PADS["warm"]  # the quiet intro's pad in styles without one
+
+
+def _style(name: str, data: Mapping[str, Any]) -> Style:
+    if unknown := data.keys() - {f.name for f in dataclasses.fields(Style)}:
+        raise ValueError(f"sync_styles.toml: style {name!r} has unknown keys {sorted(unknown)}")
+    return Style(
+        kit=KITS[data["kit"]],
+        main=_drums(data["main"]),
+        alt=_drums(data["alt"]) if "alt" in data else None,
+        half=_drums(data["half"]) if "half" in data else None,
+        fills=tuple(FILLS[fill] for fill in data.get("fills", ())),
+        progression=_named(PROGRESSIONS, data["progression"], _progression),
+        bass=_part(data["bass"]),
+        comps=tuple(_part(comp) for comp in data.get("comps", ())),
+        pad=_named(PADS, data["pad"], _part) if "pad" in data else None,
+        lead=Lead(**data["lead"]) if "lead" in data else None,
+        scale=SCALES[data["scale"]],
+        crash=GM_DRUMS[data["crash"]] if "crash" in data else Style.crash,
+        drum_volume=data.get("drum_volume", Style.drum_volume),
+    )
+
+
+STYLES: dict[str, Style] = {name: _style(name, style) for name, style in _DATA["styles"].items()}
 
 
 # ---------------------------------------------------------------------------------------------- pieces
@@ -1173,7 +699,7 @@ def verify_alignment(midi: Path, beats: F64, work: Path) -> Alignment:
     click = mido.MidiFile(type=1, ticks_per_beat=song.ticks_per_beat)
     click.tracks.append(song.tracks[0])
     track = mido.MidiTrack()
-    track.append(mido.Message("program_change", channel=DRUM_CH, program=KIT_STANDARD, time=0))
+    track.append(mido.Message("program_change", channel=DRUM_CH, program=KITS["standard"], time=0))
     track.append(mido.Message("control_change", channel=DRUM_CH, control=91, value=0, time=0))
     track.append(mido.Message("control_change", channel=DRUM_CH, control=93, value=0, time=0))
     tick = last = 0
