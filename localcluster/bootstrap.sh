@@ -47,4 +47,5 @@ fi
 bash localcluster/build-k8s.sh
 bash localcluster/build-helm.sh
 bash localcluster/build-promtool.sh
+bash localcluster/build-helm-docs.sh
 echo "[bootstrap] ready"
