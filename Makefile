@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export NUMBA_CACHE_DIR ?= $(or $(VIBECRAFT_CACHE),$(HOME)/.cache/vibecraft)/numba/$(shell printf %s "$(CURDIR)" | sha1sum | cut -c1-12)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: bootstrap cluster-up cluster-down cluster-status test test-fast lint bench demo clean
+.PHONY: bootstrap cluster-up cluster-down cluster-status test test-fast lint bench demo clean crds chart-docs
 
 bootstrap:  ## install apt packages, the venv and the Go-built binaries (cached)
 	@bash localcluster/bootstrap.sh
@@ -20,6 +20,12 @@ cluster-down:  ## stop the local cluster, leaving no process behind
 
 cluster-status:
 	@$(VENV)/bin/vibecraft-cluster status
+
+crds: bootstrap  ## regenerate crds/musicvideo.yaml (and the chart's copy) from vibecraft_common's spec and status models
+	$(PY) -m vibecraft_common.crd
+
+chart-docs: bootstrap  ## regenerate charts/vibecraft/README.md from values.yaml's `# --` comments (helm-docs)
+	$(or $(VIBECRAFT_CACHE),$(HOME)/.cache/vibecraft)/helm-docs-v$$(sed -n 's/^HELM_DOCS_VERSION="$${HELM_DOCS_VERSION:-\(.*\)}"/\1/p' localcluster/build-helm-docs.sh)/bin/helm-docs -c charts
 
 lint: bootstrap  ## ruff + mypy
 	$(VENV)/bin/ruff check .

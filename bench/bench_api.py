@@ -17,20 +17,21 @@ import asyncio
 import hashlib
 import os
 import secrets
-import socket
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: tests.harness
+
 import httpx
 from vibecraft_localcluster.cluster import LocalCluster
-from vibecraft_localcluster.config import ClusterConfig, Ports, find_tool
+from vibecraft_localcluster.config import ClusterConfig, Ports
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.harness import Service, free_port, install_crd, kubectl
+
 CONCURRENCY = 16
 SECONDS = 4.0
 WARMUP_SECONDS = 1.0
@@ -41,11 +42,6 @@ ROUNDS = 3
 # aiohttp (now) 0.69x.
 BUDGET_P99_API_OVER_KUBE = 6.0
 BUDGET_MIN_THROUGHPUT_API_OVER_KUBE = 0.35
-
-
-def kubectl(cfg: ClusterConfig, *args: str, stdin: str | None = None) -> str:
-    return subprocess.run([find_tool("kubectl"), f"--kubeconfig={cfg.kubeconfig}", *args], input=stdin,
-                          capture_output=True, text=True, check=True).stdout
 
 
 class Connection:
@@ -110,31 +106,16 @@ async def drive(base: str, path: str, headers: dict[str, str], ssl_ctx: ssl.SSLC
     return {"rps": n / seconds, "p50": latencies[n // 2] * 1000, "p99": latencies[int(n * 0.99)] * 1000}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_api(cfg: ClusterConfig, namespace: str) -> tuple[subprocess.Popen[bytes], str]:
+def api_service(cfg: ClusterConfig, namespace: str) -> tuple[Service, str]:
+    """The API as `python -m vibecraft_api` (not started yet), and its URL."""
     port = free_port()
     env = {**os.environ, **cfg.s3_env(),
            "VIBECRAFT_API_HOST": "127.0.0.1", "VIBECRAFT_API_PORT": str(port), "VIBECRAFT_API_LOG_LEVEL": "warning",
            "VIBECRAFT_API_KUBECONFIG": str(cfg.kubeconfig), "VIBECRAFT_API_S3_ENDPOINT": cfg.s3_endpoint,
            "VIBECRAFT_API_S3_BUCKET": cfg.bucket, "VIBECRAFT_API_KEYS_SECRET_NAMESPACE": namespace,
            "VIBECRAFT_API_NAMESPACE_PREFIX": "bench-"}
-    proc = subprocess.Popen([sys.executable, "-m", "vibecraft_api"], env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("the API did not become ready")
-        time.sleep(0.2)
+    return Service([sys.executable, "-m", "vibecraft_api"], env, url + "/readyz", name="the API"), url
 
 
 def kube_tls(cfg: ClusterConfig) -> ssl.SSLContext:
@@ -169,19 +150,18 @@ def run(cfg: ClusterConfig) -> int:
     suffix = secrets.token_hex(3)
     system_ns, tenant = f"bench-system-{suffix}", f"t{suffix}"
     key = f"bench-{secrets.token_urlsafe(24)}"
-    kubectl(cfg, "apply", "-f", str(REPO / "crds" / "musicvideo.yaml"))
-    kubectl(cfg, "wait", "--for=condition=established", "crd/musicvideos.vibecraft.io", "--timeout=60s")
-    kubectl(cfg, "create", "namespace", system_ns)
-    kubectl(cfg, "create", "namespace", f"bench-{tenant}")
-    kubectl(cfg, "-n", system_ns, "create", "secret", "generic", "vibecraft-api-keys",
+    install_crd(cfg.kubeconfig)
+    kubectl(cfg.kubeconfig, "create", "namespace", system_ns)
+    kubectl(cfg.kubeconfig, "create", "namespace", f"bench-{tenant}")
+    kubectl(cfg.kubeconfig, "-n", system_ns, "create", "secret", "generic", "vibecraft-api-keys",
             f"--from-literal={tenant}=sha256:{hashlib.sha256(key.encode()).hexdigest()}")
-    proc, url = start_api(cfg, system_ns)
+    server, url = api_service(cfg, system_ns)
     try:
+        server.start(timeout=30)
         results = asyncio.run(measure(cfg, url, key, f"bench-{tenant}"))
     finally:
-        proc.terminate()
-        proc.wait(10)
-        kubectl(cfg, "delete", "namespace", system_ns, f"bench-{tenant}", "--wait=false")
+        server.stop(timeout=10)
+        kubectl(cfg.kubeconfig, "delete", "namespace", system_ns, f"bench-{tenant}", "--wait=false")
     print(f"concurrency {CONCURRENCY}, median of {ROUNDS} interleaved rounds of {SECONDS:.0f} s, {os.cpu_count()} cores "
           "(load generator, API and cluster share them)")
     for name, r in results.items():

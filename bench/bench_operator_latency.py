@@ -23,25 +23,25 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: tests.harness
+
 from kubernetes import client, config, watch
 from vibecraft_common.resource import GROUP, LABEL_NAME, PLURAL, VERSION
 from vibecraft_localcluster.cluster import LocalCluster
-from vibecraft_localcluster.config import ClusterConfig, Ports, find_tool, free_port
+from vibecraft_localcluster.config import ClusterConfig, Ports
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.harness import OperatorProcess, install_crd, kubectl, wait_for
+
 COUNT = int(os.environ.get("BENCH_COUNT", "200"))
 INTERVAL = float(os.environ.get("BENCH_INTERVAL", "0.2"))
 CREATORS = 8  # concurrent create calls in a burst
@@ -80,13 +80,12 @@ class FirstSeen:
 
     def wait(self, keys: Iterable[str], timeout: float) -> None:
         keys = list(keys)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(k in self.seen for k in keys):
-                return
-            time.sleep(0.05)
-        missing = [k for k in keys if k not in self.seen]
-        raise RuntimeError(f"{len(missing)} of {len(keys)} never appeared, e.g. {missing[:3]}")
+
+        def missing() -> list[str]:
+            return [k for k in keys if k not in self.seen]
+
+        wait_for(lambda: not missing(), timeout=timeout, interval=0.05,
+                 what=lambda: f"all {len(keys)} to appear ({len(missing())} never did, e.g. {missing()[:3]})")
 
     def stop(self) -> None:
         self._stopped.set()
@@ -154,70 +153,35 @@ def operator(api: client.ApiClient, ns: str, mode: str) -> list[float]:
     return measure([f"mv-{i:03d}" for i in range(COUNT)], create, jobs, mode)
 
 
-class OperatorProcess:
-    """The real `vibecraft-operator` watching the given namespaces."""
-
-    def __init__(self, kubeconfig: Path, namespaces: list[str], log: Path) -> None:
-        health = free_port()
-        self.health = f"http://127.0.0.1:{health}/healthz"
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "VIBECRAFT_METRICS_PORT": "0",
-               "VIBECRAFT_LIVENESS_ENDPOINT": self.health, "VIBECRAFT_LOG_FORMAT": "json",
-               "VIBECRAFT_MAX_RUNNING": "0", "VIBECRAFT_FETCH_OUTPUTS": "false"}
-        args = [arg for ns in namespaces for arg in ("-n", ns)] + os.environ.get("BENCH_OPERATOR_ARGS", "").split()
-        self.log = log
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "vibecraft_operator.main", "--standalone", *args],
-                                         env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while not self._healthy():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"operator did not start; log in {log}")
-            time.sleep(0.2)
-
-    def _healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.health, timeout=2) as rsp:
-                return bool(rsp.status == 200)
-        except OSError:
-            return False
-
-    def usage(self) -> tuple[float, float, float]:
-        """RSS now and peak (MB), CPU seconds so far."""
-        status = Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
-        fields = dict(line.split(":", 1) for line in status if ":" in line)
-        stat = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024, cpu
-
-    def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+def usage(pid: int) -> tuple[float, float, float]:
+    """A process's RSS now and peak (MB), CPU seconds so far."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    fields = dict(line.split(":", 1) for line in status if ":" in line)
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024, cpu
 
 
 def run(lc: LocalCluster, state: Path) -> tuple[dict[str, list[float]], dict[str, list[float]], tuple[float, float, float]]:
-    kubectl = [find_tool("kubectl"), f"--kubeconfig={lc.cfg.kubeconfig}"]
     lc.stop("node-agent")
     lc.stop("kube-scheduler")
-    subprocess.run([*kubectl, "apply", "--server-side", "-f", str(ROOT / "crds" / "musicvideo.yaml")],
-                   check=True, capture_output=True)
-    subprocess.run([*kubectl, "wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s"],
-                   check=True, capture_output=True)
+    install_crd(lc.cfg.kubeconfig)
     api = config.new_client_from_config(str(lc.cfg.kubeconfig))
     core = client.CoreV1Api(api)
     for ns in [f"{who}-{mode}" for who in ("jobs", "mv") for mode in MODES]:
         core.create_namespace({"metadata": {"name": ns}})
         # Pods wait for the namespace's default ServiceAccount (made by the controller-manager): not measured.
-        subprocess.run([*kubectl, "wait", "--for=create", "serviceaccount/default", "-n", ns, "--timeout=60s"],
-                       check=True, capture_output=True)
+        kubectl(lc.cfg.kubeconfig, "wait", "--for=create", "serviceaccount/default", "-n", ns, "--timeout=60s")
     for mode in MODES:
         core.create_namespaced_service_account(f"mv-{mode}", {"metadata": {"name": "vibecraft-renderer"}})
         core.create_namespaced_secret(f"mv-{mode}", {"metadata": {"name": "vibecraft-s3"}, "stringData": {
             "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}})
-    op = OperatorProcess(lc.cfg.kubeconfig, [f"mv-{mode}" for mode in MODES], state / "operator.log")
+    op = OperatorProcess(lc.cfg.kubeconfig, [f"mv-{mode}" for mode in MODES], state / "operator.log",
+                         env={"VIBECRAFT_LOG_FORMAT": "json", "VIBECRAFT_MAX_RUNNING": "0",
+                              "VIBECRAFT_FETCH_OUTPUTS": "false"},
+                         args=("--standalone", *os.environ.get("BENCH_OPERATOR_ARGS", "").split()))
     try:
+        op.start(timeout=60)
         base, ours = {}, {}
         for mode in MODES:
             print(f"{mode}: {COUNT} Jobs ...", flush=True)
@@ -225,9 +189,9 @@ def run(lc: LocalCluster, state: Path) -> tuple[dict[str, list[float]], dict[str
             print(f"{mode}: {COUNT} MusicVideos ...", flush=True)
             ours[mode] = operator(api, f"mv-{mode}", mode)
             time.sleep(3)  # the status patches and events after each Job land before the next round
-        return base, ours, op.usage()
+        return base, ours, usage(op.pid)
     finally:
-        op.stop()
+        op.stop(timeout=30)
 
 
 def main() -> int:

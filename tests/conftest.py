@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 import yaml
 from vibecraft_localcluster.cluster import LocalCluster
-from vibecraft_localcluster.config import REPO_ROOT, ClusterConfig, Ports, find_tool
+from vibecraft_localcluster.config import REPO_ROOT, ClusterConfig, Ports
+
+from tests.harness import install_crd, kubectl
 
 
 @dataclass
@@ -31,6 +33,12 @@ class S3Server:
     def env(self) -> dict[str, str]:
         return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
                 "AWS_REGION": self.region, "AWS_DEFAULT_REGION": self.region, "AWS_ENDPOINT_URL": self.endpoint}
+
+    def operator_env(self) -> dict[str, str]:
+        """What an operator under test needs (with tests.harness.OperatorProcess): this S3, small renders."""
+        return {**self.env(), "VIBECRAFT_S3_ENDPOINT": self.endpoint, "VIBECRAFT_S3_REGION": self.region,
+                "VIBECRAFT_DEFAULT_CPU": "100m",  # several renders must fit the one test node
+                "VIBECRAFT_RESYNC_SECONDS": "5"}
 
     def client(self) -> Any:
         import boto3
@@ -54,11 +62,7 @@ class Cluster:
         return config.new_client_from_config(self.kubeconfig)
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run([find_tool("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
-                             capture_output=True, text=True, input=input, timeout=120)
-        if check and res.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {res.stderr}")
-        return res
+        return kubectl(self.kubeconfig, *args, check=check, input=input)
 
     def pod_log(self, namespace: str, pod: str, container: str) -> str:
         path = self.state_dir / "pod-logs" / f"{namespace}_{pod}_{container}.log"
@@ -85,6 +89,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def s3(cluster: Cluster) -> S3Server:
     c = cluster.cfg
     return S3Server(c.s3_endpoint, c.s3_access_key, c.s3_secret_key, c.bucket, c.s3_region)
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: Cluster) -> None:
+    """The MusicVideo CRD, installed and established."""
+    install_crd(cluster.kubeconfig)
 
 
 @pytest.fixture

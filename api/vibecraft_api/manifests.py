@@ -10,6 +10,7 @@ from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from vibecraft_common.resource import API_VERSION, GROUP, KIND
+from vibecraft_common.status import PENDING
 
 from vibecraft_api.models.videos import (
     PHASES,
@@ -97,7 +98,7 @@ def build_musicvideo(*, name: str, tenant: str, req: VideoCreate, bucket: str, a
 def phase_of(obj: dict[str, Any]) -> Phase:
     """status.phase; Pending until the operator has written one."""
     phase = (obj.get("status") or {}).get("phase")
-    return next((p for p in PHASES if p == phase), "Pending")
+    return next((p for p in PHASES if p == phase), PENDING)
 
 
 def is_active(obj: dict[str, Any]) -> bool:

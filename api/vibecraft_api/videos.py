@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from vibecraft_common.status import SUCCEEDED, THUMBNAIL_NAME, VIDEO_NAME
+
 from vibecraft_api.auth import Tenant
 from vibecraft_api.errors import FieldIssue, InvalidInput, NotReady, TooManyRenders, Unavailable
 from vibecraft_api.manifests import (
@@ -125,11 +127,11 @@ class Renders:
     async def download(self, tenant: Tenant, video_id: str) -> DownloadLinks:
         obj = await self.videos.get(tenant.namespace, video_id)
         phase = phase_of(obj)
-        if phase != "Succeeded":
+        if phase != SUCCEEDED:
             raise NotReady(f"The video is {phase.lower()}; it can be downloaded once it has succeeded.")
         output = (obj.get("status") or {}).get("output") or {}
-        video_key = self._output_key(tenant, video_id, output.get("videoUrl"), "video.mp4")
-        thumb_key = self._output_key(tenant, video_id, output.get("thumbnailUrl"), "thumbnail.jpg")
+        video_key = self._output_key(tenant, video_id, output.get("videoUrl"), VIDEO_NAME)
+        thumb_key = self._output_key(tenant, video_id, output.get("thumbnailUrl"), THUMBNAIL_NAME)
         size = output.get("sizeBytes")
         duration = output.get("durationSeconds")
         return DownloadLinks(

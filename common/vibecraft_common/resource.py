@@ -19,6 +19,13 @@ ENV_MV_NAME: Final = "VIBECRAFT_MUSICVIDEO_NAME"
 ENV_MV_NAMESPACE: Final = "VIBECRAFT_MUSICVIDEO_NAMESPACE"
 ENV_SPEC_JSON: Final = "VIBECRAFT_SPEC_JSON"  # the MusicVideo spec (JSON) the renderer renders
 ENV_ATTEMPT: Final = "VIBECRAFT_ATTEMPT"
+# The renderer's memory guard reads its limit (in MiB, via the downward API) from this env.
+ENV_MEMORY_LIMIT_MB: Final = "VIBECRAFT_MEMORY_LIMIT_MB"
+# Renderer runtime knobs that are not part of the spec (the CLI has flags for them too).
+ENV_SEGMENT_SECONDS: Final = "VIBECRAFT_SEGMENT_SECONDS"
+ENV_WORK_DIR: Final = "VIBECRAFT_WORK_DIR"
+ENV_TERMINATION_LOG: Final = "VIBECRAFT_TERMINATION_LOG"  # where the one-line failure reason goes (tests)
+ENV_NUMBA_SEED: Final = "VIBECRAFT_NUMBA_CACHE_SEED"  # read-only numba cache baked into the image
 
 # Labels on Jobs/Pods linking back to their MusicVideo.
 LABEL_NAME: Final = f"{GROUP}/musicvideo"
@@ -34,5 +41,18 @@ EXIT_UPLOAD_FAILED: Final = 12
 EXIT_REPLICATE_FAILED: Final = 13
 EXIT_MEMORY_GUARD: Final = 14
 EXIT_INTERNAL: Final = 1
+
+# What each exit code means, as the failure reason the operator records (status.lastFailure.reason).
+EXIT_REASONS: Final = {
+    EXIT_INTERNAL: "InternalError",
+    EXIT_USAGE: "UsageError",
+    EXIT_BAD_AUDIO: "BadAudio",
+    EXIT_DOWNLOAD_FAILED: "DownloadFailed",
+    EXIT_UPLOAD_FAILED: "UploadFailed",
+    EXIT_REPLICATE_FAILED: "ReplicateFailed",
+    EXIT_MEMORY_GUARD: "MemoryGuard",
+}
+# Exit codes a retry cannot fix (failure class "permanent"): the same spec and audio fail the same way.
+PERMANENT_EXIT_CODES: Final = frozenset({EXIT_USAGE, EXIT_BAD_AUDIO})
 
 TERMINATION_LOG: Final = "/dev/termination-log"

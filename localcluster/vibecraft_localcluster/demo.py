@@ -16,13 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vibecraft_common.status import SUCCEEDED, TERMINAL_PHASES, THUMBNAIL_NAME, VIDEO_NAME
+
 from .cluster import LocalCluster
 from .config import REPO_ROOT, ClusterConfig, default_state_dir, find_tool, free_port
 
 SONGS = Path("/usr/share/hyperrogue/music")
 PREFERRED_SONG = "hr3-crossroads.ogg"
 RELEASE, NAMESPACE = "vibecraft", "vibecraft-system"
-TERMINAL = ("Succeeded", "Failed", "Cancelled")
 
 
 def say(msg: str) -> None:
@@ -86,7 +87,7 @@ def watch(lc: LocalCluster, name: str, timeout: float) -> dict[str, Any]:
         if row != last:
             print(row, flush=True)
             last = row
-        if mv.get("status", {}).get("phase") in TERMINAL:
+        if mv.get("status", {}).get("phase") in TERMINAL_PHASES:
             return dict(mv)
         time.sleep(1)
     raise SystemExit(f"render did not finish in {timeout:.0f}s; see kubectl describe mv {name}")
@@ -120,11 +121,11 @@ def main() -> int:
     lc.kubectl("apply", "-n", "default", "-f", str(REPO_ROOT / "examples" / "musicvideo.yaml"))
     mv = watch(lc, "demo", timeout=1800)
     status = mv.get("status", {})
-    if status.get("phase") != "Succeeded":
+    if status.get("phase") != SUCCEEDED:
         print(json.dumps(status.get("lastFailure", {}), indent=2))
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
-    for key, name in (("videos/demo/video.mp4", "demo.mp4"), ("videos/demo/thumbnail.jpg", "demo.jpg")):
+    for key, name in ((f"videos/demo/{VIDEO_NAME}", "demo.mp4"), (f"videos/demo/{THUMBNAIL_NAME}", "demo.jpg")):
         s3.download_file(cfg.bucket, key, str(args.out / name))
     out = status.get("output", {})
     say(f"done: {args.out / 'demo.mp4'} ({out.get('durationSeconds', '?')} s, {out.get('sizeBytes', '?')} bytes), "

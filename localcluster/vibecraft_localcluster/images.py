@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from vibecraft_common.resource import ENV_NUMBA_SEED
+
 from .config import cache_root
 
 
@@ -33,7 +35,7 @@ DEFAULT_IMAGES: dict[str, dict[str, Any]] = {
     # ~20 s of compiling. `env_dirs` gives each container its own copy, as an image layer would: a pod
     # OOM-killed while numba writes its cache must not corrupt the one every other pod reads.
     "vibecraft/renderer": {"entrypoint": ["vibecraft-render"], "cmd": ["--help"],
-                           "env": {"PYTHONUNBUFFERED": "1", "VIBECRAFT_NUMBA_CACHE_SEED": numba_cache()},
+                           "env": {"PYTHONUNBUFFERED": "1", ENV_NUMBA_SEED: numba_cache()},
                            "env_dirs": {"NUMBA_CACHE_DIR": numba_cache()}},
     "vibecraft/operator": {"entrypoint": ["vibecraft-operator"], "cmd": [], "env": {"PYTHONUNBUFFERED": "1"}},
     "vibecraft/api": {"entrypoint": ["vibecraft-api"], "cmd": [], "env": {"PYTHONUNBUFFERED": "1"}},

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -130,22 +131,21 @@ class PodRunner(threading.Thread):
 
     # ---- preparing volumes, env and the token ------------------------------------------------
     def _secret(self, name: str, optional: bool = False) -> dict[str, str]:
-        try:
-            sec = self.agent.core.read_namespaced_secret(name, self.ns)
-        except ApiException as exc:
-            if optional and exc.status == 404:
-                return {}
-            raise PodFailed("CreateContainerConfigError", f'secret "{name}" not found') from exc
-        return {k: base64.b64decode(v).decode() for k, v in (sec.data or {}).items()}
+        data = self._read("secret", self.agent.core.read_namespaced_secret, name, optional)
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
     def _configmap(self, name: str, optional: bool = False) -> dict[str, str]:
+        return self._read("configmap", self.agent.core.read_namespaced_config_map, name, optional)
+
+    def _read(self, kind: str, read: Callable[[str, str], Any], name: str, optional: bool) -> dict[str, str]:
+        """A Secret's or ConfigMap's data; a missing one fails the pod as kubelet does, unless optional."""
         try:
-            cm = self.agent.core.read_namespaced_config_map(name, self.ns)
+            obj = read(name, self.ns)
         except ApiException as exc:
             if optional and exc.status == 404:
                 return {}
-            raise PodFailed("CreateContainerConfigError", f'configmap "{name}" not found') from exc
-        return dict(cm.data or {})
+            raise PodFailed("CreateContainerConfigError", f'{kind} "{name}" not found') from exc
+        return dict(obj.data or {})
 
     def _field(self, path: str) -> str:
         meta, spec = self.pod["metadata"], self.pod["spec"]

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from vibecraft_common.resource import EXIT_MEMORY_GUARD
+from vibecraft_common.resource import EXIT_MEMORY_GUARD, EXIT_REASONS, PERMANENT_EXIT_CODES
 
 from vibecraft_operator.constants import (
     CONTAINER_NAME,
-    EXIT_REASONS,
-    PERMANENT_EXIT_CODES,
+    JOB_COMPLETE,
+    JOB_FAILED,
+    POD_FAILED,
     R_DEADLINE,
     R_DISRUPTED,
     R_ERROR,
@@ -64,7 +65,7 @@ def job_condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None
 
 def job_finished(job: Mapping[str, Any]) -> str | None:
     """"Complete" or "Failed" once the Job is finished (its pods are terminal), else None."""
-    for kind in ("Complete", "Failed"):
+    for kind in (JOB_COMPLETE, JOB_FAILED):
         if job_condition(job, kind):
             return kind
     return None
@@ -75,7 +76,7 @@ def decisive_pod(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     if not pods:
         return None
     newest = sorted(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
-    failed = [p for p in newest if (p.get("status") or {}).get("phase") == "Failed"]
+    failed = [p for p in newest if (p.get("status") or {}).get("phase") == POD_FAILED]
     return (failed or newest)[-1]
 
 
@@ -118,7 +119,7 @@ def _trim(message: str) -> str:
 
 def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Failure:
     """Why the Job of an attempt failed, from the Job's Failed condition and its pods."""
-    failed = job_condition(job, "Failed") or {}
+    failed = job_condition(job, JOB_FAILED) or {}
     job_reason = str(failed.get("reason") or "")
     job_message = str(failed.get("message") or "")
     if job_reason == "DeadlineExceeded":

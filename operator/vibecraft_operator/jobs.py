@@ -8,9 +8,11 @@ from typing import Any
 import kopf
 from vibecraft_common.resource import (
     ENV_ATTEMPT,
+    ENV_MEMORY_LIMIT_MB,
     ENV_MV_NAME,
     ENV_MV_NAMESPACE,
     ENV_SPEC_JSON,
+    EXIT_REASONS,
     LABEL_ATTEMPT,
     LABEL_COMPONENT,
     LABEL_NAME,
@@ -23,8 +25,6 @@ from vibecraft_operator.constants import (
     APP,
     COMPONENT_RENDERER,
     CONTAINER_NAME,
-    ENV_MEMORY_LIMIT_MB,
-    EXIT_REASONS,
     LABEL_APP,
     LABEL_KUEUE_QUEUE,
     LABEL_MANAGED_BY,

@@ -4,7 +4,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vibecraft_operator.classify import decisive_pod
-from vibecraft_operator.constants import R_RENDERING
+from vibecraft_operator.constants import POD_RUNNING, R_RENDERING
 
 # Waiting reasons that need a human (or at least a look): surfaced as Warning events.
 STUCK_REASONS = frozenset({
@@ -32,6 +32,6 @@ def pod_activity(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
         waiting = (container.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in STUCK_REASONS:
             return str(waiting["reason"]), f"pod {name}: {waiting.get('message') or waiting['reason']}"
-    if status.get("phase") == "Running":
+    if status.get("phase") == POD_RUNNING:
         return R_RENDERING, f"pod {name} is rendering"
     return None

@@ -5,7 +5,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from vibecraft_operator.constants import COND_SUSPENDED, PENDING, QUEUED, R_QUEUED, RUNNING
+from vibecraft_common.status import PENDING, QUEUED, RUNNING
+
+from vibecraft_operator.constants import (
+    COND_SUSPENDED,
+    R_QUEUED,
+)
 
 WAITING_PHASES = frozenset({"", PENDING, QUEUED})
 

@@ -6,21 +6,24 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from vibecraft_common.limits import DEFAULT_DEADLINE_SECONDS, DEFAULT_RETRIES
+from vibecraft_common.status import ANALYSIS_NAME, PENDING, QUEUED, RUNNING, TERMINAL_PHASES, THUMBNAIL_NAME, VIDEO_NAME
+
 from vibecraft_operator import mergepatch
 from vibecraft_operator import status as st
 from vibecraft_operator.classify import Failure, FailureKind, classify, job_finished
 from vibecraft_operator.constants import (
     COND_PROGRESSING,
     COND_SUSPENDED,
-    PENDING,
-    QUEUED,
+    JOB_FAILED,
+    R_CANCELLED,
     R_DEADLINE,
     R_JOB_VANISHED,
     R_KUEUE,
     R_OOM_KILLED,
+    R_QUEUED,
     R_RENDERING,
-    RUNNING,
-    TERMINAL_PHASES,
+    R_SUCCEEDED,
 )
 from vibecraft_operator.errors import InvalidSpec
 from vibecraft_operator.jobs import build_job, job_name, spec_hash
@@ -31,8 +34,6 @@ from vibecraft_operator.resources import render_resources
 from vibecraft_operator.settings import Settings
 from vibecraft_operator.timeutil import parse_time
 
-DEFAULT_DEADLINE = 3600
-DEFAULT_RETRIES = 2
 DEADLINE_GRACE = timedelta(seconds=120)  # the Job's own activeDeadlineSeconds should fire first
 DELETION_POLL = 2.0  # seconds between checks that a deleted Job is gone
 
@@ -198,7 +199,7 @@ def decide(obs: Observation, settings: Settings) -> Plan:
     if phase != QUEUED:
         patch = st.queued(status, reason=obs.admission.reason, message=obs.admission.message,
                           generation=generation, now=now)
-        return Plan(patch).info("Queued", obs.admission.message)
+        return Plan(patch).info(R_QUEUED, obs.admission.message)
     return Plan(st.observed(generation)) if status.get("observedGeneration") != generation else Plan()
 
 
@@ -246,7 +247,7 @@ def _current_attempt(obs: Observation, settings: Settings, generation: int, atte
     finished = job_finished(job)
     if finished == "Complete":
         return _succeeded(obs, generation, attempt)
-    if finished == "Failed":
+    if finished == JOB_FAILED:
         return _failed_attempt(obs, settings, generation, attempt, classify(job, obs.pods))
     if spec.get("suspend"):
         return _suspend(obs, generation, job)
@@ -263,7 +264,7 @@ def _current_attempt(obs: Observation, settings: Settings, generation: int, atte
         return Plan(patch, again=0).info("Admitted", f"Kueue admitted Job {job_name_}")
 
     started = parse_time(status.get("startedAt"))
-    deadline = timedelta(seconds=int(spec.get("deadlineSeconds") or DEFAULT_DEADLINE))
+    deadline = timedelta(seconds=int(spec.get("deadlineSeconds") or DEFAULT_DEADLINE_SECONDS))
     if not kueue_held and started is not None and now > started + deadline + DEADLINE_GRACE:
         message = f"the render ran past spec.deadlineSeconds ({int(deadline.total_seconds())}s)"
         plan = Plan(st.failed(status, reason=R_DEADLINE, message=message, failure=None, attempt=attempt,
@@ -288,7 +289,7 @@ def _succeeded(obs: Observation, generation: int, attempt: int) -> Plan:
     message = f"rendered {outputs.output.get('videoUrl')}{took} (attempt {attempt})"
     patch = st.succeeded(status, output=outputs.output, analysis=outputs.analysis, message=message,
                          generation=generation, now=obs.now)
-    plan = Plan(patch, outcome=Outcome.SUCCEEDED).info("Succeeded", message)
+    plan = Plan(patch, outcome=Outcome.SUCCEEDED).info(R_SUCCEEDED, message)
     if outputs.warning:
         plan.warn("OutputsUnavailable", outputs.warning)
     return plan
@@ -297,8 +298,8 @@ def _succeeded(obs: Observation, generation: int, attempt: int) -> Plan:
 def default_outputs(spec: Mapping[str, Any]) -> Outputs:
     """Output URLs without anything read from S3."""
     prefix = output_prefix(spec)
-    return Outputs({"videoUrl": f"{prefix}/video.mp4", "thumbnailUrl": f"{prefix}/thumbnail.jpg",
-                    "analysisUrl": f"{prefix}/analysis.json"})
+    return Outputs({"videoUrl": f"{prefix}/{VIDEO_NAME}", "thumbnailUrl": f"{prefix}/{THUMBNAIL_NAME}",
+                    "analysisUrl": f"{prefix}/{ANALYSIS_NAME}"})
 
 
 def _failed_attempt(
@@ -365,7 +366,7 @@ def _launch(obs: Observation, settings: Settings, generation: int, attempt: int)
     except InvalidSpec as exc:
         return _give_up(obs, generation, attempt, "InvalidSpec", str(exc), None)
     started = parse_time(status.get("startedAt")) or now
-    deadline = int(spec.get("deadlineSeconds") or DEFAULT_DEADLINE)
+    deadline = int(spec.get("deadlineSeconds") or DEFAULT_DEADLINE_SECONDS)
     remaining = deadline - int((now - started).total_seconds())
     if remaining <= 0:
         return _give_up(obs, generation, attempt, R_DEADLINE,
@@ -394,7 +395,7 @@ def cancel(mv: Mapping[str, Any], now: datetime) -> Plan | None:
     job = status.get("jobName") if names_live_job(mv) else None
     message = f"deleted while {phase or PENDING}" + (f": Job {job} stopped" if job else "")
     patch = st.cancelled(status, message=message, generation=int(meta.get("generation") or 0), now=now)
-    return Plan(patch, outcome=Outcome.CANCELLED).info("Cancelled", message)
+    return Plan(patch, outcome=Outcome.CANCELLED).info(R_CANCELLED, message)
 
 
 def needs_reconciler(body: Mapping[str, Any], **_: Any) -> bool:

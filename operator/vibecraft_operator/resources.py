@@ -5,12 +5,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from vibecraft_common.limits import frame_size as frame_size_of
+
 from vibecraft_operator.errors import InvalidSpec
 from vibecraft_operator.quantities import format_mebibytes, memory_bytes, parse_quantity
 from vibecraft_operator.settings import Settings
-
-DEFAULT_HEIGHT = 720
-ASPECT_RATIOS: dict[str, tuple[int, int]] = {"16:9": (16, 9), "9:16": (9, 16), "1:1": (1, 1)}
 
 
 @dataclass(frozen=True)
@@ -23,13 +22,9 @@ class RenderResources:
 
 
 def frame_size(video: Mapping[str, Any]) -> tuple[int, int]:
-    """Output width and height: explicit, from aspectRatio + height, or 16:9 at 720p."""
-    height = int(video.get("height") or DEFAULT_HEIGHT)
-    if video.get("width"):
-        return int(video["width"]), height
-    num, den = ASPECT_RATIOS.get(str(video.get("aspectRatio") or "16:9"), (16, 9))
-    width = math.ceil(height * num / den)
-    return width + (width % 2), height  # encoders want even dimensions
+    """Output width and height, exactly as the renderer will render them (vibecraft_common.limits.frame_size)."""
+    height, width = video.get("height"), video.get("width")
+    return frame_size_of(int(width) if width else None, int(height) if height else None, video.get("aspectRatio"))
 
 
 def estimate_memory(video: Mapping[str, Any], settings: Settings) -> int:

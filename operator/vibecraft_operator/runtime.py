@@ -11,9 +11,13 @@ from typing import Any, cast
 import kopf
 from kubernetes.client.exceptions import ApiException
 from vibecraft_common.resource import LABEL_ATTEMPT
+from vibecraft_common.status import CANCELLED, QUEUED, RUNNING
 
 from vibecraft_operator import mergepatch, metrics
-from vibecraft_operator.constants import ANNOTATION_SPEC_HASH, CANCELLED, QUEUED, R_JOB_NAME_TAKEN, RUNNING
+from vibecraft_operator.constants import (
+    ANNOTATION_SPEC_HASH,
+    R_JOB_NAME_TAKEN,
+)
 from vibecraft_operator.errors import ApiUnavailable, JobNameTaken
 from vibecraft_operator.jobs import selector_labels, spec_hash
 from vibecraft_operator.kube import Kube

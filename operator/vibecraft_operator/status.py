@@ -1,18 +1,20 @@
-"""Pure builders of MusicVideo status merge-patches; every key they write is declared in the CRD."""
+"""Pure builders of MusicVideo status merge-patches; every key they write is declared in the CRD.
+
+status.progress.stage belongs to the renderer (vibecraft_common.status.STAGES): the operator clears it
+and says what it is doing in the progress message and the Progressing condition's reason.
+"""
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from vibecraft_common.status import CANCELLED, FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED
+
 from vibecraft_operator.classify import Failure
 from vibecraft_operator.constants import (
-    CANCELLED,
     COND_PROGRESSING,
     COND_READY,
     COND_SUSPENDED,
-    FAILED,
-    PENDING,
-    QUEUED,
     R_ACCEPTED,
     R_CANCELLED,
     R_JOB_CREATED,
@@ -22,13 +24,13 @@ from vibecraft_operator.constants import (
     R_SPEC_CHANGED,
     R_SUCCEEDED,
     R_SUSPENDED,
-    RUNNING,
-    SUCCEEDED,
 )
 from vibecraft_operator.timeutil import format_time
 
 Status = Mapping[str, Any]
 Patch = dict[str, Any]
+# Merge-patch nulls: the renderer's fields of status.progress, removed between attempts.
+CLEARED_PROGRESS: Patch = {"stage": None, "percent": None, "framesDone": None, "framesTotal": None, "etaSeconds": None}
 
 
 def with_condition(
@@ -81,6 +83,19 @@ def condition(status: Status, type_: str) -> Mapping[str, Any] | None:
     return None
 
 
+def _step(status: Status, generation: int, now: datetime, message: str, *updates: tuple[str, bool, str, str],
+          progress: Patch | None = None, **fields: Any) -> Patch:
+    """What most builders write: fields, the progress message and condition updates (type, status,
+    reason, message). The renderer's progress is cleared (no attempt is rendering at this moment, and
+    a stale "32 % composing" beside a suspended or queued render would mislead)."""
+    return {
+        "observedGeneration": generation,
+        **fields,
+        "progress": {**CLEARED_PROGRESS, "message": message, **(progress or {})},
+        "conditions": conditions_patch(status, generation, now, *updates),
+    }
+
+
 def accepted(status: Status, *, spec_hash: str, generation: int, now: datetime) -> Patch:
     """First sight of a MusicVideo: Pending, counters at zero."""
     return {
@@ -100,24 +115,10 @@ def accepted(status: Status, *, spec_hash: str, generation: int, now: datetime) 
 def restarted(status: Status, *, spec_hash: str, generation: int, now: datetime) -> Patch:
     """The spec changed: forget the old render's results and budget, start over (attempts go on)."""
     message = f"spec changed (generation {generation}): rendering again"
-    return {
-        "phase": PENDING,
-        "specHash": spec_hash,
-        "observedGeneration": generation,
-        "failedAttempts": 0,
-        "memoryLimit": None,
-        "nextAttemptAt": None,
-        "startedAt": None,
-        "finishedAt": None,
-        "output": None,
-        "analysis": None,
-        "progress": {"stage": "Pending", "percent": 0, "message": message},
-        "conditions": conditions_patch(
-            status, generation, now,
-            (COND_READY, False, R_SPEC_CHANGED, message),
-            (COND_PROGRESSING, True, R_SPEC_CHANGED, message),
-        ),
-    }
+    return _step(status, generation, now, message,
+                 (COND_READY, False, R_SPEC_CHANGED, message), (COND_PROGRESSING, True, R_SPEC_CHANGED, message),
+                 progress={"percent": 0}, phase=PENDING, specHash=spec_hash, failedAttempts=0, memoryLimit=None,
+                 nextAttemptAt=None, startedAt=None, finishedAt=None, output=None, analysis=None)
 
 
 def observed(generation: int) -> Patch:
@@ -127,12 +128,7 @@ def observed(generation: int) -> Patch:
 
 def queued(status: Status, *, reason: str, message: str, generation: int, now: datetime) -> Patch:
     """Waiting for a render slot (or for Kueue)."""
-    return {
-        "phase": QUEUED,
-        "observedGeneration": generation,
-        "progress": {"stage": "Queued", "message": message},
-        "conditions": conditions_patch(status, generation, now, (COND_PROGRESSING, True, reason, message)),
-    }
+    return _step(status, generation, now, message, (COND_PROGRESSING, True, reason, message), phase=QUEUED)
 
 
 def launched(
@@ -148,18 +144,9 @@ def launched(
     """A Job was created for attempt `attempt` (suspended, for Kueue to admit, if `kueue`)."""
     message = (f"Job {job_name} waits for Kueue admission" if kueue
                else f"attempt {attempt}: Job {job_name} created with {memory} memory")
-    patch: Patch = {
-        "phase": QUEUED if kueue else RUNNING,
-        "observedGeneration": generation,
-        "attempts": attempt,
-        "jobName": job_name,
-        "memoryLimit": memory,
-        "nextAttemptAt": None,
-        "progress": {"stage": "Queued" if kueue else "Starting", "message": message},
-        "conditions": conditions_patch(
-            status, generation, now, (COND_PROGRESSING, True, R_KUEUE if kueue else R_JOB_CREATED, message)
-        ),
-    }
+    patch = _step(status, generation, now, message, (COND_PROGRESSING, True, R_KUEUE if kueue else R_JOB_CREATED, message),
+                  phase=QUEUED if kueue else RUNNING, attempts=attempt, jobName=job_name, memoryLimit=memory,
+                  nextAttemptAt=None)
     if not kueue and not status.get("startedAt"):
         patch["startedAt"] = format_time(now)
     return patch
@@ -168,14 +155,7 @@ def launched(
 def kueue_admitted(status: Status, *, job_name: str, generation: int, now: datetime) -> Patch:
     """Kueue un-suspended the Job: the render runs."""
     message = f"Kueue admitted Job {job_name}"
-    patch: Patch = {
-        "phase": RUNNING,
-        "observedGeneration": generation,
-        "progress": {"stage": "Starting", "message": message},
-        "conditions": conditions_patch(
-            status, generation, now, (COND_PROGRESSING, True, R_JOB_CREATED, message)
-        ),
-    }
+    patch = _step(status, generation, now, message, (COND_PROGRESSING, True, R_JOB_CREATED, message), phase=RUNNING)
     if not status.get("startedAt"):
         patch["startedAt"] = format_time(now)
     return patch
@@ -216,18 +196,9 @@ def retrying(
     now: datetime,
 ) -> Patch:
     """The attempt failed and another one follows at `next_attempt_at` (phase stays Running)."""
-    return {
-        "phase": RUNNING,
-        "observedGeneration": generation,
-        "lastFailure": last_failure(failure, attempt=attempt, now=now),
-        "failedAttempts": failed_attempts,
-        "memoryLimit": memory,
-        "nextAttemptAt": format_time(next_attempt_at),
-        "progress": {"stage": "Retrying", "message": message},
-        "conditions": conditions_patch(
-            status, generation, now, (COND_PROGRESSING, True, R_RETRYING, message)
-        ),
-    }
+    return _step(status, generation, now, message, (COND_PROGRESSING, True, R_RETRYING, message),
+                 phase=RUNNING, lastFailure=last_failure(failure, attempt=attempt, now=now),
+                 failedAttempts=failed_attempts, memoryLimit=memory, nextAttemptAt=format_time(next_attempt_at))
 
 
 def failed(
@@ -241,8 +212,7 @@ def failed(
     now: datetime,
 ) -> Patch:
     """The render failed for good (until the spec changes)."""
-    patch = _ended(status, FAILED, {"stage": "Failed", "message": message}, reason=reason, ready=False,
-                   generation=generation, now=now)
+    patch = _ended(status, FAILED, message, reason=reason, ready=False, generation=generation, now=now)
     if failure is not None:
         patch["lastFailure"] = last_failure(failure, attempt=attempt, now=now)
     return patch
@@ -258,8 +228,8 @@ def succeeded(
     now: datetime,
 ) -> Patch:
     """The render finished; its outputs as far as S3 could tell."""
-    patch = _ended(status, SUCCEEDED, {"stage": "Done", "percent": 100, "etaSeconds": 0, "message": message},
-                   reason=R_SUCCEEDED, ready=True, generation=generation, now=now)
+    patch = _ended(status, SUCCEEDED, message, reason=R_SUCCEEDED, ready=True, generation=generation, now=now,
+                   progress={"percent": 100, "etaSeconds": 0})
     patch["output"] = dict(output)
     if analysis:
         patch["analysis"] = dict(analysis)
@@ -268,56 +238,28 @@ def succeeded(
 
 def cancelled(status: Status, *, message: str, generation: int, now: datetime) -> Patch:
     """Deleted before it finished: what watchers see between the delete and the object's removal."""
-    return _ended(status, CANCELLED, {"stage": "Cancelled", "message": message}, reason=R_CANCELLED, ready=False,
-                  generation=generation, now=now)
+    return _ended(status, CANCELLED, message, reason=R_CANCELLED, ready=False, generation=generation, now=now)
 
 
-def _ended(status: Status, phase: str, progress: Patch, *, reason: str, ready: bool, generation: int,
-           now: datetime) -> Patch:
+def _ended(status: Status, phase: str, message: str, *, reason: str, ready: bool, generation: int, now: datetime,
+           progress: Patch | None = None) -> Patch:
     """What every terminal phase writes: finished now, nothing more to progress or retry."""
-    message = str(progress["message"])
-    return {
-        "phase": phase,
-        "observedGeneration": generation,
-        "finishedAt": format_time(now),
-        "nextAttemptAt": None,
-        "progress": progress,
-        "conditions": conditions_patch(
-            status, generation, now,
-            (COND_READY, ready, reason, message),
-            (COND_PROGRESSING, False, reason, message),
-        ),
-    }
+    return _step(status, generation, now, message, (COND_READY, ready, reason, message),
+                 (COND_PROGRESSING, False, reason, message), progress=progress, phase=phase,
+                 finishedAt=format_time(now), nextAttemptAt=None)
 
 
 def suspended(status: Status, *, message: str, generation: int, now: datetime) -> Patch:
     """spec.suspend: no Job runs; the render resumes (as a new attempt) when it is cleared."""
-    return {
-        "phase": PENDING,
-        "observedGeneration": generation,
-        "nextAttemptAt": None,
-        "progress": {"stage": "Suspended", "message": message},
-        "conditions": conditions_patch(
-            status, generation, now,
-            (COND_SUSPENDED, True, R_SUSPENDED, message),
-            (COND_PROGRESSING, False, R_SUSPENDED, message),
-        ),
-    }
+    return _step(status, generation, now, message, (COND_SUSPENDED, True, R_SUSPENDED, message),
+                 (COND_PROGRESSING, False, R_SUSPENDED, message), phase=PENDING, nextAttemptAt=None)
 
 
 def resumed(status: Status, *, generation: int, now: datetime) -> Patch:
     """spec.suspend was cleared: back to admission."""
     message = "resumed: waiting to be admitted"
-    return {
-        "phase": PENDING,
-        "observedGeneration": generation,
-        "progress": {"stage": "Pending", "message": message},
-        "conditions": conditions_patch(
-            status, generation, now,
-            (COND_SUSPENDED, False, R_RESUMED, message),
-            (COND_PROGRESSING, True, R_RESUMED, message),
-        ),
-    }
+    return _step(status, generation, now, message, (COND_SUSPENDED, False, R_RESUMED, message),
+                 (COND_PROGRESSING, True, R_RESUMED, message), phase=PENDING)
 
 
 def attempt_skipped(attempt: int) -> Patch:

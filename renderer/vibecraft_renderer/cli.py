@@ -21,9 +21,12 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from vibecraft_common.limits import BPM_MAX, BPM_MIN
+from vibecraft_common import limits as L
 from vibecraft_common.resource import (
+    ENV_MV_NAME,
+    ENV_NUMBA_SEED,
     ENV_SPEC_JSON,
+    ENV_TERMINATION_LOG,
     EXIT_INTERNAL,
     EXIT_OK,
     EXIT_USAGE,
@@ -31,12 +34,6 @@ from vibecraft_common.resource import (
 )
 
 from .config import (
-    ASPECT_RATIOS,
-    BACKENDS,
-    CUT_EVERY,
-    DEFAULT_MODEL,
-    DEFAULT_PRESET,
-    X264_PRESETS,
     RenderSpec,
     RuntimeOptions,
     runtime_from_env,
@@ -47,8 +44,6 @@ from .errors import RenderError, UsageError
 
 log = logging.getLogger("vibecraft_renderer")
 
-ENV_TERMINATION_LOG = "VIBECRAFT_TERMINATION_LOG"
-ENV_NUMBA_SEED = "VIBECRAFT_NUMBA_CACHE_SEED"  # read-only numba cache baked into the image
 EXIT_SIGTERM = 128 + signal.SIGTERM
 
 
@@ -71,22 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--warmup", action="store_true", help="analyse a synthetic signal to fill the numba cache")
     a = p.add_argument_group("tempo (spec.audio), when you know the song better than the beat tracker")
     a.add_argument("--bpm", type=float, default=None,
-                   help=f"the song's tempo ({BPM_MIN:g}..{BPM_MAX:g}); replaces tempo detection")
+                   help=f"the song's tempo ({L.BPM_MIN:g}..{L.BPM_MAX:g}); replaces tempo detection")
     a.add_argument("--beat-offset", type=float, default=None, metavar="SECONDS",
                    help="time of any one beat, e.g. the first downbeat (needs --bpm): the beat grid is then exact")
     g = p.add_argument_group("style (spec.style)")
-    g.add_argument("--backend", choices=BACKENDS, default=None)
+    g.add_argument("--backend", choices=L.BACKENDS, default=None)
     g.add_argument("--prompt", default=None)
     g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--model", default=None, help=f"Replicate model owner/name[:version] (default {DEFAULT_MODEL})")
+    g.add_argument("--model", default=None, help=f"Replicate model owner/name[:version] (default {L.DEFAULT_MODEL})")
     v = p.add_argument_group("video (spec.video)")
-    v.add_argument("--width", type=int, default=None)
-    v.add_argument("--height", type=int, default=None)
-    v.add_argument("--aspect-ratio", choices=ASPECT_RATIOS, default=None)
-    v.add_argument("--fps", type=int, default=None)
-    v.add_argument("--cut-every", choices=CUT_EVERY, default=None)
-    v.add_argument("--preset", choices=X264_PRESETS, default=None, help=f"x264 preset (default {DEFAULT_PRESET})")
-    v.add_argument("--crf", type=int, default=None)
+    v.add_argument("--width", type=int, default=None, help=f"even, {L.WIDTH_MIN}..{L.WIDTH_MAX} (needs --height)")
+    v.add_argument("--height", type=int, default=None,
+                   help=f"even, {L.HEIGHT_MIN}..{L.HEIGHT_MAX} (default {L.DEFAULT_HEIGHT}; alone: 16:9)")
+    v.add_argument("--aspect-ratio", choices=L.ASPECT_RATIOS, default=None)
+    v.add_argument("--fps", type=int, default=None, help=f"{L.FPS_MIN}..{L.FPS_MAX} (default {L.DEFAULT_FPS})")
+    v.add_argument("--cut-every", choices=L.CUT_EVERY, default=None)
+    v.add_argument("--preset", choices=L.PRESETS, default=None, help=f"x264 preset (default {L.DEFAULT_PRESET})")
+    v.add_argument("--crf", type=int, default=None, help=f"{L.CRF_MIN}..{L.CRF_MAX} (default {L.DEFAULT_CRF})")
     r = p.add_argument_group("runtime")
     r.add_argument("--segment-seconds", type=float, default=None, help="checkpoint segment length (default 30)")
     r.add_argument("--work-dir", default=None, help="scratch directory (default $TMPDIR)")
@@ -110,7 +106,9 @@ def spec_from_args(ns: argparse.Namespace) -> RenderSpec:
              if v is not None}
     style = {k: v for k, v in {"backend": ns.backend, "prompt": ns.prompt, "seed": ns.seed,
                                "model": ns.model}.items() if v is not None}  # fmt: skip
-    video = {k: v for k, v in {"width": ns.width, "height": ns.height, "aspectRatio": ns.aspect_ratio,
+    # A height alone means 16:9 on the command line (the spec wants the ratio said).
+    ratio = ns.aspect_ratio or ("16:9" if ns.height is not None and ns.width is None else None)
+    video = {k: v for k, v in {"width": ns.width, "height": ns.height, "aspectRatio": ratio,
                                "fps": ns.fps, "cutEvery": ns.cut_every, "preset": ns.preset,
                                "crf": ns.crf}.items() if v is not None}  # fmt: skip
     return spec_from_dict({"audio": audio, "output": {"url": ns.output}, "style": style, "video": video})
@@ -232,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vibecraft-render: error: {exc}", file=sys.stderr)
         write_termination_log(f"usage: {exc}")
         return int(EXIT_USAGE)
-    _setup_logging(ns.verbose, bar=not ns.quiet and sys.stderr.isatty() and not os.environ.get("VIBECRAFT_MUSICVIDEO_NAME"))
+    _setup_logging(ns.verbose, bar=not ns.quiet and sys.stderr.isatty() and not os.environ.get(ENV_MV_NAME))
     ensure_numba_cache()
     try:
         return run(ns)

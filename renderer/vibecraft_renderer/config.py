@@ -10,34 +10,22 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, TypeVar, cast
 
-from vibecraft_common.limits import BEAT_OFFSET_MAX_SECONDS, BEAT_OFFSET_MIN_SECONDS, BPM_MAX, BPM_MIN
+from pydantic import BaseModel, ValidationError
+from vibecraft_common.limits import DEFAULT_CRF, DEFAULT_MODEL, DEFAULT_PRESET, Backend, CutEvery
+from vibecraft_common.resource import ENV_MEMORY_LIMIT_MB, ENV_SEGMENT_SECONDS, ENV_WORK_DIR
+from vibecraft_common.spec import AudioTiming, Style, Video
 
 from .errors import UsageError
 
-Backend = Literal["procedural", "replicate"]
-CutEvery = Literal["beat", "2beats", "bar", "phrase"]
-
-BACKENDS: Final[tuple[Backend, ...]] = ("procedural", "replicate")
-CUT_EVERY: Final[tuple[CutEvery, ...]] = ("beat", "2beats", "bar", "phrase")
-ASPECT_RATIOS: Final = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9")
-X264_PRESETS: Final = (
-    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
-)  # fmt: skip
-DEFAULT_MODEL: Final = "black-forest-labs/flux-schnell"
-# x264 dominates render time on full-frame motion: on 2 cores at 720p30, ultrafast renders a song
-# in ~0.4x its length, superfast ~0.7x, veryfast ~1x (files are ~2x / 1.4x / 1x the size).
-DEFAULT_PRESET: Final = "ultrafast"
-DEFAULT_HEIGHT: Final = 720
-MAX_WIDTH: Final = 7680  # same bounds as the CRD; the memory guard stops what does not fit
-MAX_HEIGHT: Final = 7680
 DEFAULT_SEGMENT_SECONDS: Final = 30.0
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
 class StyleSpec:
-    """spec.style: which visual backend and what to ask it for."""
+    """spec.style: which visual backend and what to ask it for (defaults resolved)."""
 
     backend: Backend = "procedural"
     prompt: str = ""
@@ -47,14 +35,14 @@ class StyleSpec:
 
 @dataclass(frozen=True)
 class VideoSpec:
-    """spec.video: geometry, rhythm of cuts and encoder knobs (aspectRatio is resolved into width)."""
+    """spec.video with aspectRatio resolved into the width, and the encoder's defaults filled in."""
 
     width: int = 1280
-    height: int = DEFAULT_HEIGHT
+    height: int = 720
     fps: int = 30
     cut_every: CutEvery = "beat"
     preset: str = DEFAULT_PRESET
-    crf: int = 23
+    crf: int = DEFAULT_CRF
 
 
 @dataclass(frozen=True)
@@ -110,90 +98,24 @@ def _obj(value: object, where: str) -> Mapping[str, Any]:
     return cast(Mapping[str, Any], value)
 
 
-def _int(value: object, where: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise UsageError(f"spec.{where} must be an integer")
-    if isinstance(value, int):
-        if not lo <= value <= hi:
-            raise UsageError(f"spec.{where} must be between {lo} and {hi}, got {value!r}")
-        return value
+def _validated(model: type[M], data: Mapping[str, Any], where: str) -> M:
+    """A part of the spec checked by the contract's model (the CRD's bounds, enums and rules).
+
+    The first problem becomes a UsageError naming the field, in pydantic's words as the API says it
+    (e.g. "spec.video.fps: Input should be less than or equal to 60, got 61").
+    """
     try:
-        number = float(value)
-    except ValueError:
-        raise UsageError(f"spec.{where} must be an integer, got {value!r}") from None
-    if number != int(number):
-        raise UsageError(f"spec.{where} must be an integer, got {value!r}")
-    if not lo <= number <= hi:
-        raise UsageError(f"spec.{where} must be between {lo} and {hi}, got {value!r}")
-    return int(number)
-
-
-def _number(value: object, where: str, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise UsageError(f"spec.{where} must be a number")
-    try:
-        number = float(value)
-    except ValueError:
-        raise UsageError(f"spec.{where} must be a number, got {value!r}") from None
-    if not lo <= number <= hi:  # also refuses nan
-        raise UsageError(f"spec.{where} must be between {lo:g} and {hi:g}, got {value!r}")
-    return number
-
-
-def audio_timing(audio: Mapping[str, Any]) -> tuple[float | None, float | None]:
-    """spec.audio.bpm and spec.audio.beatOffsetSeconds, within vibecraft_common.limits."""
-    bpm = None if audio.get("bpm") is None else _number(audio["bpm"], "audio.bpm", BPM_MIN, BPM_MAX)
-    offset = audio.get("beatOffsetSeconds")
-    if offset is None:
-        return bpm, None
-    if bpm is None:
-        raise UsageError("spec.audio.beatOffsetSeconds requires spec.audio.bpm (the offset places a beat of that tempo)")
-    return bpm, _number(offset, "audio.beatOffsetSeconds", BEAT_OFFSET_MIN_SECONDS, BEAT_OFFSET_MAX_SECONDS)
-
-
-def _choice(value: object, where: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise UsageError(f"spec.{where} must be one of {', '.join(choices)}; got {value!r}")
-    return str(value)
-
-
-def _even(n: float) -> int:
-    """yuv420p needs even dimensions."""
-    return max(2, round(n / 2.0) * 2)
-
-
-def _parse_ratio(text: str) -> tuple[int, int]:
-    try:
-        w_s, h_s = text.split(":")
-        w, h = int(w_s), int(h_s)
-    except ValueError:
-        raise UsageError(f"spec.video.aspectRatio must look like 16:9, got {text!r}") from None
-    if w <= 0 or h <= 0 or max(w, h) / min(w, h) > 4:
-        raise UsageError(f"spec.video.aspectRatio {text!r} is out of range")
-    return w, h
-
-
-def resolve_size(width: int | None, height: int | None, aspect_ratio: str | None) -> tuple[int, int]:
-    """Turn width/height/aspectRatio (any two, or just one) into even pixel dimensions."""
-    if width is not None and height is not None:
-        if aspect_ratio is not None:
-            raise UsageError("give spec.video width+height or aspectRatio+height, not all three")
-        w, h = width, height
-    else:
-        rw, rh = _parse_ratio(aspect_ratio or "16:9")
-        if width is not None:
-            w, h = width, _even(width * rh / rw)
-        else:
-            h = height if height is not None else DEFAULT_HEIGHT
-            w = _even(h * rw / rh)
-    if w % 2 or h % 2:
-        raise UsageError(f"video size {w}x{h} must have even width and height (H.264 yuv420p)")
-    if not (16 <= w <= MAX_WIDTH and 16 <= h <= MAX_HEIGHT):
-        raise UsageError(f"video size {w}x{h} is out of range (16..{MAX_WIDTH})")
-    return w, h
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        if error["type"] == "spec_rule":  # a CEL rule's twin: its message names the fields itself
+            raise UsageError(f"spec.{error['msg']}") from None
+        path = ".".join(str(p) for p in (where, *error["loc"]))
+        raise UsageError(f"spec.{path}: {error['msg']}, got {error['input']!r}") from None
 
 
 def _url(section: Mapping[str, Any], where: str) -> str:
+    # Not the CRD's URL rules: the renderer also reads and writes local paths and file:// URLs.
     url = section.get("url")
     if not isinstance(url, str) or not url.strip():
         raise UsageError(f"spec.{where}.url is required")
@@ -201,43 +123,25 @@ def _url(section: Mapping[str, Any], where: str) -> str:
 
 
 def spec_from_dict(spec: Mapping[str, Any]) -> RenderSpec:
-    """Validate a MusicVideo spec (camelCase, as stored in the custom resource); unknown keys are ignored."""
+    """Validate a MusicVideo spec (camelCase, as stored in the custom resource).
+
+    Style, video and the given tempo go through vibecraft_common.spec's models; fields the renderer
+    does not use (resources, retries...) are the operator's and are ignored here.
+    """
     audio = _obj(spec.get("audio"), "audio")
-    output = _obj(spec.get("output"), "output")
-    style_d = _obj(spec.get("style"), "style")
-    video_d = _obj(spec.get("video"), "video")
-
-    backend = cast(Backend, _choice(style_d.get("backend", "procedural"), "style.backend", BACKENDS))
-    prompt = style_d.get("prompt", "")
-    if not isinstance(prompt, str):
-        raise UsageError("spec.style.prompt must be a string")
-    model = style_d.get("model") or DEFAULT_MODEL
-    if not isinstance(model, str) or "/" not in model:
-        raise UsageError(f"spec.style.model must look like owner/name[:version], got {model!r}")
-    seed = _int(style_d.get("seed", 0), "style.seed", 0, 2**63 - 1)
-
-    width = None if video_d.get("width") is None else _int(video_d["width"], "video.width", 16, MAX_WIDTH)
-    height = None if video_d.get("height") is None else _int(video_d["height"], "video.height", 16, MAX_HEIGHT)
-    ratio = video_d.get("aspectRatio")
-    if ratio is not None and not isinstance(ratio, str):
-        raise UsageError("spec.video.aspectRatio must be a string like 16:9")
-    w, h = resolve_size(width, height, ratio)
-    bpm, beat_offset = audio_timing(audio)
-    video = VideoSpec(
-        width=w,
-        height=h,
-        fps=_int(video_d.get("fps", 30), "video.fps", 1, 120),
-        cut_every=cast(CutEvery, _choice(video_d.get("cutEvery", "beat"), "video.cutEvery", CUT_EVERY)),
-        preset=_choice(video_d.get("preset", DEFAULT_PRESET), "video.preset", X264_PRESETS),
-        crf=_int(video_d.get("crf", 23), "video.crf", 0, 51),
-    )
+    timing = _validated(AudioTiming, {k: v for k, v in audio.items() if k in ("bpm", "beatOffsetSeconds")}, "audio")
+    style = _validated(Style, _obj(spec.get("style"), "style"), "style")
+    video = _validated(Video, _obj(spec.get("video"), "video"), "video")
+    width, height = video.frame_size()
     return RenderSpec(
         audio_url=_url(audio, "audio"),
-        output_url=_url(output, "output"),
-        style=StyleSpec(backend=backend, prompt=prompt, seed=seed, model=model),
-        video=video,
-        bpm=bpm,
-        beat_offset=beat_offset,
+        output_url=_url(_obj(spec.get("output"), "output"), "output"),
+        style=StyleSpec(backend=style.backend, prompt=style.prompt or "", seed=style.seed or 0,
+                        model=style.model or DEFAULT_MODEL),
+        video=VideoSpec(width=width, height=height, fps=video.fps, cut_every=video.cutEvery, preset=video.preset,
+                        crf=DEFAULT_CRF if video.crf is None else video.crf),
+        bpm=timing.bpm,
+        beat_offset=timing.beatOffsetSeconds,
     )
 
 
@@ -267,14 +171,14 @@ def _env_float(name: str) -> float | None:
 def runtime_from_env(**overrides: Any) -> RuntimeOptions:
     """Runtime knobs from VIBECRAFT_* env vars, with explicit (non-None) overrides from flags winning."""
     values: dict[str, Any] = {}
-    seg = _env_float("VIBECRAFT_SEGMENT_SECONDS")
+    seg = _env_float(ENV_SEGMENT_SECONDS)
     if seg is not None:
         values["segment_seconds"] = seg
-    mem = _env_float("VIBECRAFT_MEMORY_LIMIT_MB")
+    mem = _env_float(ENV_MEMORY_LIMIT_MB)
     if mem is not None:
         values["memory_limit_mb"] = mem
-    if os.environ.get("VIBECRAFT_WORK_DIR"):
-        values["work_dir"] = os.environ["VIBECRAFT_WORK_DIR"]
+    if os.environ.get(ENV_WORK_DIR):
+        values["work_dir"] = os.environ[ENV_WORK_DIR]
     values.update({k: v for k, v in overrides.items() if v is not None})
     opts = RuntimeOptions(**values)
     if not 1.0 <= opts.segment_seconds <= 3600.0:

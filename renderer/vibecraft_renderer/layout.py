@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from vibecraft_common.status import ANALYSIS_NAME, THUMBNAIL_NAME, VIDEO_NAME
+
 from . import storage
 
 
@@ -50,9 +52,9 @@ def layout_for(output_url: str) -> OutputLayout:
     root = url
     return OutputLayout(
         root=root,
-        video=storage.join(root, "video.mp4"),
-        thumbnail=storage.join(root, "thumbnail.jpg"),
-        analysis=storage.join(root, "analysis.json"),
+        video=storage.join(root, VIDEO_NAME),
+        thumbnail=storage.join(root, THUMBNAIL_NAME),
+        analysis=storage.join(root, ANALYSIS_NAME),
         segments=storage.join(root, "segments"),
         cache=storage.join(root, "cache"),
     )

@@ -16,6 +16,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from vibecraft_common.status import ANALYSIS_NAME, THUMBNAIL_NAME, VIDEO_NAME
+
 from . import analysis as analysis_mod
 from . import audio, encode, segments, storage
 from .compose import KenBurnsVisuals, working_size
@@ -87,15 +89,15 @@ def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Render
         _render_segments(spec, plan, store, source, progress, guard, timeline.n_frames)
 
         progress.stage("encoding", "joining segments, muxing audio")
-        video = work / "video.mp4"
+        video = work / VIDEO_NAME
         encode.join_and_mux(
             [store.local_copy(s) for s in plan], soundtrack.result(), video, work, an.duration,
             lambda f: progress.update(fraction=0.9 * f),
         )  # fmt: skip
         _check_frames(video, timeline.n_frames)
-        thumb = work / "thumbnail.jpg"
+        thumb = work / THUMBNAIL_NAME
         encode.thumbnail(video, _poster_time(an), thumb)
-        report = work / "analysis.json"
+        report = work / ANALYSIS_NAME
         report.write_text(json.dumps(_analysis_json(an, timeline, spec), indent=1))
 
         progress.stage("uploading")

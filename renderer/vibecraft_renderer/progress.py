@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from vibecraft_common.resource import ENV_MV_NAME, ENV_MV_NAMESPACE, GROUP, PLURAL, VERSION
+from vibecraft_common.status import STAGES, Stage
 
 log = logging.getLogger(__name__)
 
-STAGES: Final = ("downloading", "analyzing", "generating", "composing", "encoding", "uploading")
 PATCH_INTERVAL_S: Final = 1.0
 LOG_INTERVAL_S: Final = 10.0
 PATCH_TIMEOUT_S: Final = (3.0, 5.0)
@@ -123,7 +123,7 @@ class Progress:
         for sink in self.sinks:
             sink.emit(snap, important)
 
-    def stage(self, name: str, message: str = "") -> None:
+    def stage(self, name: Stage, message: str = "") -> None:
         """Enter a stage (reported immediately)."""
         if name not in STAGES:
             raise ValueError(f"unknown stage {name}")

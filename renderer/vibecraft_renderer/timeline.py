@@ -12,9 +12,9 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+from vibecraft_common.limits import CutEvery
 
 from .analysis import Analysis
-from .config import CutEvery
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]

@@ -1,4 +1,4 @@
-"""API fixtures: the CRD, the API's ServiceAccount (api/rbac.yaml, for real), a live server, tenants.
+"""API fixtures: the API's ServiceAccount (api/rbac.yaml, for real), a live server, tenants (the CRD: tests/conftest.py).
 
 The API under test authenticates as the `vibecraft-api` ServiceAccount bound by api/rbac.yaml, so a
 missing permission fails the tests as it would fail in a cluster.
@@ -9,9 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,10 +24,9 @@ from vibecraft_api.main import create_app
 from vibecraft_api.settings import Settings
 
 from tests.conftest import Cluster, S3Server
+from tests.harness import ROOT, free_port, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
-RBAC = REPO / "api" / "rbac.yaml"
-CRD = REPO / "crds" / "musicvideo.yaml"
+RBAC = ROOT / "api" / "rbac.yaml"
 SECRET_NAME = "vibecraft-api-keys"
 MiB = 1024 * 1024
 
@@ -40,12 +37,6 @@ RATE_PER_MINUTE = 2.0
 BURST = 4
 MAX_RENDERS = 3
 CORS_ORIGIN = "https://app.example"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -105,13 +96,7 @@ def _rbac_for(namespace: str, suffix: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def api_crd(cluster: Cluster) -> None:
-    cluster.kubectl("apply", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=established", "crd/musicvideos.vibecraft.io", "--timeout=60s")
-
-
-@pytest.fixture(scope="session")
-def api_system(cluster: Cluster, s3: S3Server, api_crd: None, tmp_path_factory: pytest.TempPathFactory
+def api_system(cluster: Cluster, s3: S3Server, crd: None, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[ApiSystem]:
     suffix = uuid.uuid4().hex[:6]
     ns = f"vcapi-{suffix}"
@@ -146,12 +131,12 @@ class ServerThread:
 
     def __enter__(self) -> ServerThread:
         self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert self.thread.is_alive(), "the API server failed to start"
-            assert time.monotonic() < deadline, "the API server did not start"
-            time.sleep(0.05)
+        wait_for(self._started, timeout=30, interval=0.05, what="the API server to start")
         return self
+
+    def _started(self) -> bool:
+        assert self.thread.is_alive(), "the API server failed to start"
+        return bool(self.server.started)
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True

@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from pathlib import Path
@@ -22,48 +17,31 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import TenantHandle, free_port
+from tests.api.conftest import TenantHandle
 from tests.api.utils import SseReader, wav_bytes
 from tests.conftest import Cluster, S3Server, provision_renders
+from tests.harness import OperatorProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3]
 
 
 @pytest.fixture
 def operator(cluster: Cluster, s3: S3Server, tmp_path: Path) -> Iterator[Callable[[str], None]]:
+    """Start an operator for a namespace (as many as called for); all are stopped afterwards."""
     if importlib.util.find_spec("vibecraft_operator.main") is None:
         pytest.skip("vibecraft_operator is not installed")
-    procs: list[subprocess.Popen[bytes]] = []
+    operators: list[OperatorProcess] = []
     log = tmp_path / "operator.log"
 
     def start(namespace: str) -> None:
-        health = free_port()
-        env = {**os.environ, **s3.env(), "KUBECONFIG": cluster.kubeconfig, "VIBECRAFT_METRICS_PORT": "0",
-               "VIBECRAFT_LIVENESS_ENDPOINT": f"http://127.0.0.1:{health}/healthz", "VIBECRAFT_LOG_FORMAT": "plain",
-               "VIBECRAFT_S3_ENDPOINT": s3.endpoint, "VIBECRAFT_S3_REGION": s3.region,
-               "VIBECRAFT_DEFAULT_CPU": "100m", "VIBECRAFT_RESYNC_SECONDS": "5"}
-        with log.open("ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "vibecraft_operator.main", "--standalone", "-n", namespace],
-                                    env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        procs.append(proc)
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"operator exited: {log.read_text()[-3000:]}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=2):
-                    return
-            except OSError:
-                assert time.monotonic() < deadline, f"operator not live: {log.read_text()[-3000:]}"
-                time.sleep(0.3)
+        op = OperatorProcess(cluster.kubeconfig, [namespace], log,
+                             env={**s3.operator_env(), "VIBECRAFT_LOG_FORMAT": "plain"})
+        operators.append(op)
+        op.start()
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+    for op in operators:
+        op.stop()
     print(f"--- operator log ---\n{log.read_text()[-4000:] if log.exists() else ''}")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncGenerator, Callable
 from http import HTTPStatus
 from typing import Any
@@ -15,8 +14,13 @@ from vibecraft_api.watches import NamespaceWatch, Subscription, WatchEvent, Watc
 
 from tests.api.conftest import ApiSystem, ServerThread, TenantHandle
 from tests.api.utils import SseReader, patch_status
+from tests.harness import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3]
+
+
+def no_subscribers(hub: WatchHub, namespace: str) -> bool:
+    return namespace not in hub.watches or not hub.watches[namespace].subscriber_count
 
 
 def test_many_streams_share_one_watch(new_tenant: Callable[..., TenantHandle], api_server: ServerThread,
@@ -35,7 +39,7 @@ def test_many_streams_share_one_watch(new_tenant: Callable[..., TenantHandle], a
            for i in range(2)]
     readers = [SseReader(t.client, f"/v1/videos/{ids[i % 2]}/events").start() for i in range(6)]
     for r in readers:
-        r.wait_for(lambda evs: len(evs) >= 1)
+        r.wait_events(lambda evs: len(evs) >= 1)
     hub = api_server.runtime.hub
     assert hub.watches[t.namespace].subscriber_count == 6
     assert [c for c in calls if f"/namespaces/{t.namespace}/" in c] == [
@@ -49,10 +53,8 @@ def test_many_streams_share_one_watch(new_tenant: Callable[..., TenantHandle], a
         assert [e.json()["phase"] for e in events if e.event == "video"][-1] == "Cancelled"
         assert all(e.json()["id"] == ids[i % 2] for e in events), "a stream only carries its own video"
         assert events[-1].event == "end"
-    deadline = time.monotonic() + 5  # streams unsubscribe as their responses finish
-    while t.namespace in hub.watches and hub.watches[t.namespace].subscriber_count:
-        assert time.monotonic() < deadline, "subscriptions leaked"
-        time.sleep(0.05)
+    # Streams unsubscribe as their responses finish.
+    wait_for(lambda: no_subscribers(hub, t.namespace), timeout=5, interval=0.05, what="the subscriptions to end (leaked?)")
 
 
 def test_health_readiness_metrics(anon: httpx.Client, new_tenant: Callable[..., TenantHandle]) -> None:
@@ -93,10 +95,8 @@ def test_a_client_that_goes_away_unsubscribes(new_tenant: Callable[..., TenantHa
         lines = resp.iter_lines()  # keep a reference: a discarded iterator closes the response (a disconnect)
         assert next(lines) == "event: video"
         assert hub.watches[t.namespace].subscriber_count == 1
-    deadline = time.monotonic() + 5
-    while t.namespace in hub.watches and hub.watches[t.namespace].subscriber_count:
-        assert time.monotonic() < deadline, "the subscription outlived its client"
-        time.sleep(0.05)
+    wait_for(lambda: no_subscribers(hub, t.namespace), timeout=5, interval=0.05,
+             what="the subscription to end with its client")
 
 
 def test_relist_after_an_expired_version_resends_state(new_tenant: Callable[..., TenantHandle],

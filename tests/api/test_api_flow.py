@@ -36,7 +36,7 @@ def render_outputs(api_system: ApiSystem, admin: Any, t: TenantHandle, video_id:
     s3.put_object(Bucket=api_system.s3.bucket, Key=key + "video.mp4", Body=VIDEO_BYTES)
     s3.put_object(Bucket=api_system.s3.bucket, Key=key + "thumbnail.jpg", Body=THUMB_BYTES)
     patch_status(admin, t.namespace, video_id, {
-        "phase": "Succeeded", "progress": {"stage": "done", "percent": 100},
+        "phase": "Succeeded", "progress": {"stage": "uploading", "percent": 100},
         "output": {"videoUrl": prefix + "video.mp4", "thumbnailUrl": prefix + "thumbnail.jpg",
                    "analysisUrl": prefix + "analysis.json", "sizeBytes": len(VIDEO_BYTES), "durationSeconds": 1.0},
         "analysis": {"tempo": 97.0, "tempoSource": "given", "confidence": 1.0, "beats": 2}})
@@ -65,14 +65,14 @@ def test_streamed_upload_video_events_download(new_tenant: Callable[..., TenantH
     assert_problem(resp, HTTPStatus.CONFLICT, "not-ready")
 
     reader = SseReader(t.client, video["links"]["events"]).start()
-    reader.wait_for(lambda evs: len(evs) >= 1)
+    reader.wait_events(lambda evs: len(evs) >= 1)
     assert reader.status == HTTPStatus.OK
     first = reader.events[0]
     assert first.event == "video" and first.json()["phase"] == "Pending" and first.id
     for percent in (10, 55):
         patch_status(admin, t.namespace, video["id"], {"phase": "Running", "attempts": 1,
-                                                       "progress": {"stage": "frames", "percent": percent}})
-        reader.wait_for(lambda evs, p=percent: any((e.json().get("progress") or {}).get("percent") == p
+                                                       "progress": {"stage": "composing", "percent": percent}})
+        reader.wait_events(lambda evs, p=percent: any((e.json().get("progress") or {}).get("percent") == p
                                                    for e in evs if e.event == "video"))
     render_outputs(api_system, admin, t, video["id"])
     events = reader.join()
@@ -191,7 +191,7 @@ def test_delete_cancels_and_removes_outputs(new_tenant: Callable[..., TenantHand
     key = f"videos/{t.name}/{video['id']}/segments/0001.ts"
     s3.put_object(Bucket=api_system.s3.bucket, Key=key, Body=b"partial")
     reader = SseReader(t.client, video["links"]["events"]).start()
-    reader.wait_for(lambda evs: len(evs) >= 1)
+    reader.wait_events(lambda evs: len(evs) >= 1)
     assert t.client.delete(video["links"]["self"]).status_code == HTTPStatus.NO_CONTENT
     events = reader.join()
     assert events[-1].event == "end" and events[-1].json()["reason"] == "deleted"

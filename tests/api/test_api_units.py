@@ -1,4 +1,4 @@
-"""Pure parts of the API, without a cluster: models against the CRD, sniffing, keys, limits, builders, config."""
+"""Pure parts of the API, without a cluster: request models, sniffing, keys, limits, builders, config."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import base64
 import hashlib
 import logging
-import re
 import ssl
 import subprocess
 import sys
@@ -29,76 +28,9 @@ from vibecraft_api.musicvideos import decode_continue, encode_continue
 from vibecraft_api.ratelimit import RateLimiter
 from vibecraft_api.settings import Settings
 from vibecraft_api.uploads import safe_filename
-from vibecraft_common.limits import BEAT_OFFSET_MAX_SECONDS, BEAT_OFFSET_MIN_SECONDS, BPM_MAX, BPM_MIN
+from vibecraft_common.limits import BEAT_OFFSET_MAX_SECONDS, BPM_MAX, BPM_MIN, DEFAULT_PRESET
 
 from tests.api.utils import PROBLEM_JSON, wav_bytes
-
-CRD = Path(__file__).resolve().parents[2] / "crds" / "musicvideo.yaml"
-CHECKED = ("enum", "minimum", "maximum", "multipleOf", "maxLength", "minLength", "default")
-
-
-def _crd_spec() -> dict[str, Any]:
-    crd = yaml.safe_load(CRD.read_text())
-    spec: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-    return spec
-
-
-def _model_props(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
-    if "$ref" in schema:
-        schema = defs[schema["$ref"].split("/")[-1]]
-    return dict(schema.get("properties", {}))
-
-
-def _constraint_view(prop: dict[str, Any]) -> dict[str, Any]:
-    """A pydantic property's constraints, looking through Optional (anyOf with null)."""
-    branch = next((b for b in prop.get("anyOf", []) if b.get("type") != "null"), prop)
-    mapping = {"exclusiveMinimum": "minimum"}
-    out = {mapping.get(k, k): v for k, v in {**branch, **prop}.items() if k in CHECKED}
-    if "const" in branch:
-        out["enum"] = [branch["const"]]
-    if out.get("default") is None:
-        out.pop("default", None)
-    return out
-
-
-def _crd_view(prop: dict[str, Any]) -> dict[str, Any]:
-    """A CRD property's constraints; an enum may be a CEL rule `self in [...]` (for a friendlier message)."""
-    want = {k: v for k, v in prop.items() if k in CHECKED}
-    for rule in prop.get("x-kubernetes-validations", []):
-        if m := re.fullmatch(r"self in \[(.*)\]", rule["rule"].strip()):
-            want["enum"] = [v.strip().strip("'\"") for v in m.group(1).split(",")]
-    if "enum" in want:
-        want.pop("maxLength", None)  # implied by the enum
-    if prop.get("format") == "int64":
-        want["maximum"] = 2**63 - 1
-    return want
-
-
-@pytest.mark.parametrize("section", ["style", "video"])
-def test_request_models_mirror_the_crd(section: str) -> None:
-    schema = VideoCreate.model_json_schema()
-    defs = schema["$defs"]
-    crd_props = _crd_spec()[section]["properties"]
-    model_props = _model_props(schema["properties"][section], defs)
-    assert set(crd_props) == set(model_props), f"{section}: fields differ"
-    for name, crd_prop in crd_props.items():
-        assert _constraint_view(model_props[name]) == _crd_view(crd_prop), f"{section}.{name}"
-
-
-def test_top_level_bounds_mirror_the_crd() -> None:
-    schema = VideoCreate.model_json_schema()
-    crd = _crd_spec()
-    for name in ("retries", "deadlineSeconds"):
-        want = {k: v for k, v in crd[name].items() if k in ("minimum", "maximum")}
-        got = {k: v for k, v in _constraint_view(schema["properties"][name]).items() if k != "default"}
-        assert got == want, name
-    audio = _model_props(schema["properties"]["audio"], schema["$defs"])
-    url = crd["audio"]["properties"]["url"]
-    assert _constraint_view(audio["url"]) == {"minLength": url["minLength"], "maxLength": url["maxLength"]}
-    for name, bounds in (("bpm", (BPM_MIN, BPM_MAX)), ("beatOffsetSeconds", (BEAT_OFFSET_MIN_SECONDS,
-                                                                             BEAT_OFFSET_MAX_SECONDS))):
-        want = _crd_view(crd["audio"]["properties"][name])
-        assert _constraint_view(audio[name]) == want == {"minimum": bounds[0], "maximum": bounds[1]}, name
 
 
 @pytest.mark.parametrize(("audio", "field", "message"), [
@@ -115,12 +47,6 @@ def test_given_tempo_bounds_and_rule(audio: dict[str, Any], field: str | None, m
         VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3", **audio}})
     (error,) = info.value.errors()
     assert error["loc"] == (("audio", field) if field else ("audio",)) and error["msg"].startswith(message), error
-
-
-def test_crd_cross_field_rule_for_the_beat_offset_has_the_models_words() -> None:
-    (rule,) = _crd_spec()["audio"]["x-kubernetes-validations"]
-    assert rule == {"rule": "!has(self.beatOffsetSeconds) || has(self.bpm)",
-                    "message": "audio.beatOffsetSeconds requires audio.bpm"}
 
 
 @pytest.mark.parametrize(("video", "message"), [
@@ -227,7 +153,7 @@ def test_build_and_read_back_a_musicvideo() -> None:
     assert obj["spec"] == {"audio": {"url": "s3://b/uploads/acme/x/a.mp3"},
                            "style": {"backend": "replicate", "prompt": "rain"},
                            "video": {"height": 720, "aspectRatio": "9:16", "fps": 30, "cutEvery": "beat",
-                                     "preset": "veryfast"},
+                                     "preset": DEFAULT_PRESET},
                            "output": {"url": "s3://b/videos/acme/mv-1/"}, "retries": 0}
     assert obj["metadata"]["labels"]["vibecraft.io/idempotency-key"] == "abc"
     obj["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"

@@ -12,8 +12,9 @@ from http import HTTPStatus
 import httpx
 import pytest
 
-from tests.api.conftest import ApiSystem, TenantHandle, free_port
+from tests.api.conftest import ApiSystem, TenantHandle
 from tests.api.utils import MiB, audio_stream
+from tests.harness import Service, free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3]
 
@@ -37,25 +38,14 @@ def api_process(api_system: ApiSystem) -> Iterator[tuple[subprocess.Popen[bytes]
     env = {**os.environ, **api_system.env(host="127.0.0.1", port=port, max_upload_bytes=600 * MiB,
                                           upload_part_bytes=8 * MiB, multipart_threshold_bytes=64 * MiB,
                                           log_level="warning")}
-    proc = subprocess.Popen([sys.executable, "-m", "vibecraft_api"], env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, "the API process exited"
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == HTTPStatus.OK:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the API process did not start"
-        time.sleep(0.1)
-    yield proc, url
-    proc.terminate()
+    api = Service([sys.executable, "-m", "vibecraft_api"], env, url + "/healthz", name="the API process")
+    api.start(timeout=30, interval=0.1)
+    assert api.proc is not None
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        yield api.proc, url
+    finally:
+        api.stop(timeout=10)
 
 
 def test_500mb_streamed_upload_stays_under_150mb_rss(api_process: tuple[subprocess.Popen[bytes], str],

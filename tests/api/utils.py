@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 from vibecraft_common.resource import GROUP, PLURAL, VERSION
 
+from tests.harness import wait_for
+
 PROBLEM_JSON = "application/problem+json"
 MiB = 1024 * 1024
 
@@ -125,13 +127,10 @@ class SseReader:
         finally:
             self.opened.set()
 
-    def wait_for(self, predicate: Any, timeout: float = 15) -> None:
-        import time
-
-        deadline = time.monotonic() + timeout
-        while not predicate(self.events):
-            assert time.monotonic() < deadline, f"timed out; events so far: {[e.event for e in self.events]}"
-            time.sleep(0.02)
+    def wait_events(self, predicate: Any, timeout: float = 15) -> None:
+        """Wait until `predicate(events so far)` holds."""
+        wait_for(lambda: predicate(self.events), timeout=timeout, interval=0.02,
+                 what=lambda: f"the events to match; events so far: {[e.event for e in self.events]}")
 
     def join(self, timeout: float = 20) -> list[SseEvent]:
         assert self.thread is not None

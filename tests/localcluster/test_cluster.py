@@ -3,8 +3,6 @@ memory limits OOM-kill, the garbage collector cascades, RBAC refuses."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,16 +10,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.conftest import Cluster
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 90, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        val = pred()
-        if val:
-            return val
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+from tests.harness import wait_for
 
 
 def job(name: str, code: str, memory: str | None = None, **spec: Any) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """End to end on the local cluster: the CRD validates, the operator runs renders as Jobs.
 
-The operator runs as a subprocess (`python -m vibecraft_operator.main`) scoped to the test's
-namespace; renders use tests/operator/fake_renderer.py (through VIBECRAFT_RENDERER_COMMAND), whose
-behaviour each test picks with spec.style.prompt.
+The operator runs as a subprocess (`python -m vibecraft_operator.main`, fixtures in conftest.py) scoped
+to the test's namespace; renders use tests/operator/fake_renderer.py (through VIBECRAFT_RENDERER_COMMAND),
+whose behaviour each test picks with spec.style.prompt.
 """
 
 from __future__ import annotations
@@ -10,12 +10,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,41 +23,11 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 from vibecraft_common.resource import GROUP, PLURAL, VERSION
 
-from tests.conftest import Cluster, S3Server, provision_renders
+from tests.conftest import Cluster, S3Server
+from tests.harness import ROOT, OperatorProcess, wait_for
+from tests.operator.conftest import make_operator, stop_operators
 
 pytestmark = pytest.mark.cluster
-
-ROOT = Path(__file__).resolve().parents[2]
-FAKE_RENDERER = Path(__file__).with_name("fake_renderer.py")
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 90, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def crd(cluster: Cluster) -> None:
-    cluster.kubectl("apply", "-f", str(ROOT / "crds" / "musicvideo.yaml"))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
-
-
-@pytest.fixture
-def apis(cluster: Cluster) -> tuple[client.CustomObjectsApi, client.BatchV1Api, client.CoreV1Api]:
-    api = cluster.api_client()
-    return client.CustomObjectsApi(api), client.BatchV1Api(api), client.CoreV1Api(api)
 
 
 def manifest(name: str, **spec: Any) -> dict[str, Any]:
@@ -70,94 +37,6 @@ def manifest(name: str, **spec: Any) -> dict[str, Any]:
     }
     body.update(spec)
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MusicVideo", "metadata": {"name": name}, "spec": body}
-
-
-class Operator:
-    """A vibecraft-operator subprocess watching one namespace."""
-
-    def __init__(self, cluster: Cluster, s3: S3Server, namespace: str, log: Path, **settings: str) -> None:
-        self.metrics_port, self.health_port = free_port(), free_port()
-        self.log = log
-        self.env = {
-            **os.environ,
-            **s3.env(),
-            "KUBECONFIG": cluster.kubeconfig,
-            "VIBECRAFT_METRICS_PORT": str(self.metrics_port),
-            "VIBECRAFT_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.health_port}/healthz",
-            "VIBECRAFT_LOG_FORMAT": "full",
-            "VIBECRAFT_S3_ENDPOINT": s3.endpoint,
-            "VIBECRAFT_S3_REGION": s3.region,
-            "VIBECRAFT_RENDERER_IMAGE": "python:3.11",
-            "VIBECRAFT_RENDERER_COMMAND": json.dumps([sys.executable, str(FAKE_RENDERER)]),
-            "VIBECRAFT_RETRY_BACKOFF_SECONDS": "1",
-            "VIBECRAFT_RESYNC_SECONDS": "5",
-            "VIBECRAFT_DEFAULT_CPU": "100m",  # several renders must fit the one test node
-            **settings,
-        }
-        self.env = {k: v for k, v in self.env.items() if v != ""}  # "" in settings: the operator's default
-        self.namespace = namespace
-        self.peering: list[str] = ["--standalone"]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "vibecraft_operator.main", *self.peering, "-n", self.namespace],
-                env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(self.healthy, timeout=60, what=f"operator liveness (log: {self.log})")
-
-    def healthy(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"operator exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as rsp:
-                return bool(rsp.status == 200)
-        except OSError:
-            return False
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as rsp:
-            return str(rsp.read().decode())
-
-
-@pytest.fixture
-def renderer_namespace(cluster: Cluster, s3: S3Server, namespace: str) -> str:
-    """The namespace with what renders need: the renderer's ServiceAccount and RBAC (crds/rbac), the S3 Secret."""
-    provision_renders(cluster, s3, namespace)
-    return namespace
-
-
-@pytest.fixture
-def operator_settings(request: pytest.FixtureRequest) -> dict[str, str]:
-    """Extra VIBECRAFT_* env for the operator (parametrize it indirectly to change)."""
-    return dict(getattr(request, "param", {}))
-
-
-@pytest.fixture
-def operator(cluster: Cluster, s3: S3Server, crd: None, renderer_namespace: str, tmp_path: Path,
-             operator_settings: dict[str, str]) -> Iterator[Operator]:
-    """A running operator for the test's namespace; its MusicVideos are deleted before it stops."""
-    op = Operator(cluster, s3, renderer_namespace, tmp_path / "operator.log", **operator_settings)
-    op.start()
-    try:
-        yield op
-    finally:
-        if op.proc is not None and op.proc.poll() is None:  # release the finalizers while it runs
-            cluster.kubectl("delete", f"{PLURAL}.{GROUP}", "--all", "-n", renderer_namespace, "--timeout=60s",
-                            check=False)
-        op.stop()
-        print(f"--- operator log ({op.log}) ---\n{op.log.read_text()[-6000:]}")
 
 
 def get_mv(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
@@ -222,7 +101,7 @@ def test_examples_are_accepted_with_defaults(cluster: Cluster, crd: None, namesp
     assert spec["video"]["fps"] >= 1 and spec["suspend"] is False
 
 
-def test_a_render_gets_a_job_with_the_right_limits_and_deletion_cleans_up(operator: Operator, apis: Any) -> None:
+def test_a_render_gets_a_job_with_the_right_limits_and_deletion_cleans_up(operator: OperatorProcess, apis: Any) -> None:
     custom, batch, core = apis
     ns = operator.namespace
     create_mv(custom, ns, manifest("limits", style={"prompt": "sleep:120"},
@@ -252,32 +131,40 @@ def test_a_render_gets_a_job_with_the_right_limits_and_deletion_cleans_up(operat
     assert "vibecraft_renders_total{result=\"cancelled\"} 1.0" in operator.metrics()
 
 
-REAL_RENDERER = {"VIBECRAFT_RENDERER_IMAGE": "", "VIBECRAFT_RENDERER_COMMAND": ""}  # the chart's image
+TINY = ROOT / "examples" / "musicvideo-tiny.yaml"
+real_renderer = pytest.mark.parametrize(  # the chart's renderer image instead of the fake renderer
+    "operator_settings", [{"VIBECRAFT_RENDERER_IMAGE": "", "VIBECRAFT_RENDERER_COMMAND": ""}], indirect=True,
+    ids=["real-renderer"])
 
 
-def upload_clicks(s3: S3Server, url: str, seconds: float, tmp_path: Path) -> None:
-    """A song of clicks at 120 BPM, in Ogg Vorbis, to s3:// `url` (of the local cluster's bucket)."""
-    bucket, _, key = url.removeprefix("s3://").partition("/")
+def tiny_example(s3: S3Server, tmp_path: Path, seconds: float, name: str | None = None,
+                 **spec: dict[str, Any]) -> dict[str, Any]:
+    """examples/musicvideo-tiny.yaml, its spec sections updated with `spec`, and a song of clicks at 120 BPM
+    (`seconds` long, Ogg Vorbis) uploaded to its audio URL (in the local cluster's bucket)."""
+    body = yaml.safe_load(TINY.read_text())
+    body["metadata"]["name"] = name or body["metadata"]["name"]
+    for section, values in spec.items():
+        body["spec"][section].update(values)
+    bucket, _, key = body["spec"]["audio"]["url"].removeprefix("s3://").partition("/")
     assert bucket == s3.bucket, "the examples name the local cluster's bucket"
     song = tmp_path / "song.ogg"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"sine=f=880:d={seconds}", "-af",
                     "volume='if(lt(mod(t,0.5),0.05),1,0.02)':eval=frame", "-c:a", "libvorbis", str(song)], check=True)
     s3.client().upload_file(str(song), bucket, key)
+    return dict(body)
 
 
-@pytest.mark.parametrize("operator_settings", [REAL_RENDERER], indirect=True, ids=["real-renderer"])
+@real_renderer
 def test_the_tiny_example_renders_for_real_with_progress_in_status(
-        operator: Operator, cluster: Cluster, s3: S3Server, apis: Any, tmp_path: Path) -> None:
+        operator: OperatorProcess, cluster: Cluster, s3: S3Server, apis: Any, tmp_path: Path) -> None:
     """kubectl apply -f examples/musicvideo-tiny.yaml: the real renderer runs as the Job's pod."""
     custom, batch, _ = apis
     ns = operator.namespace
-    example = yaml.safe_load((ROOT / "examples" / "musicvideo-tiny.yaml").read_text())
-    name, song_url, out_url = (example["metadata"]["name"], example["spec"]["audio"]["url"],
-                               example["spec"]["output"]["url"])
-    upload_clicks(s3, song_url, 20, tmp_path)
+    example = tiny_example(s3, tmp_path, 20)
+    name, out_url = example["metadata"]["name"], example["spec"]["output"]["url"]
 
     statuses, watcher = watch_statuses(custom, ns, name, until=lambda st: st.get("phase") in ("Succeeded", "Failed"))
-    cluster.kubectl("apply", "-n", ns, "-f", str(ROOT / "examples" / "musicvideo-tiny.yaml"))
+    cluster.kubectl("apply", "-n", ns, "-f", str(TINY))
     job = wait_for(lambda: _job(batch, ns, f"{name}-a1"), what="the render's Job")
     limits = job.spec.template.spec.containers[0].resources.limits
     assert limits == {"memory": example["spec"]["resources"]["memory"], "cpu": example["spec"]["resources"]["cpu"]}
@@ -295,18 +182,14 @@ def test_the_tiny_example_renders_for_real_with_progress_in_status(
     assert len(mp4) == status["output"]["sizeBytes"] and mp4[4:8] == b"ftyp"
 
 
-@pytest.mark.parametrize("operator_settings", [REAL_RENDERER], indirect=True, ids=["real-renderer"])
+@real_renderer
 def test_a_given_bpm_overrides_detection_end_to_end(
-        operator: Operator, cluster: Cluster, s3: S3Server, apis: Any, tmp_path: Path) -> None:
+        operator: OperatorProcess, cluster: Cluster, s3: S3Server, apis: Any, tmp_path: Path) -> None:
     """spec.audio.bpm: 97 on a 120 BPM song: the real renderer cuts at 97 and status says so (and -o wide)."""
-    custom, _, _ = apis
-    ns = operator.namespace
-    body = yaml.safe_load((ROOT / "examples" / "musicvideo-tiny.yaml").read_text())
-    body["metadata"]["name"] = "tempo"
-    body["spec"]["audio"] = {"url": "s3://vibecraft/songs/tempo-clicks.ogg", "bpm": 97}
-    body["spec"]["output"]["url"] = "s3://vibecraft/e2e/tempo/"
-    body["spec"]["video"].update(width=64, height=36, fps=4)  # only the analysis matters here
-    upload_clicks(s3, body["spec"]["audio"]["url"], 8, tmp_path)
+    body = tiny_example(s3, tmp_path, 8, name="tempo", audio={"url": "s3://vibecraft/songs/tempo-clicks.ogg", "bpm": 97},
+                        output={"url": "s3://vibecraft/e2e/tempo/"},
+                        video={"width": 64, "height": 36, "fps": 4})  # only the analysis matters here
+    custom, ns = apis[0], operator.namespace
     create_mv(custom, ns, body)
     status = finished_status(custom, ns, "tempo")
     assert status["phase"] == "Succeeded", status
@@ -340,7 +223,7 @@ def watch_statuses(custom: client.CustomObjectsApi, namespace: str, name: str,
     return seen, thread
 
 
-def test_oom_kill_is_retried_with_more_memory_then_succeeds(operator: Operator, apis: Any) -> None:
+def test_oom_kill_is_retried_with_more_memory_then_succeeds(operator: OperatorProcess, apis: Any) -> None:
     custom, _, core = apis
     ns = operator.namespace
     create_mv(custom, ns, manifest("oom", style={"prompt": "oom@1,ok"},
@@ -359,7 +242,7 @@ def test_oom_kill_is_retried_with_more_memory_then_succeeds(operator: Operator, 
     assert 'vibecraft_renders_total{result="succeeded"} 1.0' in metrics
 
 
-def test_renderer_errors_are_retried_then_fail_with_the_termination_message(operator: Operator, apis: Any) -> None:
+def test_renderer_errors_are_retried_then_fail_with_the_termination_message(operator: OperatorProcess, apis: Any) -> None:
     custom, _, core = apis
     ns = operator.namespace
     create_mv(custom, ns, manifest("broken", style={"prompt": "fail:11"}, retries=1))
@@ -374,7 +257,7 @@ def test_renderer_errors_are_retried_then_fail_with_the_termination_message(oper
 
 
 @pytest.mark.parametrize("operator_settings", [{"VIBECRAFT_MAX_RUNNING": "1"}], indirect=True)
-def test_renders_beyond_the_limit_wait_queued_in_creation_order(operator: Operator, apis: Any) -> None:
+def test_renders_beyond_the_limit_wait_queued_in_creation_order(operator: OperatorProcess, apis: Any) -> None:
     custom, batch, _ = apis
     ns = operator.namespace
     for name in ("first", "second", "third"):
@@ -390,7 +273,7 @@ def test_renders_beyond_the_limit_wait_queued_in_creation_order(operator: Operat
     assert started == sorted(started)
 
 
-def test_suspend_deletes_the_job_and_resume_continues(operator: Operator, apis: Any) -> None:
+def test_suspend_deletes_the_job_and_resume_continues(operator: OperatorProcess, apis: Any) -> None:
     custom, batch, _ = apis
     ns = operator.namespace
     create_mv(custom, ns, manifest("pause", style={"prompt": "sleep:60@1,ok"}))
@@ -405,7 +288,7 @@ def test_suspend_deletes_the_job_and_resume_continues(operator: Operator, apis: 
     assert get_mv(custom, ns, "pause")["status"]["attempts"] == 2
 
 
-def test_killing_the_operator_never_duplicates_a_job(operator: Operator, apis: Any) -> None:
+def test_killing_the_operator_never_duplicates_a_job(operator: OperatorProcess, apis: Any) -> None:
     custom, batch, _ = apis
     ns = operator.namespace
     create_mv(custom, ns, manifest("sturdy", style={"prompt": "sleep:8,ok"}))
@@ -435,10 +318,9 @@ def test_replicas_elect_the_highest_priority_and_hand_over(
 ) -> None:
     custom, batch, _ = apis
     ns = renderer_namespace
-    replicas = [Operator(cluster, s3, ns, tmp_path / f"operator-{prio}.log", VIBECRAFT_PEERING_NAME=peering)
-                for prio in (10, 20)]
-    for replica, prio in zip(replicas, (10, 20), strict=True):
-        replica.peering = ["--priority", str(prio)]
+    replicas = [make_operator(cluster, s3, ns, tmp_path / f"operator-{prio}.log", args=("--priority", str(prio)),
+                              VIBECRAFT_PEERING_NAME=peering) for prio in (10, 20)]
+    for replica in replicas:
         replica.start()
     low, high = replicas
     try:
@@ -452,10 +334,7 @@ def test_replicas_elect_the_highest_priority_and_hand_over(
         wait_for(lambda: _job(batch, ns, "after-a1"), what="the new leader to create the Job")
         assert _job(batch, ns, "led-a2") is None  # the render in flight was adopted, not restarted
     finally:
-        if low.proc is not None and low.proc.poll() is None:
-            cluster.kubectl("delete", f"{PLURAL}.{GROUP}", "--all", "-n", ns, "--timeout=60s", check=False)
-        for replica in replicas:
-            replica.stop()
+        stop_operators(cluster, ns, *replicas)
 
 
 def _job(batch: client.BatchV1Api, namespace: str, name: str) -> Any:
@@ -479,15 +358,17 @@ def _gone(read: Callable[[], Any]) -> bool:
 
 @pytest.mark.parametrize("operator_settings", [{"VIBECRAFT_MAX_RUNNING": "4", "VIBECRAFT_RESYNC_SECONDS": "10"}],
                          indirect=True)
-def test_200_renders_at_once_never_exceed_max_running(operator: Operator, apis: Any) -> None:
+def test_200_renders_at_once_never_exceed_max_running(operator: OperatorProcess, apis: Any) -> None:
     """200 MusicVideos applied together: at most 4 Jobs run at any moment, and every one succeeds."""
     custom, batch, _ = apis
     ns, count = operator.namespace, 200
     names = [f"bulk-{i:03d}" for i in range(count)]
     for name in names:
         create_mv(custom, ns, manifest(name, style={"prompt": "ok"}))
-    peak, deadline = 0, time.monotonic() + 900
-    while time.monotonic() < deadline:
+    peak, phases = 0, []  # the largest number of unfinished Jobs seen, the last phases
+
+    def all_succeeded() -> bool:
+        nonlocal peak, phases
         jobs = batch.list_namespaced_job(ns).items
         unfinished = [j for j in jobs if not any(c.type in ("Complete", "Failed") and c.status == "True"
                                                  for c in (j.status.conditions or []))]
@@ -495,11 +376,10 @@ def test_200_renders_at_once_never_exceed_max_running(operator: Operator, apis: 
         mvs = custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
         phases = [(m.get("status") or {}).get("phase") for m in mvs]
         assert phases.count("Running") <= 4, f"{phases.count('Running')} renders Running at once"
-        if phases.count("Succeeded") == count:
-            break
         assert "Failed" not in phases, [m["status"] for m in mvs if (m.get("status") or {}).get("phase") == "Failed"][:1]
-        time.sleep(0.5)
-    else:
-        raise AssertionError(f"not all {count} renders succeeded in time: {sorted(set(phases))}")
+        return phases.count("Succeeded") == count
+
+    wait_for(all_succeeded, timeout=900, interval=0.5,
+             what=lambda: f"all {count} renders to succeed (phases: {sorted(set(phases), key=str)})")
     assert 1 <= peak <= 4, f"peak of {peak} unfinished Jobs"
     assert len(batch.list_namespaced_job(ns).items) == count  # one Job per render: no duplicates

@@ -1,42 +1,45 @@
 """Reading a render's outputs back: analysis.json is summarised tolerantly; S3 trouble is a warning."""
 
 import pytest
+from vibecraft_common.status import summary_of
 from vibecraft_operator.errors import OutputsUnavailable
-from vibecraft_operator.outputs import fetch_outputs, split_s3_url, summarize_analysis
+from vibecraft_operator.outputs import fetch_outputs, split_s3_url
 
 from tests.operator.operator_factories import settings, spec
 
 
-def test_summary_of_a_librosa_style_document():
+def test_summary_of_the_renderers_document():
     doc = {
-        "tempo": [123.046875],
+        "tempo": 123.046875,
         "beats": [0.1, 0.6, 1.1],
         "duration": 61.25,
-        "sections": [{"start": 0, "end": 12.5, "label": "intro"}, {"start_time": 12.5, "end_time": 30, "name": "A"}],
+        "sections": [{"start": 0, "end": 12.5, "label": "intro", "energy": 0.3},
+                     {"start": 12.5, "end": 30.0, "label": "A"}],
     }
-    analysis, duration = summarize_analysis(doc)
+    analysis, duration = summary_of(doc)
     assert analysis == {"tempo": 123.05, "beats": 3,
-                        "sections": [{"start": 0.0, "end": 12.5, "label": "intro"},
+                        "sections": [{"start": 0, "end": 12.5, "label": "intro"},
                                      {"start": 12.5, "end": 30.0, "label": "A"}]}
     assert duration == 61.25
 
 
-def test_summary_tolerates_other_spellings_and_junk():
-    analysis, duration = summarize_analysis({"audio": {"bpm": 90, "durationSeconds": 10}, "beat_count": 15,
-                                             "sections": ["junk", {"start": 1}]})
-    assert analysis == {"tempo": 90.0, "beats": 15, "sections": []}
-    assert duration == 10.0
-    assert summarize_analysis({}) == ({}, None)
-    assert summarize_analysis({"tempo": True, "beats": "many"}) == ({}, None)
+def test_summary_reads_one_spelling_and_drops_junk():
+    # The renderer writes exactly one name per field: other spellings are not guessed.
+    analysis, duration = summary_of({"audio": {"bpm": 90, "durationSeconds": 10}, "beat_count": 15,
+                                     "sections": ["junk", {"start": 1}]})
+    assert analysis == {"sections": []}
+    assert duration is None
+    assert summary_of({}) == ({}, None)
+    assert summary_of({"tempo": True, "beats": "many", "duration": True}) == ({}, None)
 
 
 def test_tempo_source_and_confidence_are_read_from_the_renderers_keys_only():
-    analysis, _ = summarize_analysis({"tempo": 97, "tempoSource": "given", "confidence": 1, "beats": [0.1]})
+    analysis, _ = summary_of({"tempo": 97, "tempoSource": "given", "confidence": 1, "beats": [0.1]})
     assert analysis == {"tempo": 97.0, "tempoSource": "given", "confidence": 1.0, "beats": 1}
-    analysis, _ = summarize_analysis({"tempo": 120.004, "tempoSource": "detected", "confidence": 0.61234})
+    analysis, _ = summary_of({"tempo": 120.004, "tempoSource": "detected", "confidence": 0.61234})
     assert analysis == {"tempo": 120.0, "tempoSource": "detected", "confidence": 0.612}
     # other spellings are not guessed
-    assert summarize_analysis({"tempo_source": "given", "source": "given", "tempoConfidence": 0.5,
+    assert summary_of({"tempo_source": "given", "source": "given", "tempoConfidence": 0.5,
                                "audio": {"tempoSource": "given", "confidence": 0.5}})[0] == {}
 
 
@@ -46,12 +49,12 @@ def test_tempo_source_and_confidence_are_read_from_the_renderers_keys_only():
 ], ids=str)
 def test_values_the_crd_would_refuse_are_left_out(doc):
     """status.analysis.tempoSource is an enum and confidence is 0..1: one bad value must not sink the whole patch."""
-    assert summarize_analysis({"tempo": 100, **doc})[0] == {"tempo": 100.0}
+    assert summary_of({"tempo": 100, **doc})[0] == {"tempo": 100.0}
 
 
 def test_sections_are_capped():
-    analysis, _ = summarize_analysis({"sections": [{"start": i, "end": i + 1} for i in range(500)]})
-    assert len(analysis["sections"]) == 64 and analysis["sections"][3]["label"] == "3"
+    analysis, _ = summary_of({"sections": [{"start": i, "end": i + 1} for i in range(500)]})
+    assert len(analysis["sections"]) == 64 and analysis["sections"][3] == {"start": 3, "end": 4}
 
 
 def test_split_s3_url():

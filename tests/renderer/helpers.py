@@ -6,11 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import soundfile as sf
+
+from tests.harness import wait_for
 
 RENDER = [sys.executable, "-m", "vibecraft_renderer"]
 REAL_SONGS = Path("/usr/share/hyperrogue/music")
@@ -54,6 +57,27 @@ def run_render(args: list[str], env: dict[str, str] | None = None, timeout: floa
     full_env.pop("VIBECRAFT_MUSICVIDEO_NAME", None)
     full_env.update(env or {})
     return subprocess.run([*RENDER, *args], env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+T = TypeVar("T")
+
+
+def kill_when(proc: subprocess.Popen[Any], found: Callable[[], T], what: str, timeout: float = 120,
+              interval: float = 0.01) -> T:
+    """Wait, while the render `proc` runs, for `found()` to return something (say, its first checkpoint);
+    then kill it (SIGKILL: a crash) and return that. A render that exits first, or a timeout, fails."""
+
+    def check() -> T:
+        value = found()
+        if not value and proc.poll() is not None:
+            raise AssertionError(f"the render exited ({proc.returncode}) before {what}")
+        return value
+
+    try:
+        return wait_for(check, timeout=timeout, interval=interval, what=what)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def ffprobe(path: Path) -> dict[str, Any]:

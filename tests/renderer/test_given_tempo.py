@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vibecraft_operator.outputs import summarize_analysis
+from vibecraft_common.status import summary_of
 from vibecraft_renderer.analysis import analyze_file
 
 from .helpers import audio_duration, run_render
@@ -42,7 +42,7 @@ def test_bpm_and_offset_give_exactly_that_grid_and_the_cuts_follow_it(
     assert len(cut_frames - beat_frames) <= len(analysis["sections"]), sorted(cut_frames - beat_frames)
 
     # The operator's status.analysis reads these keys as the renderer writes them.
-    summary, _ = summarize_analysis(analysis)
+    summary, _ = summary_of(analysis)
     assert {k: summary[k] for k in ("tempo", "tempoSource", "confidence")} == {
         "tempo": bpm, "tempoSource": "given", "confidence": 1.0}
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
-from .helpers import RENDER, count_frames, frame_signals, rise_on_beats, run_render, write_click_track
+from .helpers import RENDER, count_frames, frame_signals, kill_when, rise_on_beats, run_render, write_click_track
 
 
 def test_killed_render_resumes_from_finished_segments(tmp_path: Path) -> None:
@@ -20,15 +17,8 @@ def test_killed_render_resumes_from_finished_segments(tmp_path: Path) -> None:
     (tmp_path / "work").mkdir()
 
     proc = subprocess.Popen([*RENDER, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first: Path | None = None
-    deadline = time.monotonic() + 120
-    while first is None and proc.poll() is None and time.monotonic() < deadline:
-        found = sorted(out.glob("segments/*/seg-00000.mp4"))
-        first = found[0] if found else None
-        time.sleep(0.01)
-    assert first is not None, "no checkpoint appeared"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    first = kill_when(proc, lambda: min(out.glob("segments/*/seg-00000.mp4"), default=None),
+                      what="a first checkpoint", timeout=120, interval=0.01)
 
     assert not (out / "video.mp4").exists()  # nothing at the final key after a crash
     done_before = {p.name: p.stat().st_mtime_ns for p in first.parent.glob("seg-*.mp4")}

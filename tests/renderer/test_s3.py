@@ -71,11 +71,9 @@ def test_s3_missing_bucket_and_key(s3server: Any, click120: tuple[Path, np.ndarr
 def test_s3_resume_after_kill(s3server: Any, run_prefix: str, tmp_path: Path) -> None:
     """A fresh pod (new work dir) resumes from checkpoints stored in the bucket."""
     import os
-    import signal
     import subprocess
-    import time
 
-    from .helpers import RENDER, write_click_track
+    from .helpers import RENDER, kill_when, write_click_track
 
     client = s3server.client()
     audio = tmp_path / "song.wav"
@@ -86,15 +84,12 @@ def test_s3_resume_after_kill(s3server: Any, run_prefix: str, tmp_path: Path) ->
     env = {**os.environ, **s3server.env()}
     proc = subprocess.Popen([*RENDER, *args, "--work-dir", str(tmp_path)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 120
-    done: list[str] = []
-    while not done and proc.poll() is None and time.monotonic() < deadline:
+
+    def checkpoints() -> list[str]:
         listed = client.list_objects_v2(Bucket=s3server.bucket, Prefix=out + "segments/").get("Contents", [])
-        done = [o["Key"] for o in listed if o["Key"].endswith("seg-00000.mp4")]
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert done, "no checkpoint reached the bucket"
+        return [o["Key"] for o in listed if o["Key"].endswith("seg-00000.mp4")]
+
+    kill_when(proc, checkpoints, what="a checkpoint to reach the bucket", timeout=120, interval=0.02)
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3server.bucket, Prefix=out).get("Contents", [])}
     assert out + "video.mp4" not in keys
 
