@@ -53,8 +53,30 @@ def _number(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
-    """A pydantic JSON schema node as a Kubernetes structural schema node."""
+def _explained(node: dict[str, Any]) -> str:
+    """The description with what `kubectl explain` does not show by itself: bounds, choices, default."""
+    text = str(node["description"]).rstrip()
+    notes: list[str] = []
+    lo, hi = node.get("minimum"), node.get("maximum")
+    if lo is not None and hi is not None and hi != INT64_MAX:
+        bounds = f"{_number(lo)} to {_number(hi)}"
+        if bounds not in text:
+            notes.append(f"{bounds}.")
+    elif lo is not None and node.get("format") != "int64":
+        notes.append(f"At least {_number(lo)}.")
+    if "maxLength" in node and "enum" not in node:
+        notes.append(f"At most {node['maxLength']} characters.")
+    if "enum" in node:
+        notes.append("One of: " + ", ".join(str(v) for v in node["enum"]) + ".")
+    default = node.get("default")
+    if default not in (None, {}, []):
+        notes.append(f"Default: {str(default).lower() if isinstance(default, bool) else default}.")
+    return " ".join([text, *notes])
+
+
+def structural(node: dict[str, Any], defs: dict[str, Any], explain: bool = False) -> dict[str, Any]:
+    """A pydantic JSON schema node as a Kubernetes structural schema node (`explain`: bounds, choices and
+    defaults added to descriptions, for the spec that people write)."""
     node = dict(node)
     if "$ref" in node:
         target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
@@ -65,6 +87,8 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             if len(options) != 1:
                 raise ValueError(f"cannot express anyOf {options} in a structural schema")
             node = {**structural(options[0], defs), **node}
+    if explain and "description" in node:
+        node["description"] = _explained(node)
     if node.get("x-crd-cel-instead"):
         node.pop("pattern", None)
         node.pop("enum", None)
@@ -78,9 +102,9 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             continue
         value = node[key]
         if key == "properties":
-            value = {name: structural(child, defs) for name, child in value.items()}
+            value = {name: structural(child, defs, explain) for name, child in value.items()}
         elif key == "items":
-            value = structural(value, defs)
+            value = structural(value, defs, explain)
         elif key in ("minimum", "maximum", "multipleOf", "default"):
             value = _number(value)
         out[key] = value
@@ -90,10 +114,10 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def schema_of(model: type[BaseModel]) -> dict[str, Any]:
+def schema_of(model: type[BaseModel], explain: bool = False) -> dict[str, Any]:
     """The structural schema of one model."""
     raw = model.model_json_schema(mode="validation")
-    return structural(raw, raw.get("$defs", {}))
+    return structural(raw, raw.get("$defs", {}), explain)
 
 
 def crd() -> dict[str, Any]:
@@ -121,10 +145,11 @@ def crd() -> dict[str, Any]:
                     "description": "A music video rendered from one song by the VibeCraft operator.",
                     "required": ["spec"],
                     "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "metadata": {"type": "object"},
-                        "spec": schema_of(MusicVideoSpec),
+                        "apiVersion": {"type": "string", "description": f"{R.API_VERSION}"},
+                        "kind": {"type": "string", "description": R.KIND},
+                        "metadata": {"type": "object", "description": "Standard object metadata: name, namespace, "
+                                                                      "labels..."},
+                        "spec": schema_of(MusicVideoSpec, explain=True),
                         "status": schema_of(MusicVideoStatus),
                     },
                 }},

@@ -49,41 +49,46 @@ class Progress(_Open):
     """Progress of the current attempt, as the renderer reports it."""
 
     stage: Stage | None = Field(default=None, examples=["composing"], description="The renderer's stage.")
-    percent: float | None = Field(default=None, ge=0, le=100, examples=[42.5])
-    framesDone: int | None = Field(default=None, ge=0)
-    framesTotal: int | None = Field(default=None, ge=0)
-    etaSeconds: float | None = Field(default=None, ge=0)
-    message: str | None = Field(default=None, max_length=L.PROGRESS_MESSAGE_MAX_LENGTH)
+    percent: float | None = Field(default=None, ge=0, le=100, examples=[42.5], description="Percent done, 0 to 100.")
+    framesDone: int | None = Field(default=None, ge=0, description="Video frames drawn and encoded so far.")
+    framesTotal: int | None = Field(default=None, ge=0, description="Video frames of the whole song.")
+    etaSeconds: float | None = Field(default=None, ge=0, description="Estimated seconds until the attempt finishes.")
+    message: str | None = Field(default=None, max_length=L.PROGRESS_MESSAGE_MAX_LENGTH,
+                                description="What is happening now, in words (the operator's, between attempts).")
 
 
 class Failure(_Open):
     """Why the last attempt failed."""
 
-    reason: str | None = Field(default=None, examples=["BadAudio"])
+    reason: str | None = Field(default=None, examples=["BadAudio"],
+                               description="One word: OOMKilled, BadAudio, DownloadFailed, DeadlineExceeded...")
     message: str | None = Field(default=None, max_length=L.FAILURE_MESSAGE_MAX_LENGTH,
-                                examples=["input has no audio stream (not an audio file?)"])
-    time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
-    attempt: int | None = None
-    exitCode: int | None = None
-    kind: FailureKind | None = Field(default=None, examples=["permanent"])
+                                examples=["input has no audio stream (not an audio file?)"],
+                                description="What went wrong, from the renderer or the operator.")
+    time: str | None = Field(default=None, json_schema_extra={"format": "date-time"}, description="When it failed.")
+    attempt: int | None = Field(default=None, description="The attempt that failed.")
+    exitCode: int | None = Field(default=None, description="The renderer's exit code, when it exited.")
+    kind: FailureKind | None = Field(default=None, examples=["permanent"],
+                                     description="How it is handled: oom and disruption are retried without counting, "
+                                                 "retryable counts against retries, permanent and deadline end the render.")
 
 
 class Outputs(_Open):
     """Where the finished objects are, and facts about the video."""
 
-    videoUrl: str | None = None
-    thumbnailUrl: str | None = None
-    analysisUrl: str | None = None
-    durationSeconds: float | None = None
-    sizeBytes: int | None = Field(default=None, json_schema_extra={"format": "int64"})
+    videoUrl: str | None = Field(default=None, description=f"The video (s3:// URL of {VIDEO_NAME}).")
+    thumbnailUrl: str | None = Field(default=None, description=f"A still from the loudest section ({THUMBNAIL_NAME}).")
+    analysisUrl: str | None = Field(default=None, description=f"Tempo, beats, sections and cuts ({ANALYSIS_NAME}).")
+    durationSeconds: float | None = Field(default=None, description="Length of the video in seconds.")
+    sizeBytes: int | None = Field(default=None, json_schema_extra={"format": "int64"}, description="Size of the video file.")
 
 
 class Section(_Open):
     """A part of the song (intro, verse, ...)."""
 
-    start: float | None = None
-    end: float | None = None
-    label: str | None = None
+    start: float | None = Field(default=None, description="Start in seconds.")
+    end: float | None = Field(default=None, description="End in seconds.")
+    label: str | None = Field(default=None, description="Which part it is; equal labels sound alike.")
 
 
 class AnalysisSummary(_Open):
@@ -99,28 +104,32 @@ class AnalysisSummary(_Open):
         default=None, ge=0, le=1,
         description="How sure the beat tracker is of tempo and beats, 0..1 (1 when bpm and beatOffsetSeconds are given).")
     beats: int | None = Field(default=None, description="Number of beats found.")
-    sections: list[Section] | None = Field(default=None, max_length=L.SECTIONS_MAX)
+    sections: list[Section] | None = Field(default=None, max_length=L.SECTIONS_MAX,
+                                           description="The song's parts (intro, verse...), in order.")
 
 
 class Condition(_Open):
     """A standard Kubernetes condition."""
 
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str | None = None
-    message: str | None = None
-    lastTransitionTime: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
-    observedGeneration: int | None = Field(default=None, json_schema_extra={"format": "int64"})
+    type: str = Field(description="Ready (the video is rendered), Progressing (a render is queued, running or "
+                                  "retrying) or Suspended.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str | None = Field(default=None, description="Why, in one word (JobCreated, Retrying, Queued...).")
+    message: str | None = Field(default=None, description="Why, in words.")
+    lastTransitionTime: str | None = Field(default=None, json_schema_extra={"format": "date-time"},
+                                           description="When status last changed.")
+    observedGeneration: int | None = Field(default=None, json_schema_extra={"format": "int64"},
+                                           description="The spec generation this condition describes.")
 
 
-def _date_time() -> Any:
-    return Field(default=None, json_schema_extra={"format": "date-time"})
+def _date_time(description: str) -> Any:
+    return Field(default=None, description=description, json_schema_extra={"format": "date-time"})
 
 
 class MusicVideoStatus(_Open):
     """Written by the operator (the renderer writes only progress)."""
 
-    phase: Phase | None = None
+    phase: Phase | None = Field(default=None, description="Pending, Queued, Running, then Succeeded, Failed or Cancelled.")
     progress: Progress | None = Field(default=None, description="Progress of the current attempt, reported by the renderer.")
     attempts: int | None = Field(default=None, ge=0,
                                  description="Jobs created so far for this MusicVideo (the Job of attempt N is <name>-aN).")
@@ -128,19 +137,21 @@ class MusicVideoStatus(_Open):
                                        description="Render errors counted against spec.retries since the spec last changed.")
     memoryLimit: str | None = Field(default=None,
                                     description="Memory limit of the current attempt (raised after OOM kills).")
-    jobName: str | None = None
+    jobName: str | None = Field(default=None, description="The Job of the current attempt.")
     specHash: str | None = Field(default=None,
                                  description="Hash of the spec being rendered (without suspend); a change renders again.")
     nextAttemptAt: str | None = Field(default=None, description="When the next attempt starts after a failure.",
                                       json_schema_extra={"format": "date-time"})
-    startedAt: str | None = _date_time()
-    finishedAt: str | None = _date_time()
+    startedAt: str | None = _date_time("When the first attempt started.")
+    finishedAt: str | None = _date_time("When the render succeeded, failed or was cancelled.")
     lastFailure: Failure | None = None
     output: Outputs | None = None
     analysis: AnalysisSummary | None = None
-    conditions: list[Condition] | None = Field(default=None, json_schema_extra={
-        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
-    observedGeneration: int | None = Field(default=None, json_schema_extra={"format": "int64"})
+    conditions: list[Condition] | None = Field(default=None, description="Ready, Progressing and Suspended.",
+                                               json_schema_extra={"x-kubernetes-list-type": "map",
+                                                                  "x-kubernetes-list-map-keys": ["type"]})
+    observedGeneration: int | None = Field(default=None, json_schema_extra={"format": "int64"},
+                                           description="The spec generation the operator has acted on.")
 
 
 def summary_of(doc: Mapping[str, Any]) -> tuple[dict[str, Any], float | None]:

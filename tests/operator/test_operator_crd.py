@@ -196,3 +196,12 @@ def test_minimal_example_is_the_demo():
     doc = yaml.safe_load((ROOT / "examples" / "musicvideo.yaml").read_text())
     assert doc["spec"] == {"audio": {"url": "s3://vibecraft/songs/demo.ogg"},
                            "output": {"url": "s3://vibecraft/videos/demo/"}}
+
+
+def test_every_field_is_explained():
+    """`kubectl explain mv.spec.video.fps` never says <no description>; spec fields show bounds and defaults."""
+    missing = [path for path, node in walk_schema(SCHEMA) if path and not node.get("description")]
+    assert missing == []
+    video = SCHEMA["properties"]["spec"]["properties"]["video"]["properties"]
+    assert video["fps"]["description"].endswith("1 to 60. Default: 30.")
+    assert "One of: beat, 2beats, bar, phrase." in video["cutEvery"]["description"]
