@@ -8,22 +8,30 @@ like `kubectl get mv -w` and copies the MP4 and thumbnail to ./out/.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import secrets
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from vibecraft_common.status import SUCCEEDED, TERMINAL_PHASES, THUMBNAIL_NAME, VIDEO_NAME
 
-from .cluster import LocalCluster
+from .cluster import ClusterError, LocalCluster
 from .config import REPO_ROOT, ClusterConfig, default_state_dir, find_tool, free_port
 
 SONGS = Path("/usr/share/hyperrogue/music")
 PREFERRED_SONG = "hr3-crossroads.ogg"
 RELEASE, NAMESPACE = "vibecraft", "vibecraft-system"
+DEMO_TENANT = "demo"
+KEYS_SECRET = "vibecraft-api-keys"  # the chart's api.keysSecret default
+API_KEY_FILE = "demo-api-key"  # in the cluster's state dir, never in the clone
 
 
 def say(msg: str) -> None:
@@ -77,20 +85,65 @@ def columns(mv: dict[str, Any]) -> str:
             f"{prog.get('message', '')[:60]}")
 
 
-def watch(lc: LocalCluster, name: str, timeout: float) -> dict[str, Any]:
-    """Print a row whenever phase/stage/percent changes, like `kubectl get mv -w`."""
+def watch(lc: LocalCluster, name: str, timeout: float, poll: float = 1.0) -> dict[str, Any]:
+    """Print a row whenever phase/stage/percent changes, like `kubectl get mv -w`.
+
+    The render does not need the API server while it runs; an outage is reported once and waited out,
+    as `kubectl get -w` users expect, until `timeout`.
+    """
     print(f"{'NAME':<10} {'PHASE':<10} {'PROG':>5}  {'STAGE':<10} {'ATT':>3}  {'ETA':<9} MESSAGE", flush=True)
-    last, deadline = "", time.monotonic() + timeout
+    last, deadline, down = "", time.monotonic() + timeout, False
     while time.monotonic() < deadline:
-        mv = json.loads(lc.kubectl("get", "mv", name, "-n", "default", "-o", "json"))
+        try:
+            mv = json.loads(lc.kubectl("get", "mv", name, "-n", "default", "-o", "json"))
+        except ClusterError as exc:
+            if not down:
+                print(f"API server unreachable, retrying ({str(exc).splitlines()[-1][:120]})", flush=True)
+            down = True
+            time.sleep(poll)
+            continue
+        if down:
+            print("API server back", flush=True)
+            down = False
         row = columns(mv)
         if row != last:
             print(row, flush=True)
             last = row
         if mv.get("status", {}).get("phase") in TERMINAL_PHASES:
             return dict(mv)
-        time.sleep(1)
+        time.sleep(poll)
     raise SystemExit(f"render did not finish in {timeout:.0f}s; see kubectl describe mv {name}")
+
+
+def demo_api_key(apply: Callable[[dict[str, Any]], None], state: Path, namespace: str = NAMESPACE,
+                 tenant: str = DEMO_TENANT) -> str:
+    """An API key for the demo tenant, made for this machine's demo (the chart ships none).
+
+    The raw key stays in the cluster's state dir (reused by later demos); the Secret holds only its
+    SHA-256, as the API expects (`sha256:<hex>`).
+    """
+    path = state / API_KEY_FILE
+    key = path.read_text().strip() if path.exists() else secrets.token_urlsafe(24)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": KEYS_SECRET, "namespace": namespace},
+           "stringData": {tenant: "sha256:" + hashlib.sha256(key.encode()).hexdigest()}})
+    return key
+
+
+def api_ready(base: str, key: str, timeout: float = 120) -> None:
+    """Wait until the API lists the demo tenant's videos with the key (it reloads keys on an unknown one)."""
+    deadline, last = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        req = urllib.request.Request(f"{base}/v1/videos", headers={"Authorization": f"Bearer {key}"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(1)
+    raise SystemExit(f"the API at {base} did not accept the demo key in {timeout:.0f}s: {last}")
 
 
 def main() -> int:
@@ -108,6 +161,7 @@ def main() -> int:
         "metrics": free_port(), "health": free_port(), "api": free_port()}
     ports_file.write_text(json.dumps(ports))
     helm_install(lc, ports["metrics"], ports["health"], ports["api"])
+    key = demo_api_key(lambda obj: apply(lc, obj), state)  # the chart ships no key: the API waits for one
 
     import boto3
 
@@ -120,6 +174,8 @@ def main() -> int:
     lc.kubectl("delete", "mv", "demo", "-n", "default", "--ignore-not-found", "--wait=true")
     lc.kubectl("apply", "-n", "default", "-f", str(REPO_ROOT / "examples" / "musicvideo.yaml"))
     mv = watch(lc, "demo", timeout=1800)
+    base = f"http://127.0.0.1:{ports['api']}"
+    api_ready(base, key)
     status = mv.get("status", {})
     if status.get("phase") != SUCCEEDED:
         print(json.dumps(status.get("lastFailure", {}), indent=2))
@@ -131,7 +187,16 @@ def main() -> int:
     say(f"done: {args.out / 'demo.mp4'} ({out.get('durationSeconds', '?')} s, {out.get('sizeBytes', '?')} bytes), "
         f"thumbnail {args.out / 'demo.jpg'}; in S3 at {out.get('videoUrl', '')}")
     print(f"export KUBECONFIG={cfg.kubeconfig}   # then: kubectl get mv -A, kubectl describe mv demo")
+    print(f"API: {base}  (docs {base}/docs; tenant {DEMO_TENANT!r}, key in {state / API_KEY_FILE})")
+    print(f"curl -s -H 'Authorization: Bearer {key}' {base}/v1/videos")
     return 0
+
+
+def apply(lc: LocalCluster, obj: dict[str, Any]) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump(obj, f)
+        f.flush()
+        lc.kubectl("apply", "-f", f.name)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,28 @@
+"""What `helm install` tells a first user: the API needs a key before it is Ready, and how to make one."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.chart.test_chart import CHART, helm
+from tests.conftest import Cluster
+
+
+def _notes(cluster: Cluster, namespace: str, *sets: str) -> str:
+    res = helm("install", f"vc{uuid.uuid4().hex[:5]}", str(CHART), "-n", namespace, "--dry-run=server",
+               *[a for s in sets for a in ("--set", s)], kubeconfig=str(cluster.kubeconfig))
+    return res.stdout.split("NOTES:", 1)[1]
+
+
+def test_notes_say_first_that_the_api_needs_a_key(cluster: Cluster, namespace: str) -> None:
+    notes = _notes(cluster, namespace, "api.tenants={acme}")
+    first = notes.split("Render your first music video", 1)[0]
+    assert "FIRST: the API is not Ready until the Secret vibecraft-api-keys holds an API key" in first
+    assert f"kubectl create secret generic vibecraft-api-keys -n {namespace}" in first
+    assert "--from-literal=acme=sha256:" in first
+
+
+def test_notes_do_not_nag_once_the_keys_secret_exists(cluster: Cluster, namespace: str) -> None:
+    cluster.kubectl("create", "secret", "generic", "vibecraft-api-keys", "-n", namespace,
+                    "--from-literal=acme=sha256:" + "0" * 64)
+    assert "FIRST:" not in _notes(cluster, namespace, "api.tenants={acme}")
