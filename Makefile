@@ -37,7 +37,8 @@ test: bootstrap lint  ## every test, against a private local cluster and S3
 bench: bootstrap  ## performance and sync figures (against baselines measured in the same run); every bench runs, a missed target fails at the end
 	@rc=0; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || rc=1; done; exit $$rc
 
-demo: bootstrap  ## render a music video on the local cluster, copy it to ./out/
+demo:  ## render a music video on the local cluster, copy it to ./out/ (bootstraps only what it needs)
+	@bash localcluster/bootstrap.sh demo
 	@bash localcluster/demo.sh
 
 clean: cluster-down

@@ -4,6 +4,11 @@
 # binaries (cached outside the clone under ~/.cache/vibecraft/<tool>-<version>/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# `bootstrap.sh demo` installs only what `make demo` needs (no promtool, no helm-docs: they serve the tests).
+WHAT="${1:-all}"
+steps=5; [ "$WHAT" = demo ] && steps=3
+n=0
+step() { n=$((n + 1)); echo "[bootstrap $n/$steps] $*"; }
 
 APT_PACKAGES=(ffmpeg libsndfile1 openssl util-linux hyperrogue-music fluidsynth fluid-soundfont-gm)
 missing=()
@@ -44,8 +49,17 @@ if [ ! -f "$cache/.warm-$(sha1sum pyproject.toml | cut -c1-12)" ]; then
   fi
 fi
 
+# Go tools share one build cache (Go's default, ~/.cache/go-build) and module cache; each is cached by
+# version, so only a first run builds. Estimates are for 2 cores with an empty Go cache.
+step "apt packages, .venv, numba kernels: done"
+step "kube-apiserver, kube-controller-manager, kube-scheduler v1.37 (first time ~15 min: ~1 GB of sources, then compiling)"
 bash localcluster/build-k8s.sh
+step "helm (first time ~3 min)"
 bash localcluster/build-helm.sh
-bash localcluster/build-promtool.sh
-bash localcluster/build-helm-docs.sh
-echo "[bootstrap] ready"
+if [ "$WHAT" != demo ]; then
+  step "promtool, helm-docs for the tests (first time ~4 min)"
+  bash localcluster/build-promtool.sh
+  bash localcluster/build-helm-docs.sh
+  step "ready"
+fi
+echo "[bootstrap] ready ($WHAT)"
