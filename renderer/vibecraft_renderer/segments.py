@@ -72,6 +72,7 @@ class CheckpointStore:
     """Finished segments of one render key, under a local dir or an S3 prefix."""
 
     def __init__(self, segments_url: str, key: str, work_dir: Path) -> None:
+        self.segments_url = segments_url
         self.prefix = storage.join(segments_url, key)
         self.work_dir = work_dir
         self._local_root = storage.parse_url(self.prefix)
@@ -117,8 +118,10 @@ class CheckpointStore:
         return dest
 
     def cleanup(self) -> None:
-        """Drop the checkpoints once the final video is published."""
-        storage.delete_prefix(self.prefix)
+        """Drop the checkpoints once the final video is published: this render key's and those of earlier
+        specs of the same output (an edited spec renders under a new key; the old one's segments and
+        manifest would otherwise stay behind for good)."""
+        storage.delete_prefix(self.segments_url)
         if isinstance(self._local_root, Path):
             with contextlib.suppress(OSError):
-                self._local_root.parent.rmdir()  # segments/ itself, unless another render key is in it
+                self._local_root.parent.rmdir()  # segments/ itself

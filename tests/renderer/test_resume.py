@@ -50,3 +50,17 @@ def test_changed_spec_does_not_reuse_checkpoints(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "reusing" not in res.stderr
     assert len([p for p in (out / "segments").iterdir() if p.is_dir()]) == 2
+
+
+def test_success_drops_the_checkpoints_of_earlier_specs_too(tmp_path: Path) -> None:
+    """An edited spec renders under a new key; once its video is published nothing of the old one stays."""
+    audio = tmp_path / "song.wav"
+    write_click_track(audio, 100.0, 5.0)
+    out = tmp_path / "out"
+    base = [str(audio), "-o", str(out), "--width", "160", "--height", "90", "--segment-seconds", "2", "-q"]
+    assert run_render([*base, "--keep-segments"]).returncode == 0  # an earlier spec's checkpoints, left behind
+    assert any((out / "segments").rglob("manifest.json"))
+    res = run_render([*base, "--seed", "9"])
+    assert res.returncode == 0, res.stderr
+    assert not (out / "segments").exists()
+    assert (out / "video.mp4").exists()
