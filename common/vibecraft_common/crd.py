@@ -147,8 +147,9 @@ def crd() -> dict[str, Any]:
                     "properties": {
                         "apiVersion": {"type": "string", "description": f"{R.API_VERSION}"},
                         "kind": {"type": "string", "description": R.KIND},
-                        "metadata": {"type": "object", "description": "Standard object metadata: name, namespace, "
-                                                                      "labels..."},
+                        # Nothing but the type: the API server refuses a CRD whose schema says more about
+                        # metadata ("must not specify anything other than name and generateName").
+                        "metadata": {"type": "object"},
                         "spec": schema_of(MusicVideoSpec, explain=True),
                         "status": schema_of(MusicVideoStatus),
                     },
