@@ -72,7 +72,12 @@ IdempotencyKey = Annotated[str | None, Header(
 
 async def video_subscription(id: VideoId, tenant: TenantDep, hub: HubDep,
                              videos: VideosDep) -> AsyncIterator[tuple[Subscription, dict[str, object]]]:
-    """Subscribed to the video's events, then its current state (404 before the stream starts)."""
+    """Subscribed to the video's events, then its current state (404 or 503 before the stream starts).
+
+    The video is read first, so a missing video or tenant namespace is answered as GET /v1/videos/{id}
+    answers it, at once, without starting a watch; and again once subscribed, so no change is missed.
+    """
+    await videos.get(tenant.namespace, id)
     sub = await hub.subscribe(tenant.namespace, id)
     try:
         obj = await videos.get(tenant.namespace, id)

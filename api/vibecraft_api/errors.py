@@ -129,12 +129,16 @@ class TenantNotProvisioned(Unavailable):
 
 @dataclass
 class KubeError(Exception):
-    """A Kubernetes API request failed; `code` is the HTTP status (0 when the API was unreachable)."""
+    """A Kubernetes API request failed; `code` is the HTTP status (0 when the API was unreachable).
+
+    `kind` is the Status' details.kind: what was not found, say (`namespaces` for a missing namespace).
+    """
 
     code: int
     reason: str
     message: str
     causes: list[dict[str, str]] = field(default_factory=list)
+    kind: str = ""
 
     def __str__(self) -> str:
         return f"{self.code} {self.reason}: {self.message}"

@@ -184,9 +184,11 @@ def _error(status: int, reason: str, raw: bytes) -> KubeError:
     except ValueError:
         body = {}
     body = body if isinstance(body, dict) else {}
-    causes = [{k: str(v) for k, v in c.items()} for c in (body.get("details") or {}).get("causes") or []]
+    details = body.get("details")
+    details = details if isinstance(details, dict) else {}
+    causes = [{k: str(v) for k, v in c.items()} for c in details.get("causes") or [] if isinstance(c, dict)]
     return KubeError(status, str(body.get("reason") or reason),
-                     str(body.get("message") or raw[:500].decode(errors="replace")), causes)
+                     str(body.get("message") or raw[:500].decode(errors="replace")), causes, str(details.get("kind") or ""))
 
 
 def _query(params: Mapping[str, Any] | None) -> dict[str, str]:

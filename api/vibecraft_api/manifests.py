@@ -125,13 +125,15 @@ def _number(value: Any) -> float | None:
 
 
 def to_public(obj: dict[str, Any], bucket: str) -> VideoPublic:
-    """The client's view of a MusicVideo: no S3 locations of the outputs, no Kubernetes details."""
+    """The client's view of a MusicVideo: no S3 locations (of the song or the outputs), no Kubernetes details."""
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
     name = str(meta.get("name", ""))
     audio = spec.get("audio") or {}
     audio_url = str(audio.get("url", ""))
     parsed = split_s3_url(audio_url)
     key = parsed[1] if parsed and parsed[0] == bucket else None
+    # An uploaded song is shown by its key; only a URL the client gave (http/https) is shown as such.
+    public_url = audio_url if audio_url.startswith(("http://", "https://")) else None
     base = f"/v1/videos/{name}"
     output = _lenient(OutputPublic, {k: v for k, v in (status.get("output") or {}).items()
                                      if k in ("durationSeconds", "sizeBytes")})
@@ -139,7 +141,7 @@ def to_public(obj: dict[str, Any], bucket: str) -> VideoPublic:
         id=name,
         phase=phase_of(obj),
         createdAt=meta.get("creationTimestamp"),
-        audio=AudioPublic(key=key, url=audio_url, bpm=_number(audio.get("bpm")),
+        audio=AudioPublic(key=key, url=public_url, bpm=_number(audio.get("bpm")),
                           beatOffsetSeconds=_number(audio.get("beatOffsetSeconds"))),
         style=_lenient(StylePublic, spec.get("style")) or StylePublic(),
         video=_lenient(VideoOptionsPublic, spec.get("video")) or VideoOptionsPublic(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNMATCHED = "unmatched"  # 404s for unknown paths share one label value: no cardinality from scanners
@@ -15,6 +15,9 @@ class Metrics:
     """A registry per app, so tests can build several apps in one process."""
 
     def __init__(self) -> None:
+        # No `_created` series (a start time in epoch seconds, e.g. `vibecraft_api_videos_created_created
+        # 1.7e9`): on a dashboard they read like counts. prometheus_client's switch is process-wide.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         self.requests = Counter("vibecraft_api_requests", "HTTP requests handled", ["method", "route", "status"],
                                 registry=self.registry)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
-from vibecraft_common.resource import GROUP, PLURAL, VERSION
+from vibecraft_common.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
 
 from vibecraft_api.errors import (
     BadRequest,
@@ -25,10 +26,24 @@ from vibecraft_api.kube import Kube
 Obj = dict[str, Any]
 LIST_PAGE = 250  # objects per Kubernetes list request
 MAX_PAGES_PER_REQUEST = 8  # bounds the work of one filtered list request; the rest comes with `continue`
+NAMESPACE_KNOWN_SECONDS = 60.0  # a namespace seen to exist is not probed again for this long
+# Dry-run created to learn whether a namespace exists (the API may not read namespaces): the API server
+# checks RBAC (403), then the namespace (404, kind namespaces), then the object (422: it has no spec).
+PROBE: dict[str, Any] = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"generateName": "namespace-probe-"}}
 
 
 def collection(namespace: str) -> str:
     return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+
+
+def not_provisioned(namespace: str) -> TenantNotProvisioned:
+    return TenantNotProvisioned(
+        f"Your account's namespace {namespace} does not exist yet; ask an administrator to create it.")
+
+
+def missing_namespace(exc: KubeError) -> bool:
+    """The request failed because its namespace does not exist (not because an object does not)."""
+    return exc.code == 404 and exc.kind == "namespaces"
 
 
 def unavailable(exc: KubeError) -> Unavailable:
@@ -65,12 +80,34 @@ class MusicVideos:
 
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
+        self.namespaces_seen: dict[str, float] = {}  # namespace → when it was last seen to exist (monotonic)
+
+    async def check_namespace(self, namespace: str) -> None:
+        """TenantNotProvisioned if the namespace does not exist or the API may not use it.
+
+        For the answers that cannot tell a missing namespace from an empty one (a 404 for one object,
+        an empty list). Only a clear answer raises: anything else leaves the caller's answer standing.
+        """
+        seen = self.namespaces_seen.get(namespace)
+        if seen is not None and time.monotonic() - seen < NAMESPACE_KNOWN_SECONDS:
+            return
+        try:
+            await self.kube.request("POST", collection(namespace), params={"dryRun": "All"}, body=PROBE)
+        except KubeError as exc:
+            if missing_namespace(exc):
+                raise not_provisioned(namespace) from None
+            if exc.code == 403:
+                raise unavailable(exc) from None
+            if exc.code != 422:
+                return  # no answer either way (unreachable, a webhook...): not remembered
+        self.namespaces_seen[namespace] = time.monotonic()
 
     async def get(self, namespace: str, name: str) -> Obj:
         try:
             return await self.kube.get(f"{collection(namespace)}/{name}")
         except KubeError as exc:
             if exc.code == 404:
+                await self.check_namespace(namespace)
                 raise NotFound(f"There is no video {name}.") from None
             raise unavailable(exc) from None
 
@@ -78,10 +115,9 @@ class MusicVideos:
         try:
             return await self.kube.request("POST", collection(namespace), body=body)
         except KubeError as exc:
-            if exc.code == 404:
-                raise TenantNotProvisioned(
-                    f"Your account's namespace {namespace} does not exist yet; ask an administrator to create it."
-                ) from None
+            if missing_namespace(exc):
+                self.namespaces_seen.pop(namespace, None)
+                raise not_provisioned(namespace) from None
             if exc.code == 422:
                 # A rule the API's models missed: the API server's own words, per field.
                 issues = [FieldIssue(c.get("field", "").removeprefix("spec."), c.get("message", exc.message))
@@ -96,6 +132,7 @@ class MusicVideos:
                                     body={"propagationPolicy": "Background"})
         except KubeError as exc:
             if exc.code == 404:
+                await self.check_namespace(namespace)
                 raise NotFound(f"There is no video {name}.") from None
             raise unavailable(exc) from None
 
@@ -148,6 +185,8 @@ class MusicVideos:
             items = page.get("items") or []
             meta = page.get("metadata") or {}
             next_token, rv = meta.get("continue") or "", str(meta.get("resourceVersion") or rv)
+            if not token and not items and not next_token:
+                await self.check_namespace(namespace)  # no videos at all: is there a namespace?
             for index in range(offset, len(items)):
                 if keep(items[index]):
                     out.append(items[index])

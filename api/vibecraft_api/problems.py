@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from vibecraft_api.errors import PROBLEM_BASE, FieldIssue, ProblemError
+from vibecraft_api.errors import PROBLEM_BASE, BadRequest, FieldIssue, ProblemError
 from vibecraft_api.models.problems import FieldError, Problem
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,6 @@ def validation_issues(raw: Sequence[Any]) -> list[FieldIssue]:
         location = loc[0] if loc and loc[0] in ("body", "query", "path", "header", "cookie") else "body"
         path = loc[1:] if loc and loc[0] == location else loc
         message = str(err.get("msg", "is invalid"))
-        if err.get("type") == "json_invalid":
-            path, message = [], "The request body is not valid JSON."
         issues.append(FieldIssue(".".join(path), message.removeprefix("Value error, "), location))
     return issues
 
@@ -61,8 +59,25 @@ async def on_problem(request: Request, exc: Exception) -> JSONResponse:
                             errors=errors, headers=exc.headers)
 
 
+def _unparsable(raw: Sequence[Any]) -> str | None:
+    """What is wrong with a body that is not JSON at all (FastAPI's json_invalid), else None."""
+    for err in raw:
+        if err.get("type") == "json_invalid":
+            reason = str((err.get("ctx") or {}).get("error") or "")  # the json module's words: no input echoed
+            position = (err.get("loc") or ("",))[-1]
+            if not reason or not isinstance(position, int):
+                return "The request body is not valid JSON."
+            return f"The request body is not valid JSON ({reason[:1].lower()}{reason[1:]} at character {position})."
+    return None
+
+
 async def on_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    unparsable = _unparsable(exc.errors())
+    if unparsable is not None:
+        # Not a field error: there are no fields to point at. 400, like every body the API cannot read.
+        return problem_response(request, status=400, title=BadRequest.title, type_=PROBLEM_BASE + BadRequest.slug,
+                                detail=unparsable)
     errors = [_field_error(i) for i in validation_issues(exc.errors())]
     return problem_response(request, status=422, title="Invalid input", type_=PROBLEM_BASE + "invalid-input",
                             detail=_summary(errors), errors=errors)
@@ -74,6 +89,12 @@ async def on_http(request: Request, exc: Exception) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
     if exc.status_code == 404 and detail is None:
         detail = "There is no such endpoint."
+    if exc.status_code == 400:
+        # FastAPI's answer to a body it cannot decode at all (e.g. not UTF-8): the same problem as unparsable JSON.
+        if detail == "There was an error parsing the body":
+            detail = "The request body is not valid JSON (it must be UTF-8 text)."
+        return problem_response(request, status=400, title=BadRequest.title, type_=PROBLEM_BASE + BadRequest.slug,
+                                detail=detail, headers=dict(exc.headers or {}))
     return problem_response(request, status=exc.status_code, title=phrase, type_="about:blank", detail=detail,
                             headers=dict(exc.headers or {}))
 

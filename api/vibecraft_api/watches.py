@@ -17,7 +17,7 @@ from typing import Any
 
 from vibecraft_api.errors import KubeError, Unavailable
 from vibecraft_api.kube import Kube
-from vibecraft_api.musicvideos import LIST_PAGE, collection
+from vibecraft_api.musicvideos import LIST_PAGE, collection, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,9 @@ class NamespaceWatch:
         self.namespace = namespace
         self.subscribers: dict[str, set[Subscription]] = {}
         self.synced = asyncio.Event()
+        # Set once the first sync succeeded or the API server refused it (`refused`): subscribers stop waiting.
+        self.settled = asyncio.Event()
+        self.refused: KubeError | None = None
         self.task: asyncio.Task[None] | None = None
         self._stop: asyncio.TimerHandle | None = None
 
@@ -132,7 +135,9 @@ class NamespaceWatch:
                     else:
                         rv = await self._relist()
                     first = False
+                    self.refused = None
                     self.synced.set()
+                    self.settled.set()
                 timeout = WATCH_SECONDS + random.randint(0, 20)
                 async with contextlib.aclosing(self.hub.kube.watch(path, {"resourceVersion": rv}, timeout)) as events:
                     async for raw in events:
@@ -150,6 +155,9 @@ class NamespaceWatch:
                 if exc.code == 410:
                     rv = None
                     continue
+                if exc.code and not self.synced.is_set():
+                    self.refused = exc  # an answer, not silence: waiting subscribers fail now, with its cause
+                    self.settled.set()
                 log.warning("watch of %s failed, retrying in %.1fs: %s", self.namespace, backoff, exc)
             except (ValueError, KeyError, TypeError) as exc:  # a malformed response: never let the watch die
                 log.exception("watch of %s: unexpected response, retrying in %.1fs: %s", self.namespace, backoff, exc)
@@ -175,13 +183,16 @@ class WatchHub:
         sub = Subscription(watch, name)
         watch.add(sub)
         try:
-            await asyncio.wait_for(watch.synced.wait(), SYNC_TIMEOUT)
+            await asyncio.wait_for(watch.settled.wait(), SYNC_TIMEOUT)
         except TimeoutError:
             sub.close()
             raise Unavailable("Cannot follow the video: the Kubernetes API does not answer.") from None
         except BaseException:
             sub.close()
             raise
+        if not watch.synced.is_set():
+            sub.close()
+            raise unavailable(watch.refused) if watch.refused else Unavailable("Cannot follow the video.")
         return sub
 
     @property

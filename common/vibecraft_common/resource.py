@@ -40,6 +40,7 @@ EXIT_DOWNLOAD_FAILED: Final = 11
 EXIT_UPLOAD_FAILED: Final = 12
 EXIT_REPLICATE_FAILED: Final = 13
 EXIT_MEMORY_GUARD: Final = 14
+EXIT_INPUT_NOT_FOUND: Final = 15  # the input's server answered: no such object, file or bucket
 EXIT_INTERNAL: Final = 1
 
 # What each exit code means, as the failure reason the operator records (status.lastFailure.reason).
@@ -51,8 +52,10 @@ EXIT_REASONS: Final = {
     EXIT_UPLOAD_FAILED: "UploadFailed",
     EXIT_REPLICATE_FAILED: "ReplicateFailed",
     EXIT_MEMORY_GUARD: "MemoryGuard",
+    EXIT_INPUT_NOT_FOUND: "InputNotFound",
 }
-# Exit codes a retry cannot fix (failure class "permanent"): the same spec and audio fail the same way.
-PERMANENT_EXIT_CODES: Final = frozenset({EXIT_USAGE, EXIT_BAD_AUDIO})
+# Exit codes a retry cannot fix (failure class "permanent"): the same spec and audio fail the same way,
+# and a URL whose object (or bucket) does not exist is looked up again and found missing again.
+PERMANENT_EXIT_CODES: Final = frozenset({EXIT_USAGE, EXIT_BAD_AUDIO, EXIT_INPUT_NOT_FOUND})
 
 TERMINATION_LOG: Final = "/dev/termination-log"

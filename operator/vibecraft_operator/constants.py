@@ -30,6 +30,7 @@ R_POD_DELETED: Final = "PodDeleted"
 R_POD_VANISHED: Final = "PodVanished"
 R_JOB_VANISHED: Final = "JobVanished"
 R_DEADLINE: Final = "DeadlineExceeded"
+R_INVALID_SPEC: Final = "InvalidSpec"  # the spec passed the CRD but the operator cannot render it
 R_JOB_NAME_TAKEN: Final = "JobNameTaken"
 R_OUTPUTS_UNAVAILABLE: Final = "OutputsUnavailable"
 R_ERROR: Final = "Error"

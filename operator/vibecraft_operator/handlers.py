@@ -2,11 +2,12 @@
 
 import logging
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
 from vibecraft_common.resource import GROUP, LABEL_NAME, PLURAL, VERSION
+from vibecraft_common.status import FAILED
 
 from vibecraft_operator import metrics
 from vibecraft_operator.constants import ANNOTATION_MV_NAME, MANAGED_BY
@@ -126,22 +127,52 @@ async def musicvideo_reconciler(
                 await runtime.cancel(namespace, name, logger)
             except Exception as exc:  # the object may be gone already; its Job goes with it anyway
                 logger.warning(f"could not record Cancelled ({type(exc).__name__}: {exc})")
+        logger.info(stopped_message(stopped.reason, body))
     finally:
         runtime.wakeups.unregister(key)
         runtime.wakeups.wake_all()  # it may have held a render slot
 
 
+def stopped_message(reason: kopf.DaemonStoppingReason | None, body: Mapping[str, Any]) -> str:
+    """What the reconciler says when it stops (instead of kopf's "Daemon ... succeeded.", which it
+    also says after a render failed): why, and the phase it last saw."""
+    why = "stopped"
+    if reason is not None:
+        for flag, text in STOP_REASONS:
+            if reason & flag:
+                why = text
+                break
+    status = body.get("status") or {}
+    phase = str(status.get("phase") or "no phase yet")
+    failure = (status.get("lastFailure") or {}).get("reason") if phase == FAILED else None
+    return f"Reconciler stopped: {why} (phase {phase}{f', {failure}' if failure else ''})"
+
+
+STOP_REASONS = (
+    (kopf.DaemonStoppingReason.RESOURCE_DELETED, "the MusicVideo is being deleted"),
+    (kopf.DaemonStoppingReason.OPERATOR_EXITING, "the operator is exiting"),
+    (kopf.DaemonStoppingReason.OPERATOR_PAUSING, "the operator pauses (another replica leads)"),
+    (kopf.DaemonStoppingReason.FILTERS_MISMATCH, "nothing left to do (finished or suspended)"),
+)
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def musicvideo_event(
-    type: str, body: kopf.Body, namespace: str | None, name: str, uid: str, memo: Any, **_: Any
+    type: str, body: kopf.Body, namespace: str | None, name: str, uid: str, memo: Any,
+    musicvideo_queue: QueueIndex | None = None, **_: Any,
 ) -> None:
-    """Spec edits wake the reconciler; a deleted MusicVideo frees its slot."""
+    """Spec edits wake the reconciler; a deleted MusicVideo frees its slot; every change recounts the gauges."""
     runtime = runtime_of(memo)
     if type == "DELETED":
-        runtime.ledger.forget(uid)
+        runtime.forget(uid)
         runtime.wakeups.wake_all()
-    elif body.get("metadata", {}).get("generation") != body.get("status", {}).get("observedGeneration"):
-        runtime.wakeups.wake((namespace or "", name))
+    else:
+        runtime.saw(body)
+        if body.get("metadata", {}).get("generation") != body.get("status", {}).get("observedGeneration"):
+            runtime.wakeups.wake((namespace or "", name))
+    index = musicvideo_queue
+    if index is not None:  # kopf applied this event to the index before calling us
+        runtime.changed(lambda: [entry for store in index.values() for entry in store])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_NAME: kopf.PRESENT})

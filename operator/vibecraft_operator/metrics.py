@@ -1,6 +1,13 @@
-"""Prometheus metrics, served on their own port (kopf's liveness endpoint is separate)."""
+"""Prometheus metrics, served on their own port (kopf's liveness endpoint is separate).
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+The gauges are not counted up and down by events: they show the last census of all MusicVideos
+(see Runtime.recount), taken whenever one is added, changed or deleted, and read at scrape time.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 
 RENDERS = Counter("vibecraft_renders_total", "Renders that reached a final phase, by result.", ["result"])
 RENDER_DURATION = Histogram(
@@ -21,7 +28,8 @@ RECONCILE_ERRORS = Counter(
 )
 APPLY_TO_JOB = Histogram(
     "vibecraft_apply_to_job_seconds",
-    "Time from a MusicVideo's creation to its first Job (includes time spent Queued).",
+    "Time from a MusicVideo's creation to its first Job (includes time spent Queued; timed from when "
+    "the operator first saw it, plus any lag beyond the second-resolution creationTimestamp).",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800),
 )
 
@@ -34,7 +42,40 @@ for _kind in ("oom", "error", "disruption"):
     RETRIES.labels(_kind)
 
 
+@dataclass(frozen=True)
+class Census:
+    """One look at all MusicVideos: how many are in the gauges' phases."""
+
+    running: int = 0
+    queued: int = 0
+    oldest_queued: datetime | None = None  # creationTimestamp of the oldest render in phase Queued
+
+
+_census = Census()
+
+
+def publish(census: Census) -> None:
+    """Make `census` what the gauges show (scrapes run in another thread: one reference, swapped whole)."""
+    global _census
+    _census = census
+
+
+def _oldest_queued_seconds() -> float:
+    oldest = _census.oldest_queued
+    return max(0.0, (datetime.now(UTC) - oldest).total_seconds()) if oldest is not None else 0.0
+
+
+RUNNING.set_function(lambda: _census.running)
+QUEUED.set_function(lambda: _census.queued)
+OLDEST_QUEUED.set_function(_oldest_queued_seconds)  # ages between censuses too
+
+
 def serve(port: int) -> None:
-    """Start the /metrics HTTP server in a daemon thread (0 = don't)."""
+    """Start the /metrics HTTP server in a daemon thread (0 = don't).
+
+    Without `_created` series: `vibecraft_renders_created{result="succeeded"} 1.7e9` (a start time in
+    epoch seconds) reads like a count on a dashboard, and no dashboard of ours uses them.
+    """
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     if port:
         start_http_server(port)

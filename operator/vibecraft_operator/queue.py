@@ -7,10 +7,7 @@ from typing import Any
 
 from vibecraft_common.status import PENDING, QUEUED, RUNNING
 
-from vibecraft_operator.constants import (
-    COND_SUSPENDED,
-    R_QUEUED,
-)
+from vibecraft_operator.constants import R_QUEUED
 
 WAITING_PHASES = frozenset({"", PENDING, QUEUED})
 
@@ -61,18 +58,21 @@ class Admission:
 
 
 def queue_entry(body: Mapping[str, Any]) -> QueueEntry:
-    """The QueueEntry of a MusicVideo body."""
+    """The QueueEntry of a MusicVideo body.
+
+    Suspended means spec.suspend, not the Suspended condition: once spec.suspend is cleared, the
+    condition stays True until the reconciler records the resume, in the very step that asks for a
+    slot; read from the condition, the render would be refused its own free slot ("waiting for older
+    renders") and queued for a moment before it starts.
+    """
     meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
-    suspended_cond = any(
-        c.get("type") == COND_SUSPENDED and c.get("status") == "True" for c in status.get("conditions") or []
-    )
     return QueueEntry(
         uid=str(meta.get("uid") or ""),
         namespace=str(meta.get("namespace") or ""),
         name=str(meta.get("name") or ""),
         created=str(meta.get("creationTimestamp") or ""),
         phase=str(status.get("phase") or ""),
-        suspended=bool(spec.get("suspend")) or (suspended_cond and status.get("phase") == PENDING),
+        suspended=bool(spec.get("suspend")),
         kueue=bool(spec.get("queueName")),
     )
 

@@ -18,6 +18,7 @@ from vibecraft_operator.constants import (
     JOB_FAILED,
     R_CANCELLED,
     R_DEADLINE,
+    R_INVALID_SPEC,
     R_JOB_VANISHED,
     R_KUEUE,
     R_OOM_KILLED,
@@ -267,10 +268,9 @@ def _current_attempt(obs: Observation, settings: Settings, generation: int, atte
     deadline = timedelta(seconds=int(spec.get("deadlineSeconds") or DEFAULT_DEADLINE_SECONDS))
     if not kueue_held and started is not None and now > started + deadline + DEADLINE_GRACE:
         message = f"the render ran past spec.deadlineSeconds ({int(deadline.total_seconds())}s)"
-        plan = Plan(st.failed(status, reason=R_DEADLINE, message=message, failure=None, attempt=attempt,
-                              generation=generation, now=now), outcome=Outcome.FAILED)
+        plan = _give_up(obs, generation, attempt, Failure(FailureKind.DEADLINE, R_DEADLINE, message))
         plan.delete_job = job_name_
-        return plan.warn(R_DEADLINE, message)
+        return plan
 
     activity = pod_activity(obs.pods)
     current = st.condition(status, COND_PROGRESSING) or {}
@@ -311,8 +311,8 @@ def _failed_attempt(
     failed_attempts = int(status.get("failedAttempts") or 0)
     try:
         resources = render_resources(spec, settings)
-    except InvalidSpec as exc:
-        return _give_up(obs, generation, attempt, "InvalidSpec", str(exc), failure)
+    except InvalidSpec as exc:  # the operator's settings changed since the attempt started
+        return _give_up(obs, generation, attempt, invalid_spec(exc))
     memory = str(status.get("memoryLimit") or resources.memory)
 
     def retry(delay: float, message: str, *, new_memory: str = memory, used: int = failed_attempts) -> Plan:
@@ -324,8 +324,8 @@ def _failed_attempt(
     if failure.kind is FailureKind.OOM:
         bigger = escalate_memory(memory, resources.max_memory)
         if bigger is None:
-            return _give_up(obs, generation, attempt, R_OOM_KILLED,
-                            f"{failure.message}; already at maxMemory {resources.max_memory}", failure)
+            return _give_up(obs, generation, attempt, failure, reason=R_OOM_KILLED,
+                            message=f"{failure.message}; already at maxMemory {resources.max_memory}")
         message = f"attempt {attempt} ran out of memory at {memory}: retrying with {bigger}"
         plan = retry(0, message, new_memory=bigger)
         plan.outcome = Outcome.OOM_RETRY
@@ -344,13 +344,24 @@ def _failed_attempt(
         plan.outcome = Outcome.RETRY
         return plan.warn("RenderFailed", f"{message}: {failure.message}")
     suffix = f" (after {retries} retries)" if failure.kind is FailureKind.RETRYABLE else ""
-    return _give_up(obs, generation, attempt, failure.reason, failure.message + suffix, failure)
+    return _give_up(obs, generation, attempt, failure, message=failure.message + suffix)
+
+
+def invalid_spec(exc: InvalidSpec) -> Failure:
+    """A spec the operator refuses: retrying cannot help until the spec changes."""
+    return Failure(FailureKind.PERMANENT, R_INVALID_SPEC, str(exc))
 
 
 def _give_up(
-    obs: Observation, generation: int, attempt: int, reason: str, message: str, failure: Failure | None
+    obs: Observation, generation: int, attempt: int, failure: Failure, *, reason: str | None = None,
+    message: str | None = None,
 ) -> Plan:
+    """End the render as Failed; `failure` becomes status.lastFailure (the REASON column) in every case.
+
+    `reason` and `message` (default: the failure's) go to the Ready condition, progress and the Event.
+    """
     status = obs.mv.get("status") or {}
+    reason, message = reason or failure.reason, message or failure.message
     patch = st.failed(status, reason=reason, message=message, failure=failure, attempt=attempt,
                       generation=generation, now=obs.now)
     return Plan(patch, outcome=Outcome.FAILED).warn(reason, message)
@@ -364,13 +375,13 @@ def _launch(obs: Observation, settings: Settings, generation: int, attempt: int)
     try:
         resources = render_resources(spec, settings)
     except InvalidSpec as exc:
-        return _give_up(obs, generation, attempt, "InvalidSpec", str(exc), None)
+        return _give_up(obs, generation, attempt, invalid_spec(exc))
     started = parse_time(status.get("startedAt")) or now
     deadline = int(spec.get("deadlineSeconds") or DEFAULT_DEADLINE_SECONDS)
     remaining = deadline - int((now - started).total_seconds())
     if remaining <= 0:
-        return _give_up(obs, generation, attempt, R_DEADLINE,
-                        f"spec.deadlineSeconds ({deadline}s) used up before attempt {attempt + 1}", None)
+        message = f"spec.deadlineSeconds ({deadline}s) used up before attempt {attempt + 1}"
+        return _give_up(obs, generation, attempt, Failure(FailureKind.DEADLINE, R_DEADLINE, message))
     memory = str(status.get("memoryLimit") or resources.memory)
     number = attempt + 1
     job = build_job(mv, attempt=number, memory=memory, cpu=resources.cpu, deadline_seconds=remaining,

@@ -29,8 +29,9 @@ from vibecraft_operator.status import attempt_skipped
 from vibecraft_operator.timeutil import parse_time, utcnow
 from vibecraft_operator.wakeups import Wakeups
 
-GAUGES_PERIOD = 1.0  # seconds between recounts of the running/queued gauges when no phase changed
 MAX_STEPS = 8  # steps per wake-up; a plan chain longer than this is looked at again a second later
+RECOUNT_DELAY = 0.1  # seconds: a burst of MusicVideo changes costs one census, not one each
+TIMESTAMP_RESOLUTION = 1.0  # seconds: Kubernetes timestamps are cut to whole seconds
 
 
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
@@ -52,6 +53,87 @@ def as_body(obj: Mapping[str, Any]) -> kopf.Body:
     return cast(kopf.Body, obj)
 
 
+def census(entries: Iterable[QueueEntry]) -> metrics.Census:
+    """The gauges' values for these MusicVideos."""
+    running = queued = 0
+    oldest = ""
+    for entry in entries:
+        if entry.phase == RUNNING:
+            running += 1
+        elif entry.phase == QUEUED:
+            queued += 1
+            if entry.created and (not oldest or entry.created < oldest):
+                oldest = entry.created
+    return metrics.Census(running=running, queued=queued, oldest_queued=parse_time(oldest))
+
+
+def seconds_since(stamp: object) -> float | None:
+    """Seconds from a Kubernetes timestamp (whole seconds) to now (not rounded); None without one."""
+    moment = parse_time(stamp)
+    return None if moment is None else max(0.0, (utcnow() - moment).total_seconds())
+
+
+@dataclass
+class Clocks:
+    """Monotonic instants this process saw, so latencies are not rounded to the timestamps' whole seconds.
+
+    Only renders that may still get their first Job (`sighted`) or are rendering (`started`) are
+    kept; the operator forgets a MusicVideo when it is deleted.
+    """
+
+    sighted: dict[str, tuple[float, float]] = field(default_factory=dict)  # uid: (tick, creation→sight lag)
+    started: dict[str, float] = field(default_factory=dict)  # uid: tick of the plan that set startedAt
+
+    def saw(self, body: Mapping[str, Any], tick: float) -> None:
+        """The operator sees a MusicVideo; the first sight of one without a Job yet is kept."""
+        uid = str((body.get("metadata") or {}).get("uid") or "")
+        if uid and uid not in self.sighted and not (body.get("status") or {}).get("attempts"):
+            lag = seconds_since((body.get("metadata") or {}).get("creationTimestamp"))
+            self.sighted[uid] = (tick, lag or 0.0)
+
+    def apply_to_job(self, mv: Mapping[str, Any], tick: float) -> float | None:
+        """Creation to first Job: monotonic time since the first sight, plus the lag from creation to that
+        sight where it exceeds what the whole-second creationTimestamp can tell (a restart, a backlog)."""
+        meta = mv["metadata"]
+        sighted = self.sighted.pop(str(meta.get("uid") or ""), None)
+        if sighted is None:
+            return seconds_since(meta.get("creationTimestamp"))
+        seen, lag = sighted
+        return max(0.0, tick - seen) + max(0.0, lag - TIMESTAMP_RESOLUTION)
+
+    def note_started(self, uid: str, patch: Mapping[str, Any], tick: float) -> None:
+        """A status patch was written: follow what it did to startedAt (set when a render starts, cleared on
+        a restart with a new spec)."""
+        if "startedAt" in patch:
+            if patch["startedAt"]:
+                self.started[uid] = tick
+            else:
+                self.started.pop(uid, None)
+
+    def render_duration(self, mv: Mapping[str, Any], tick: float) -> float | None:
+        """status.startedAt to now: monotonic if this process wrote that startedAt, else from the timestamp."""
+        started = self.started.pop(str(mv["metadata"].get("uid") or ""), None)
+        stamp = (mv.get("status") or {}).get("startedAt")
+        if not stamp:
+            return None
+        return max(0.0, tick - started) if started is not None else seconds_since(stamp)
+
+    def forget(self, uid: str) -> None:
+        """The MusicVideo is gone."""
+        self.sighted.pop(uid, None)
+        self.started.pop(uid, None)
+
+    def keep_only(self, uids: set[str]) -> None:
+        """Drop what is kept for MusicVideos no longer seen (a deletion missed across a reconnect)."""
+        for kept in (self.sighted, self.started):
+            for uid in set(kept) - uids:
+                del kept[uid]
+
+    def size(self) -> int:
+        """How many MusicVideos something is kept for (at most)."""
+        return len(self.sighted) + len(self.started)
+
+
 @dataclass
 class Runtime:
     """The operator's long-lived state, kept in kopf's memo."""
@@ -60,12 +142,44 @@ class Runtime:
     kube: Kube
     ledger: Ledger = field(default_factory=Ledger)
     wakeups: Wakeups = field(default_factory=Wakeups)
-    _gauges_due: float = 0.0
+    clocks: Clocks = field(default_factory=Clocks)
+    _observed: Callable[[], Iterable[QueueEntry]] | None = None
+    _recount: asyncio.TimerHandle | None = None
 
     @property
     def limits(self) -> Limits:
         """Concurrency limits from the settings."""
         return Limits(cluster=self.settings.max_running, namespace=self.settings.max_running_per_namespace)
+
+    def changed(self, observed: Callable[[], Iterable[QueueEntry]]) -> None:
+        """A MusicVideo was added, changed or deleted: take a census soon (one for a burst of changes)."""
+        self._observed = observed
+        if self._recount is None:
+            self._recount = asyncio.get_running_loop().call_later(RECOUNT_DELAY, self._recount_now)
+
+    def _recount_now(self) -> None:
+        if self._recount is not None:
+            self._recount.cancel()
+            self._recount = None
+        if self._observed is not None:
+            self.recount(self._observed())
+
+    def recount(self, observed: Iterable[QueueEntry]) -> None:
+        """Publish the gauges from all MusicVideos as they are now (the index, with this process's own
+        phase writes that the watch has not delivered yet)."""
+        entries = self.ledger.entries(observed)
+        metrics.publish(census(entries))
+        if self.clocks.size() > len(entries):
+            self.clocks.keep_only({entry.uid for entry in entries})
+
+    def saw(self, body: Mapping[str, Any]) -> None:
+        """The watch delivered a MusicVideo: a new render's apply→Job latency is timed from its first sight."""
+        self.clocks.saw(body, time.monotonic())
+
+    def forget(self, uid: str) -> None:
+        """The MusicVideo `uid` is deleted."""
+        self.ledger.forget(uid)
+        self.clocks.forget(uid)
 
     async def reconcile(
         self,
@@ -102,6 +216,7 @@ class Runtime:
             return None
         uid = mv["metadata"]["uid"]
         status = mv.get("status") or {}
+        self.saw(mv)
         job: dict[str, Any] | None = None
         pods: list[dict[str, Any]] = []
         if status.get("jobName"):
@@ -119,18 +234,18 @@ class Runtime:
         entry = queue_entry(mv)
         entries = [e for e in self.ledger.entries(observed()) if e.uid != uid] + [entry]
         admission = admit(entry, entries, self.limits)
-        plan = decide_folded(Observation(mv, job, pods, utcnow(), admission, outputs), self.settings)
+        now, tick = utcnow(), time.monotonic()  # the plan's time, on both clocks (for the metrics)
+        plan = decide_folded(Observation(mv, job, pods, now, admission, outputs), self.settings)
         old_phase, new_phase = str(status.get("phase") or ""), plan.status.get("phase")
         if new_phase:
             self.ledger.note(uid, new_phase)
         try:
-            again = await self.apply(mv, plan, logger)
+            again = await self.apply(mv, plan, logger, tick)
         except BaseException:
             self.ledger.note(uid, old_phase)
             raise
-        if new_phase != old_phase or time.monotonic() >= self._gauges_due:  # O(renders): not on every step
-            self._gauges_due = time.monotonic() + GAUGES_PERIOD
-            self._update_gauges(entries, uid, new_phase or old_phase)
+        if new_phase and new_phase != old_phase:  # the gauges show it now, not only once the watch says so
+            self.recount(observed())
         if old_phase == RUNNING and new_phase and new_phase != RUNNING:
             self.wakeups.wake_all()
         return again
@@ -143,11 +258,17 @@ class Runtime:
         plan = cancel(mv, utcnow())
         if plan is not None:
             self.ledger.note(mv["metadata"]["uid"], CANCELLED)
-            await self.apply(mv, plan, logger)
+            await self.apply(mv, plan, logger, time.monotonic())
+            self._recount_now()
             self.wakeups.wake_all()
 
-    async def apply(self, mv: Mapping[str, Any], plan: Plan, logger: kopf.Logger) -> float | None:
-        """Delete, create, patch, post events and count, in that order (create before recording it)."""
+    async def apply(self, mv: Mapping[str, Any], plan: Plan, logger: kopf.Logger, tick: float | None = None,
+                    ) -> float | None:
+        """Delete, create, patch, post events and count, in that order (create before recording it).
+
+        `tick` is time.monotonic() when the plan was made (the `now` of its status timestamps).
+        """
+        tick = time.monotonic() if tick is None else tick
         meta = mv["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         if plan.delete_job:
@@ -172,16 +293,17 @@ class Runtime:
                     await asyncio.to_thread(self.kube.patch_musicvideo_status, namespace, name, plan.prelude)
                 raise
             if plan.first_job:
-                created = parse_time(meta.get("creationTimestamp"))
-                if created is not None:
-                    metrics.APPLY_TO_JOB.observe(max(0.0, (utcnow() - created).total_seconds()))
+                latency = self.clocks.apply_to_job(mv, time.monotonic())
+                if latency is not None:
+                    metrics.APPLY_TO_JOB.observe(latency)
         if plan.status:
             await asyncio.to_thread(self.kube.patch_musicvideo_status, namespace, name, plan.status)
+            self.clocks.note_started(meta["uid"], plan.status, tick)
         for event in plan.events:
             kopf.event(as_body(mv), type=event.type, reason=event.reason, message=event.message)
             log = logger.warning if event.type == "Warning" else logger.info
             log(f"{event.reason}: {event.message}")
-        self._count(mv, plan)
+        self._count(mv, plan, tick)
         return plan.again
 
     async def _create_job(self, mv: Mapping[str, Any], job: Mapping[str, Any], logger: kopf.Logger) -> None:
@@ -202,14 +324,13 @@ class Runtime:
             raise JobNameTaken(f"Job {job_name} was created for an older spec: deleted it, skipping its name")
         logger.info(f"Job {job_name} already exists (created before a restart): adopting it")
 
-    def _count(self, mv: Mapping[str, Any], plan: Plan) -> None:
+    def _count(self, mv: Mapping[str, Any], plan: Plan, tick: float) -> None:
         outcome = plan.outcome
         if outcome in (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED):
             assert outcome is not None
             metrics.RENDERS.labels(outcome.value).inc()
-            started = parse_time((mv.get("status") or {}).get("startedAt"))
-            if started is not None:
-                seconds = max(0.0, (utcnow() - started).total_seconds())
+            seconds = self.clocks.render_duration(mv, tick)
+            if seconds is not None:
                 metrics.RENDER_DURATION.labels(outcome.value).observe(seconds)
         elif outcome is Outcome.OOM_RETRY:
             metrics.OOM_RETRIES.inc()
@@ -218,13 +339,3 @@ class Runtime:
             metrics.RETRIES.labels("error").inc()
         elif outcome is Outcome.DISRUPTED:
             metrics.RETRIES.labels("disruption").inc()
-
-    @staticmethod
-    def _update_gauges(entries: Iterable[QueueEntry], uid: str, phase: str) -> None:
-        entries = list(entries)
-        phases = [phase if e.uid == uid else e.phase for e in entries]
-        metrics.RUNNING.set(phases.count(RUNNING))
-        metrics.QUEUED.set(phases.count(QUEUED))
-        queued = [e.created for e, p in zip(entries, phases, strict=True) if p == QUEUED]
-        oldest = parse_time(min(queued)) if queued else None
-        metrics.OLDEST_QUEUED.set(max(0.0, (utcnow() - oldest).total_seconds()) if oldest else 0.0)

@@ -206,15 +206,18 @@ def failed(
     *,
     reason: str,
     message: str,
-    failure: Failure | None,
+    failure: Failure,
     attempt: int,
     generation: int,
     now: datetime,
 ) -> Patch:
-    """The render failed for good (until the spec changes)."""
+    """The render failed for good (until the spec changes).
+
+    Always with status.lastFailure (`failure`, of attempt `attempt`): it is what `kubectl get mv -o wide`
+    shows as REASON and what the API reports, so no render ends Failed without saying why.
+    """
     patch = _ended(status, FAILED, message, reason=reason, ready=False, generation=generation, now=now)
-    if failure is not None:
-        patch["lastFailure"] = last_failure(failure, attempt=attempt, now=now)
+    patch["lastFailure"] = last_failure(failure, attempt=attempt, now=now)
     return patch
 
 

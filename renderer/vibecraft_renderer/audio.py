@@ -44,14 +44,26 @@ def _fmt_duration(seconds: float) -> str:
     return f"{h}h{rem // 60:02d}m{rem % 60:02d}s"
 
 
-def probe(path: Path) -> AudioInfo:
-    """Reject non-audio, empty and over-long inputs cheaply (ffprobe reads only headers)."""
+def _ffmpeg_reason(stderr: str, path: Path, fallback: str) -> str:
+    """ffmpeg's last error line, without the local file's path (`/scratch/.../input-1a2b-song.ogg: `):
+    a downloaded input's scratch copy means nothing to the user, who gave a URL."""
+    line = (stderr.strip().splitlines() or [fallback])[-1]
+    return line.replace(f"{path}: ", "").replace(str(path), "the input").strip() or fallback
+
+
+def probe(path: Path, name: str | None = None) -> AudioInfo:
+    """Reject non-audio, empty and over-long inputs cheaply (ffprobe reads only headers).
+
+    `name` is what the messages call the input: the user's URL, redacted (storage.redact), when
+    `path` is the scratch copy of a download; the path itself by default.
+    """
+    shown = name or str(path)
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise BadAudioError(f"cannot read input: {exc.strerror}") from None
+        raise BadAudioError(f"cannot read {shown}: {exc.strerror}") from None
     if size == 0:
-        raise BadAudioError("input file is empty (0 bytes)")
+        raise BadAudioError(f"{shown} is empty (0 bytes)")
     proc = subprocess.run(
         ["ffprobe", "-v", "error", "-show_entries",
          "stream=codec_type,codec_name,sample_rate,channels,duration:format=duration",
@@ -59,12 +71,11 @@ def probe(path: Path) -> AudioInfo:
         capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     if proc.returncode != 0:
-        detail = (proc.stderr.strip().splitlines() or ["unknown format"])[-1]
-        raise BadAudioError(f"input is not decodable audio: {detail}")
+        raise BadAudioError(f"{shown} is not decodable audio: {_ffmpeg_reason(proc.stderr, path, 'unknown format')}")
     data = json.loads(proc.stdout or "{}")
     audio = [s for s in data.get("streams", []) if s.get("codec_type") == "audio"]
     if not audio:
-        raise BadAudioError("input has no audio stream (not an audio file?)")
+        raise BadAudioError(f"{shown} has no audio stream (not an audio file?)")
     stream = audio[0]
     duration: float | None = None
     for raw in (stream.get("duration"), data.get("format", {}).get("duration")):
@@ -74,7 +85,7 @@ def probe(path: Path) -> AudioInfo:
         except (TypeError, ValueError):
             continue
     if duration is not None and duration > MAX_DURATION_S:
-        raise BadAudioError(f"audio is {_fmt_duration(duration)} long; the limit is {_fmt_duration(MAX_DURATION_S)}")
+        raise BadAudioError(f"{shown} is {_fmt_duration(duration)} long; the limit is {_fmt_duration(MAX_DURATION_S)}")
     return AudioInfo(
         duration=duration,
         codec=str(stream.get("codec_name", "?")),
@@ -101,8 +112,12 @@ def _pump(stdout: IO[bytes], out: queue.Queue[bytes | BaseException], nbytes: in
             return
 
 
-def decode_blocks(path: Path, block: int = BLOCK_SAMPLES) -> Iterator[npt.NDArray[np.float32]]:
-    """Yield mono float32 PCM at SAMPLE_RATE in blocks; enforces the duration limit while streaming."""
+def decode_blocks(path: Path, block: int = BLOCK_SAMPLES, name: str | None = None) -> Iterator[npt.NDArray[np.float32]]:
+    """Yield mono float32 PCM at SAMPLE_RATE in blocks; enforces the duration limit while streaming.
+
+    `name`: what errors call the input (as in probe()).
+    """
+    shown = name or str(path)
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-vn",
            "-ac", "1", "-ar", str(SAMPLE_RATE), "-t", str(MAX_DURATION_S + 1.0),
            "-f", "f32le", "pipe:1"]  # fmt: skip
@@ -127,14 +142,13 @@ def decode_blocks(path: Path, block: int = BLOCK_SAMPLES) -> Iterator[npt.NDArra
             samples = np.frombuffer(raw[:usable], dtype=np.float32)
             total += samples.size
             if total > limit:
-                raise BadAudioError(f"audio is longer than the {_fmt_duration(MAX_DURATION_S)} limit")
+                raise BadAudioError(f"{shown} is longer than the {_fmt_duration(MAX_DURATION_S)} limit")
             yield samples
         code = proc.wait()
         errfile.seek(0)
         err = errfile.read(64 * 1024).decode(errors="replace").strip()
         if code != 0 and total == 0:
-            detail = (err.splitlines() or ["decoder failed"])[-1]
-            raise BadAudioError(f"input is not decodable audio: {detail}")
+            raise BadAudioError(f"{shown} is not decodable audio: {_ffmpeg_reason(err, path, 'decoder failed')}")
     finally:
         stop.set()
         if proc.poll() is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from vibecraft_common.resource import (
     EXIT_BAD_AUDIO,
     EXIT_DOWNLOAD_FAILED,
+    EXIT_INPUT_NOT_FOUND,
     EXIT_INTERNAL,
     EXIT_MEMORY_GUARD,
     EXIT_REPLICATE_FAILED,
@@ -44,6 +45,16 @@ class DownloadError(RenderError):
     """The input audio could not be fetched (unreachable URL, missing bucket/key, HTTP error)."""
 
     exit_code = EXIT_DOWNLOAD_FAILED
+
+
+class InputNotFoundError(DownloadError):
+    """The input's store answered that it does not exist (S3 key or bucket, HTTP 404/410, local file).
+
+    Permanent (vibecraft_common.resource.PERMANENT_EXIT_CODES): the same URL is looked up again on a
+    retry and finds the same nothing, so retrying would only delay the failure the user must fix.
+    """
+
+    exit_code = EXIT_INPUT_NOT_FOUND
 
 
 class UploadError(RenderError):

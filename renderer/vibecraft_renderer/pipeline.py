@@ -62,14 +62,15 @@ def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Render
             generator = ReplicateImages(layout.cache, work, opts.replicate_concurrency)  # fails fast w/o token
         guard = MemoryGuard(opts.memory_limit_mb)
 
-        progress.stage("downloading", storage.redact(spec.audio_url))
+        song = storage.redact(spec.audio_url)  # what messages call the input, not its scratch copy
+        progress.stage("downloading", song)
         audio_path = storage.fetch(spec.audio_url, work)
-        info = audio.probe(audio_path)
+        info = audio.probe(audio_path, song)
         soundtrack = stop.enter_context(encode.AudioEncoder(audio_path, work / "soundtrack.m4a", info.sample_rate))
 
         progress.stage("analyzing")
         an = analysis_mod.analyze_blocks(
-            audio.decode_blocks(audio_path), lambda f: progress.update(fraction=f), info.duration,
+            audio.decode_blocks(audio_path, name=song), lambda f: progress.update(fraction=f), info.duration,
             bpm=spec.bpm, beat_offset=spec.beat_offset,
         )  # fmt: skip
         guard.check(force=True)
@@ -82,7 +83,7 @@ def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Render
         progress.stage("generating", f"tempo {an.tempo:.1f} BPM ({an.tempo_source})")
         source = _frame_source(spec, opts, an, timeline, generator, progress) if todo else None
         if todo:
-            store.write_manifest({"audio": storage.redact(spec.audio_url), "spec": spec.fingerprint(),
+            store.write_manifest({"audio": song, "spec": spec.fingerprint(),
                                   "frames": timeline.n_frames, "segments": len(plan), "fps": spec.video.fps})  # fmt: skip
 
         progress.stage("composing", f"{len(plan) - len(todo)}/{len(plan)} segments already done")

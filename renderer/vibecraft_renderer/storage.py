@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlparse
 from vibecraft_common.s3 import S3Url as S3Url  # re-exported: parse_url returns it
 from vibecraft_common.s3 import S3UrlError, s3_client
 
-from .errors import DownloadError, RenderError, UploadError
+from .errors import DownloadError, InputNotFoundError, RenderError, UploadError
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,13 @@ def _s3_error_text(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _bucket_missing(exc: Exception) -> bool:
+NOT_FOUND_CODES: Final = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
+
+
+def _error_code(exc: Exception) -> str | None:
     from botocore.exceptions import ClientError
 
-    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "NoSuchBucket"
+    return str(exc.response.get("Error", {}).get("Code")) if isinstance(exc, ClientError) else None
 
 
 # ---------------------------------------------------------------- stores
@@ -113,13 +116,18 @@ class Store:
     url: str
 
     def fetch(self, work_dir: Path) -> Path:
-        """Download the input to a fresh file in work_dir."""
+        """Download the input to a fresh file in work_dir.
+
+        InputNotFoundError (permanent) when the store says there is no such object; DownloadError
+        (retried) for everything a retry may fix: no answer, 5xx, denied access.
+        """
         name = Path(urlparse(self.url).path).name or "input"
         dest = work_dir / f"input-{uuid.uuid4().hex[:8]}-{name}"
-        self._download(dest, DownloadError)
+        self._download(dest, DownloadError, InputNotFoundError)
         return dest
 
-    def _download(self, dest: Path, error: type[RenderError]) -> None:
+    def _download(self, dest: Path, error: type[RenderError], missing: type[RenderError]) -> None:
+        """Copy the object to dest; `missing` when it does not exist, `error` for other failures."""
         raise NotImplementedError
 
     def join(self, name: str) -> str:
@@ -150,12 +158,14 @@ class Store:
 class HttpStore(Store):
     """http(s)://: an input, downloaded in chunks up to MAX_DOWNLOAD_BYTES."""
 
-    def _download(self, dest: Path, error: type[RenderError]) -> None:
+    def _download(self, dest: Path, error: type[RenderError], missing: type[RenderError]) -> None:
         import httpx
 
         url = self.url
         try:
             with httpx.stream("GET", url, follow_redirects=True, timeout=HTTP_TIMEOUT_S) as resp:
+                if resp.status_code in (404, 410):
+                    raise missing(f"{redact(url)} not found (HTTP {resp.status_code})")
                 if resp.status_code >= 400:
                     raise error(f"cannot download {redact(url)}: HTTP {resp.status_code}")
                 size = 0
@@ -177,7 +187,7 @@ class LocalStore(Store):
 
     def fetch(self, work_dir: Path) -> Path:
         if not self.path.is_file():
-            raise DownloadError(f"input file not found: {self.path}")
+            raise InputNotFoundError(f"input file not found: {self.path}")
         return self.path
 
     def join(self, name: str) -> str:
@@ -235,7 +245,7 @@ class S3Store(Store):
         """The key as a listing prefix; "/" for the bucket itself, so that a cleanup never empties a bucket."""
         return self.loc.key if self.loc.key.endswith("/") else self.loc.key + "/"
 
-    def _download(self, dest: Path, error: type[RenderError]) -> None:
+    def _download(self, dest: Path, error: type[RenderError], missing: type[RenderError]) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         loc, client = self.loc, _client()
@@ -245,13 +255,18 @@ class S3Store(Store):
                 raise error(f"{loc} is larger than {MAX_DOWNLOAD_BYTES // 1024**3} GiB")
             client.download_file(loc.bucket, loc.key, str(dest))
         except ClientError as exc:
-            if not _bucket_missing(exc) and exc.response.get("Error", {}).get("Code") in ("404", "NotFound"):
+            code = _error_code(exc)
+            if code not in NOT_FOUND_CODES:  # denied, throttled, 5xx: a retry (or an admin) may fix it
+                raise error(f"cannot read {loc}: {_s3_error_text(exc)}") from None
+            if code != "NoSuchBucket":
                 # HEAD cannot tell a missing key from a missing bucket: ask the bucket.
                 try:
                     client.head_bucket(Bucket=loc.bucket)
-                except ClientError:
-                    raise error(f"cannot read {loc}: bucket {loc.bucket!r} does not exist") from None
-            raise error(f"cannot read {loc}: {_s3_error_text(exc)}") from None
+                except ClientError as bucket_exc:
+                    code = "NoSuchBucket" if _error_code(bucket_exc) in NOT_FOUND_CODES else code
+            # Neither a missing key nor a misspelt bucket appears by retrying the same URL.
+            what = f"bucket {loc.bucket!r} does not exist" if code == "NoSuchBucket" else "no such object"
+            raise missing(f"{loc} not found ({what})") from None
         except BotoCoreError as exc:
             raise error(f"cannot read {loc}: {_s3_error_text(exc)}") from None
 
@@ -268,7 +283,7 @@ class S3Store(Store):
         return True
 
     def get_file(self, dest: Path) -> None:
-        self._download(dest, UploadError)
+        self._download(dest, UploadError, UploadError)
 
     def get_bytes(self) -> bytes | None:
         from botocore.exceptions import ClientError

@@ -95,6 +95,19 @@ def _rbac_for(namespace: str, suffix: str) -> str:
     return yaml.safe_dump_all(docs)
 
 
+def service_account_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig at `path` that authenticates as the ServiceAccount (a 6 h token)."""
+    token = cluster.kubectl("-n", namespace, "create", "token", account, "--duration=6h").stdout.strip()
+    cluster_entry = yaml.safe_load(Path(cluster.kubeconfig).read_text())["clusters"][0]
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "api",
+        "clusters": [cluster_entry],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": "api", "context": {"cluster": cluster_entry["name"], "user": account}}],
+    }))
+    return path
+
+
 @pytest.fixture(scope="session")
 def api_system(cluster: Cluster, s3: S3Server, crd: None, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[ApiSystem]:
@@ -103,16 +116,7 @@ def api_system(cluster: Cluster, s3: S3Server, crd: None, tmp_path_factory: pyte
     cluster.kubectl("create", "namespace", ns)
     cluster.kubectl("apply", "-f", "-", input=_rbac_for(ns, "-" + suffix))
     cluster.kubectl("-n", ns, "create", "secret", "generic", SECRET_NAME)
-    token = cluster.kubectl("-n", ns, "create", "token", "vibecraft-api", "--duration=6h").stdout.strip()
-    cfg = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    cluster_entry = cfg["clusters"][0]
-    kubeconfig = tmp_path_factory.mktemp("api") / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "api",
-        "clusters": [cluster_entry],
-        "users": [{"name": "vibecraft-api", "user": {"token": token}}],
-        "contexts": [{"name": "api", "context": {"cluster": cluster_entry["name"], "user": "vibecraft-api"}}],
-    }))
+    kubeconfig = service_account_kubeconfig(cluster, ns, "vibecraft-api", tmp_path_factory.mktemp("api") / "kubeconfig")
     yield ApiSystem(ns, kubeconfig, f"vct{suffix[:4]}-", cluster, s3)
     cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
     cluster.kubectl("delete", "clusterrolebinding,clusterrole", f"vibecraft-api-{suffix}", check=False)
@@ -150,6 +154,24 @@ class ServerThread:
 @pytest.fixture(scope="session")
 def api_server(api_system: ApiSystem) -> Iterator[ServerThread]:
     with ServerThread(api_system.settings()) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def scoped_api_server(cluster: Cluster, api_system: ApiSystem, tmp_path_factory: pytest.TempPathFactory
+                      ) -> Iterator[ServerThread]:
+    """A second API as the Helm chart binds it: no cluster-wide RoleBinding, only the key Secret's Role.
+
+    The chart binds the MusicVideo ClusterRole per tenant namespace, so here the API may touch no
+    namespace at all: every tenant looks like one whose namespace (and RoleBinding) is missing.
+    """
+    account = "vibecraft-api-scoped"
+    cluster.kubectl("-n", api_system.namespace, "create", "serviceaccount", account)
+    cluster.kubectl("-n", api_system.namespace, "create", "rolebinding", f"{account}-keys", "--role=vibecraft-api-keys",
+                    f"--serviceaccount={api_system.namespace}:{account}")
+    kubeconfig = service_account_kubeconfig(cluster, api_system.namespace, account,
+                                            tmp_path_factory.mktemp("scoped-api") / "kubeconfig")
+    with ServerThread(api_system.settings(kubeconfig=str(kubeconfig))) as server:
         yield server
 
 

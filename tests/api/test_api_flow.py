@@ -57,8 +57,8 @@ def test_streamed_upload_video_events_download(new_tenant: Callable[..., TenantH
 
     video = create_video(t, {"key": upload["key"], "bpm": 97}, style={"backend": "procedural", "seed": 3})
     assert video["phase"] == "Pending"
-    assert video["audio"] == {"key": upload["key"], "url": f"s3://{api_system.s3.bucket}/{upload['key']}",
-                              "bpm": 97.0, "beatOffsetSeconds": None}  # the API server accepted audio.bpm
+    # An upload is shown by its key, never by its location in S3; the API server accepted audio.bpm.
+    assert video["audio"] == {"key": upload["key"], "url": None, "bpm": 97.0, "beatOffsetSeconds": None}
     assert video["video"]["fps"] == 30  # the CRD's default, applied by the API server
 
     resp = t.client.get(f"/v1/videos/{video['id']}/download")
@@ -69,6 +69,7 @@ def test_streamed_upload_video_events_download(new_tenant: Callable[..., TenantH
     assert reader.status == HTTPStatus.OK
     first = reader.events[0]
     assert first.event == "video" and first.json()["phase"] == "Pending" and first.id
+    assert first.json()["audio"]["url"] is None and "s3://" not in first.data
     for percent in (10, 55):
         patch_status(admin, t.namespace, video["id"], {"phase": "Running", "attempts": 1,
                                                        "progress": {"stage": "composing", "percent": percent}})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -95,9 +96,13 @@ def test_bad_input_is_422_with_field_errors(new_tenant: Callable[..., TenantHand
                         ({"audio": {**SONG, "beatOffsetSeconds": 0.5}}, "audio")):
         problem = assert_problem(t.client.post("/v1/videos", json=body), HTTPStatus.UNPROCESSABLE_ENTITY)
         assert [e["field"] for e in problem["errors"]] == [field], problem
+    problem = assert_problem(t.client.post("/v1/videos", json={"audio": {"url": "ftp://x.example/a.mp3"}}),
+                             HTTPStatus.UNPROCESSABLE_ENTITY, "invalid-input")
+    assert problem["detail"] == "audio.url: audio.url must be an http:// or https:// URL"
+    # Unparsable JSON is not a field error: 400, as the docs say.
     problem = assert_problem(t.client.post("/v1/videos", content=b"{not json", headers={"Content-Type": "application/json"}),
-                             HTTPStatus.UNPROCESSABLE_ENTITY)
-    assert problem["errors"][0]["detail"] == "The request body is not valid JSON."
+                             HTTPStatus.BAD_REQUEST, "bad-request")
+    assert problem["detail"].startswith("The request body is not valid JSON") and "errors" not in problem
     problem = assert_problem(t.client.get("/v1/videos", params={"limit": 0, "phase": "Dancing"}),
                              HTTPStatus.UNPROCESSABLE_ENTITY)
     assert {(e["location"], e["field"]) for e in problem["errors"]} == {("query", "limit"), ("query", "phase")}
@@ -166,12 +171,31 @@ def test_rate_limit_and_concurrent_renders_are_429(new_tenant: Callable[..., Ten
     assert other.client.post("/v1/videos", json={"audio": SONG}).status_code == HTTPStatus.CREATED
 
 
-def test_tenant_without_namespace_gets_a_clear_503(new_tenant: Callable[..., TenantHandle]) -> None:
+@pytest.mark.parametrize("binding", ["cluster-wide", "per-namespace"])
+def test_tenant_without_namespace_gets_the_same_503_everywhere_at_once(
+        binding: str, new_tenant: Callable[..., TenantHandle], request: pytest.FixtureRequest) -> None:
+    """Every endpoint that needs the tenant's namespace says so, promptly and in the same words.
+
+    cluster-wide: the API may use any namespace (api/rbac.yaml), the tenant's does not exist.
+    per-namespace: the API is bound per tenant namespace (the Helm chart), so it gets 403s instead.
+    """
     t = new_tenant(provision=False)
-    assert t.client.get("/v1/videos").json() == {"items": [], "continue": None}
-    problem = assert_problem(t.client.post("/v1/videos", json={"audio": SONG}), HTTPStatus.SERVICE_UNAVAILABLE,
-                             "tenant-not-provisioned")
-    assert "administrator" in problem["detail"]
+    server: ServerThread = request.getfixturevalue("api_server" if binding == "cluster-wide" else "scoped_api_server")
+    video = "/v1/videos/mv-0000000000000000000000"
+    bodies = []
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {t.key}"}, timeout=30) as client:
+        for method, url in (("GET", "/v1/videos"), ("GET", "/v1/videos?phase=Running"), ("POST", "/v1/videos"),
+                            ("GET", video), ("DELETE", video), ("GET", video + "/download"), ("GET", video + "/events")):
+            started = time.monotonic()
+            resp = client.request(method, url, json={"audio": SONG} if method == "POST" else None)
+            elapsed = time.monotonic() - started
+            problem = assert_problem(resp, HTTPStatus.SERVICE_UNAVAILABLE, "tenant-not-provisioned")
+            assert elapsed < 3, f"{method} {url} took {elapsed:.1f} s"
+            assert resp.headers["retry-after"]
+            bodies.append((method, url, {k: v for k, v in problem.items() if k != "instance"}))
+    first = bodies[0][2]
+    assert "administrator" in first["detail"] and first["title"] == "Account not set up"
+    assert [b for b in bodies if b[2] != first] == [], "every endpoint gives the same problem"
 
 
 def test_cors(anon: httpx.Client) -> None:

@@ -254,3 +254,108 @@ def test_unexpected_errors_are_a_500_problem_without_details() -> None:
     assert resp.headers["content-type"] == PROBLEM_JSON
     assert resp.json()["type"].endswith("/internal")
     assert "hunter2" not in resp.text and "Traceback" not in resp.text and "path.py" not in resp.text
+
+
+AUDIO_URL_MESSAGE = "audio.url must be an http:// or https:// URL"
+
+
+@pytest.mark.parametrize("url", ["ftp://e.example/a.mp3", "e.example/a.mp3", "s3://bucket/uploads/a.mp3",
+                                 "https://e.example/my song.mp3", "HTTPS://"])
+def test_a_bad_audio_url_is_refused_in_plain_words(url: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        VideoCreate.model_validate({"audio": {"url": url}})
+    (error,) = info.value.errors()
+    assert error["loc"] == ("audio", "url") and error["msg"] == AUDIO_URL_MESSAGE, error
+    # The schema still tells clients the rule as a pattern.
+    schema = VideoCreate.model_json_schema()["$defs"]["AudioSource"]["properties"]["url"]
+    assert any(s.get("pattern") == r"^https?://[^\s]+$" for s in schema["anyOf"]), schema
+
+
+def _offline_app() -> Any:
+    """The app without its lifespan: a fixed tenant, and no runtime parts (requests must fail before using them)."""
+    from types import SimpleNamespace
+
+    from vibecraft_api.auth import Tenant
+    from vibecraft_api.deps import current_tenant
+
+    settings = Settings(cors_origins=[])
+    app = create_app(settings)
+    app.state.runtime = SimpleNamespace(settings=settings, renders=None, metrics=None, keys=None, videos=None)
+    app.dependency_overrides[current_tenant] = lambda: Tenant("acme", "vc-acme", "k")
+    return app
+
+
+def _post(app: Any, content: bytes) -> httpx.Response:
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return await client.post("/v1/videos", content=content, headers={"Content-Type": "application/json"})
+
+    return asyncio.run(call())
+
+
+def test_a_bad_audio_url_problem_reads_as_a_sentence() -> None:
+    resp = _post(_offline_app(), b'{"audio": {"url": "ftp://e.example/a.mp3"}}')
+    assert resp.status_code == HTTPStatus.UNPROCESSABLE_ENTITY and resp.headers["content-type"] == PROBLEM_JSON
+    problem = resp.json()
+    assert problem["type"].endswith("/invalid-input")
+    assert problem["errors"] == [{"pointer": "#/audio/url", "field": "audio.url", "location": "body",
+                                  "detail": AUDIO_URL_MESSAGE}]
+    assert problem["detail"] == f"audio.url: {AUDIO_URL_MESSAGE}"
+    assert "pattern" not in resp.text and "^https" not in resp.text
+
+
+@pytest.mark.parametrize("body", [b"{not json", b'{"audio": {"url": "https://e.example/a.mp3"}', b"\xff\xfe{}",
+                                  b'{"audio": {"url": "https://e.example/\xff.mp3"}}'])
+def test_malformed_json_is_a_400_problem(body: bytes) -> None:
+    resp = _post(_offline_app(), body)
+    assert resp.status_code == HTTPStatus.BAD_REQUEST, resp.text
+    assert resp.headers["content-type"] == PROBLEM_JSON
+    problem = resp.json()
+    assert problem["type"] == "https://vibecraft.io/problems/bad-request" and problem["title"] == "Bad request"
+    assert problem["status"] == HTTPStatus.BAD_REQUEST and problem["instance"] == "/v1/videos"
+    assert problem["detail"].startswith("The request body is not valid JSON"), problem
+    # Well-formed JSON that breaks the schema stays a 422 with field errors.
+    resp = _post(_offline_app(), b'{"audio": {"url": "https://e.example/a.mp3"}, "colour": "red"}')
+    assert resp.status_code == HTTPStatus.UNPROCESSABLE_ENTITY
+    assert [e["field"] for e in resp.json()["errors"]] == ["colour"]
+
+
+def test_an_uploaded_song_is_shown_by_key_never_by_its_s3_location() -> None:
+    key = "uploads/acme/" + "0" * 32 + "/a.mp3"
+    uploaded = build_musicvideo(name="mv-1", tenant="acme", req=VideoCreate.model_validate({"audio": {"key": key}}),
+                                bucket="b", audio_url=f"s3://b/{key}")
+    public = to_public(uploaded, "b")
+    assert (public.audio.key, public.audio.url) == (key, None)
+    assert "s3://" not in public.model_dump_json()
+    linked = build_musicvideo(name="mv-2", tenant="acme", bucket="b", audio_url="https://e.example/a.mp3",
+                              req=VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3"}}))
+    assert (to_public(linked, "b").audio.key, to_public(linked, "b").audio.url) == (None, "https://e.example/a.mp3")
+    # A MusicVideo made with kubectl from another bucket: still no internal location.
+    uploaded["spec"]["audio"]["url"] = "s3://elsewhere/song.mp3"
+    assert (to_public(uploaded, "b").audio.key, to_public(uploaded, "b").audio.url) == (None, None)
+
+
+def test_following_a_video_in_a_namespace_the_api_may_not_use_fails_at_once_with_that_cause() -> None:
+    """A watch the API server refuses (403: no RoleBinding, the chart's sign of an unprovisioned tenant)."""
+    from vibecraft_api.errors import KubeError, TenantNotProvisioned
+    from vibecraft_api.watches import WatchHub
+
+    class Refusing:
+        async def get(self, path: str, params: Any = None) -> dict[str, Any]:
+            raise KubeError(403, "Forbidden", "musicvideos.vibecraft.io is forbidden")
+
+    async def follow() -> tuple[BaseException | None, float]:
+        hub = WatchHub(Refusing(), linger=0)  # type: ignore[arg-type]
+        started = asyncio.get_running_loop().time()
+        try:
+            await hub.subscribe("vc-nobody", "mv-1")
+        except Exception as exc:
+            return exc, asyncio.get_running_loop().time() - started
+        finally:
+            await hub.close()
+        return None, asyncio.get_running_loop().time() - started
+
+    error, elapsed = asyncio.run(follow())
+    assert isinstance(error, TenantNotProvisioned), error
+    assert elapsed < 3, elapsed

@@ -73,6 +73,29 @@ def test_rendered_manifests_are_secure_and_wired() -> None:
     assert {d["kind"] for d in docs} >= {"ServiceMonitor", "PrometheusRule", "Ingress", "ConfigMap"}
 
 
+def _memory_policy(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    (policy,) = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"]
+    (binding,) = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"]
+    return policy, binding
+
+
+def test_the_default_max_memory_is_enforced_by_an_admission_policy() -> None:
+    """The operator's ceiling without spec.resources.maxMemory is a chart value: the policy carries it."""
+    policy, binding = _memory_policy(render("eks"))  # renderer.defaultMaxMemory: 12Gi
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert (rule["apiGroups"], rule["resources"], rule["operations"]) == (["vibecraft.io"], ["musicvideos"],
+                                                                         ["CREATE", "UPDATE"])
+    (check,) = policy["spec"]["validations"]
+    assert "quantity('12Gi')" in check["expression"] and "above 12Gi" in check["messageExpression"]
+    assert [c["name"] for c in policy["spec"]["matchConditions"]] == ["spec-written"]  # every namespace
+    scoped, _ = _memory_policy(render("default", "--set", "operator.watchNamespaces={renders,vc-*,!kube-?}"))
+    assert scoped["spec"]["matchConditions"][1] == {"name": "watched-namespace", "expression": (
+        "request.namespace.matches(r'^(?:renders)$') || request.namespace.matches(r'^(?:vc-.*)$') || "
+        "!request.namespace.matches(r'^(?:kube-.)$')")}
+
+
 def test_chart_crd_matches_crds_dir() -> None:
     assert (CHART / "crds" / "musicvideo.yaml").read_text() == (ROOT / "crds" / "musicvideo.yaml").read_text(), \
         "charts/vibecraft/crds/musicvideo.yaml is a copy of crds/musicvideo.yaml: copy it again"
@@ -188,6 +211,44 @@ def test_install_render_upgrade_uninstall(cluster: Cluster, s3: S3Server, tmp_pa
     assert wait_for(lambda: not json.loads(cluster.kubectl("get", "deploy,pods", "-n", ns, "-o", "json").stdout)["items"],
                     timeout=90, interval=1, what=f"uninstall to remove {[i['metadata']['name'] for i in left]}")
     cluster.kubectl("delete", "namespace", ns, render_ns, "--wait=false", check=False)
+
+
+def test_memory_above_the_default_max_is_refused_at_apply(cluster: Cluster, tmp_path: Path) -> None:
+    """Without spec.resources.maxMemory, a resources.memory the operator would refuse (InvalidSpec) is
+    refused by the API server at `kubectl apply`, with the installation's number in the message."""
+    release, ns = f"vc{uuid.uuid4().hex[:5]}", f"vc-sys-{uuid.uuid4().hex[:5]}"
+    render_ns, other_ns = f"renders-{uuid.uuid4().hex[:5]}", f"other-{uuid.uuid4().hex[:5]}"
+    for name in (render_ns, other_ns):
+        cluster.kubectl("create", "namespace", name)
+    values = {"s3": {"existingSecret": ""}, "api": {"enabled": False},
+              "operator": {"metricsPort": free_port(), "healthPort": free_port(), "watchNamespaces": [render_ns]},
+              "renderer": {"namespaces": [render_ns], "defaultMaxMemory": "8Gi"}}
+    vf = tmp_path / "values.json"
+    vf.write_text(json.dumps(values))
+    kc = cluster.kubeconfig
+
+    def apply(namespace: str, resources: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        mv = {"apiVersion": "vibecraft.io/v1alpha1", "kind": "MusicVideo", "metadata": {"name": "big"},
+              "spec": {"audio": {"url": "s3://vibecraft/songs/a.ogg"}, "output": {"url": "s3://vibecraft/videos/a/"},
+                       "resources": resources}}
+        return cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=json.dumps(mv),
+                               check=False)
+
+    try:
+        helm("install", release, str(CHART), "-n", ns, "--create-namespace", "-f", str(vf), kubeconfig=kc)
+        # The API server picks a new policy up within a second or so.
+        refused = wait_for(lambda: (res := apply(render_ns, {"memory": "16Gi"})).returncode != 0 and res,
+                           timeout=30, interval=0.5, what="the admission policy to refuse 16Gi")
+        assert "spec.resources.memory 16Gi is above 8Gi, the maxMemory this installation allows when " \
+               "spec.resources.maxMemory is unset: ask for at most 8Gi, or set spec.resources.maxMemory" \
+               in " ".join(refused.stderr.split()), refused.stderr
+        for namespace, resources in ((render_ns, {"memory": "16Gi", "maxMemory": "32Gi"}), (render_ns, {"memory": "8Gi"}),
+                                     (render_ns, {"cpu": "2"}), (other_ns, {"memory": "16Gi"})):  # other_ns: not watched
+            res = apply(namespace, resources)
+            assert res.returncode == 0, (namespace, resources, res.stderr)
+    finally:
+        helm("uninstall", release, "-n", ns, kubeconfig=kc, check=False)
+        cluster.kubectl("delete", "namespace", ns, render_ns, other_ns, "--wait=false", check=False)
 
 
 def test_chart_readme_documents_every_value() -> None:

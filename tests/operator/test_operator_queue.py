@@ -85,3 +85,48 @@ def test_queue_entry_from_a_body():
     assert (e.namespace, e.name, e.phase, e.kueue, e.suspended) == ("default", "demo", "Queued", True, False)
     assert e.created == "2025-01-01T12:00:00Z"
     assert queue_entry(musicvideo(suspend=True)).suspended
+
+
+def resumed_after_suspend():
+    """A render suspended while running (its Job deleted), then spec.suspend cleared again."""
+    from tests.operator.operator_factories import applied, job, step
+
+    mv = musicvideo()
+    mv = applied(mv, step(mv))
+    mv = applied(mv, step(mv))  # attempt 1 runs
+    mv["spec"]["suspend"], mv["metadata"]["generation"] = True, 2
+    mv = applied(mv, step(mv, job_=job(mv)))
+    mv["spec"]["suspend"], mv["metadata"]["generation"] = False, 3
+    return mv
+
+
+def test_a_resumed_render_wants_a_slot_and_takes_a_free_one_at_once():
+    """Resume with nothing else running: Resumed then JobCreated, never `Queued: waiting for older renders`.
+
+    What the runtime does in one step: admission from the fresh read of the object itself, then
+    decide_folded() (which folds the Resumed step into the launch after it).
+    """
+    from vibecraft_operator.reconcile import Observation, decide_folded
+
+    from tests.operator.operator_factories import T0, settings
+
+    mv = resumed_after_suspend()
+    entry = queue_entry(mv)
+    for limits in (Limits(), Limits(cluster=1), Limits(namespace=1)):
+        admission = admit(entry, [entry], limits)
+        plan = decide_folded(Observation(mv, None, [], T0, admission), settings())
+        assert [e.reason for e in plan.events] == ["Resumed", "JobCreated"], plan.events
+        assert plan.create_job is not None and plan.status["phase"] == "Running"
+    assert entry.waiting and not entry.suspended  # its Suspended condition is stale once spec.suspend is cleared
+
+
+def test_a_resumed_render_queues_behind_older_waiting_renders_only():
+    mv = resumed_after_suspend()
+    entry = queue_entry(mv)
+    older = QueueEntry(uid="older", namespace="default", name="older", created="2024-01-01T00:00:00Z", phase="Queued")
+    younger = QueueEntry(uid="younger", namespace="default", name="younger", created="2026-01-01T00:00:00Z",
+                         phase="Pending")
+    assert not admit(entry, [older, entry], Limits(cluster=1)).admitted
+    assert admit(entry, [younger, entry], Limits(cluster=1)).admitted
+    assert not admit(younger, [younger, entry], Limits(cluster=1)).admitted  # the resumed one is older
+    assert admit(older, [older, entry], Limits(cluster=1)).admitted

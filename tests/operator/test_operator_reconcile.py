@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import pytest
 from vibecraft_operator.queue import Admission
 from vibecraft_operator.reconcile import Observation, Outcome, Outputs, cancel, decide, needs_reconciler
 
@@ -164,6 +165,16 @@ def test_permanent_errors_fail_at_once():
     plan = step(mv, job_=failed_job(mv), pods=[pod(exit_code=10, message="not audio: text/html")])
     assert plan.status["phase"] == "Failed" and plan.status["lastFailure"]["reason"] == "BadAudio"
     assert plan.status["lastFailure"]["exitCode"] == 10
+
+
+def test_a_missing_input_fails_at_once_without_retries():
+    mv = running(retries=2)
+    missing = pod(exit_code=15, message="s3://vibecraft/songs/demo.ogg not found (no such object)")
+    plan = step(mv, job_=failed_job(mv), pods=[missing])
+    assert plan.status["phase"] == "Failed" and plan.create_job is None and plan.again is None
+    failure = plan.status["lastFailure"]
+    assert (failure["reason"], failure["kind"], failure["exitCode"]) == ("InputNotFound", "permanent", 15)
+    assert plan.status["progress"]["message"] == "s3://vibecraft/songs/demo.ogg not found (no such object)"
 
 
 def test_disruptions_retry_without_using_the_budget():
@@ -368,3 +379,58 @@ def test_deleting_a_finished_render_keeps_its_result():
     mv = running()
     done = applied(mv, step(mv, job_=job(mv, condition="Complete")))
     assert done["status"]["phase"] == "Succeeded" and cancel(done, T0) is None
+
+
+def failed_plans():
+    """Every way decide() ends a render in Failed, each as (name, the MusicVideo before, the plan)."""
+    plans = []
+    mv = accepted(resources={"memory": "16Gi"})  # above the default maxMemory (8Gi) the chart/operator allows
+    plans.append(("invalid spec at launch", mv, step(mv)))
+    mv = running(resources={"memory": "4Gi"})  # valid at launch; the operator's ceiling was lowered since
+    plans.append(("invalid spec after an attempt", mv,
+                  step(mv, job_=failed_job(mv), pods=[pod(exit_code=1)], cfg=settings(default_max_memory="2Gi"))))
+    mv = running(deadlineSeconds=60)
+    mv = applied(mv, step(mv, job_=failed_job(mv), pods=[pod(exit_code=1)]))
+    plans.append(("deadline before the next attempt", mv, step(mv, job_=failed_job(mv), now=T0 + timedelta(seconds=61))))
+    mv = running(deadlineSeconds=60)
+    plans.append(("overdue job", mv, step(mv, job_=job(mv), now=T0 + timedelta(seconds=200))))
+    mv = running(retries=3)
+    plans.append(("job deadline exceeded", mv, step(mv, job_=failed_job(mv, reason="DeadlineExceeded"))))
+    mv = running(resources={"memory": "2Gi", "maxMemory": "2Gi"})
+    plans.append(("oom at maxMemory", mv, step(mv, job_=failed_job(mv), pods=[pod(exit_code=137, reason="OOMKilled")])))
+    mv = running()
+    plans.append(("permanent exit", mv, step(mv, job_=failed_job(mv), pods=[pod(exit_code=10, message="not audio")])))
+    mv = running(retries=0)
+    plans.append(("retries used up", mv, step(mv, job_=failed_job(mv), pods=[pod(exit_code=11, message="503")])))
+    return plans
+
+
+@pytest.mark.parametrize(("name", "mv", "plan"), failed_plans(), ids=[p[0] for p in failed_plans()])
+def test_every_failed_plan_records_last_failure(name, mv, plan):
+    """`kubectl get mv -o wide` shows REASON from status.lastFailure: no Failed without one."""
+    assert plan.status["phase"] == "Failed" and plan.outcome is Outcome.FAILED, name
+    failure = plan.status.get("lastFailure")
+    assert failure, f"{name}: Failed without lastFailure"
+    assert failure["reason"] and failure["message"] and failure["time"] == plan.status["finishedAt"]
+    assert failure["reason"] == cond(applied(mv, plan), "Ready")["reason"]  # REASON column = why it failed
+    assert failure["kind"] in ("permanent", "deadline", "oom", "retryable")
+    assert failure["attempt"] == mv["status"]["attempts"]
+    assert [e.type for e in plan.events] == ["Warning"]
+
+
+def test_an_invalid_spec_fails_as_permanent_with_the_reason_shown():
+    mv = accepted(resources={"memory": "16Gi"})
+    plan = step(mv)
+    assert plan.create_job is None and plan.status["phase"] == "Failed"
+    failure = plan.status["lastFailure"]
+    assert (failure["reason"], failure["kind"]) == ("InvalidSpec", "permanent")
+    assert failure["message"] == "resources.memory 16Gi is above resources.maxMemory 8Gi"
+    assert cond(applied(mv, plan), "Ready")["reason"] == "InvalidSpec"
+    assert [(e.reason, e.message) for e in plan.events] == [("InvalidSpec", failure["message"])]
+
+
+def test_deadlines_fail_with_a_deadline_kind_failure():
+    mv = running(deadlineSeconds=60)
+    plan = step(mv, job_=job(mv), now=T0 + timedelta(seconds=200))
+    failure = plan.status["lastFailure"]
+    assert (failure["reason"], failure["kind"], failure["attempt"]) == ("DeadlineExceeded", "deadline", 1)

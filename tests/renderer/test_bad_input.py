@@ -14,8 +14,10 @@ import pytest
 from vibecraft_common.resource import (
     EXIT_BAD_AUDIO,
     EXIT_DOWNLOAD_FAILED,
+    EXIT_INPUT_NOT_FOUND,
     EXIT_UPLOAD_FAILED,
     EXIT_USAGE,
+    PERMANENT_EXIT_CODES,
 )
 
 from .helpers import run_render, write_click_track
@@ -106,16 +108,37 @@ def test_http_input(http_root: tuple[str, Path], tmp_path: Path) -> None:
     assert out.exists() and (tmp_path / "v.analysis.json").exists()
 
 
+def test_undecodable_input_is_named_by_its_url_not_a_scratch_path(http_root: tuple[str, Path], tmp_path: Path) -> None:
+    """The reason a user reads (termination log → status.lastFailure) names their URL, redacted."""
+    url, root = http_root
+    (root / "song.ogg").write_text("definitely not audio\n" * 100)
+    log, work = tmp_path / "termination-log", tmp_path / "scratch"
+    work.mkdir()
+    res = run_render([f"{url}/song.ogg?X-Amz-Signature=secret", "-o", str(tmp_path / "out"), "-q",
+                      "--work-dir", str(work)], env={"VIBECRAFT_TERMINATION_LOG": str(log)})  # fmt: skip
+    assert res.returncode == EXIT_BAD_AUDIO, res.stderr
+    reason = log.read_text().strip()
+    assert reason.startswith(f"{url}/song.ogg is not decodable audio: "), reason
+    for said in (reason, res.stderr):
+        assert "secret" not in said and str(work) not in said and "input-" not in said, said
+
+
 @pytest.mark.parametrize(
-    "source",
-    ["{url}/missing.wav", "http://127.0.0.1:9/song.wav", "file:///nonexistent/song.wav", "/nonexistent/song.ogg"],
+    ("source", "code"),
+    [
+        ("{url}/missing.wav", EXIT_INPUT_NOT_FOUND),  # 404: the server says it is not there
+        ("http://127.0.0.1:9/song.wav", EXIT_DOWNLOAD_FAILED),  # nobody answers: may work later
+        ("file:///nonexistent/song.wav", EXIT_INPUT_NOT_FOUND),
+        ("/nonexistent/song.ogg", EXIT_INPUT_NOT_FOUND),
+    ],
 )
-def test_unreachable_input(http_root: tuple[str, Path], tmp_path: Path, source: str) -> None:
+def test_unreachable_input(http_root: tuple[str, Path], tmp_path: Path, source: str, code: int) -> None:
     log = tmp_path / "termination-log"
     res = run_render([source.format(url=http_root[0]), "-o", str(tmp_path / "out"), "-q"],
                      env={"VIBECRAFT_TERMINATION_LOG": str(log)})  # fmt: skip
-    assert res.returncode == EXIT_DOWNLOAD_FAILED, res.stderr
+    assert res.returncode == code, res.stderr
     assert log.read_text().strip()
+    assert (code in PERMANENT_EXIT_CODES) == (code == EXIT_INPUT_NOT_FOUND)
 
 
 def test_unwritable_output_fails_before_rendering(tmp_path: Path, click120: tuple[Path, np.ndarray]) -> None:

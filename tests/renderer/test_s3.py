@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from vibecraft_common.resource import EXIT_DOWNLOAD_FAILED, EXIT_UPLOAD_FAILED
+from vibecraft_common.resource import EXIT_INPUT_NOT_FOUND, EXIT_UPLOAD_FAILED, PERMANENT_EXIT_CODES
 
 from .helpers import count_frames, run_render
 
@@ -54,15 +54,18 @@ def test_s3_round_trip(s3server: Any, run_prefix: str, click120: tuple[Path, np.
 
 
 def test_s3_missing_bucket_and_key(s3server: Any, click120: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    """A missing input is permanent (exit 15: the operator does not retry it); a missing output bucket is an
+    upload failure, found before any work."""
     env = s3server.env()
     log = tmp_path / "log"
     env["VIBECRAFT_TERMINATION_LOG"] = str(log)
     res = run_render(["s3://no-such-bucket-vc/song.wav", "-o", str(tmp_path / "o.mp4"), "-q"], env=env)
-    assert res.returncode == EXIT_DOWNLOAD_FAILED
-    assert "no-such-bucket-vc" in log.read_text()
-    res = run_render([f"s3://{s3server.bucket}/renderer-tests/missing.wav", "-o", str(tmp_path / "o.mp4"), "-q"],
-                     env=env)  # fmt: skip
-    assert res.returncode == EXIT_DOWNLOAD_FAILED
+    assert res.returncode == EXIT_INPUT_NOT_FOUND
+    assert log.read_text().strip() == "s3://no-such-bucket-vc/song.wav not found (bucket 'no-such-bucket-vc' does not exist)"
+    missing = f"s3://{s3server.bucket}/renderer-tests/missing.wav"
+    res = run_render([missing, "-o", str(tmp_path / "o.mp4"), "-q"], env=env)
+    assert res.returncode == EXIT_INPUT_NOT_FOUND in PERMANENT_EXIT_CODES
+    assert log.read_text().strip() == f"{missing} not found (no such object)"
     res = run_render([str(click120[0]), "-o", "s3://no-such-bucket-vc/out/", "-q"], env=env)
     assert res.returncode == EXIT_UPLOAD_FAILED
     assert "does not exist" in log.read_text()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from vibecraft_common.resource import EXIT_DOWNLOAD_FAILED, EXIT_INPUT_NOT_FOUND, PERMANENT_EXIT_CODES
 from vibecraft_renderer import storage
-from vibecraft_renderer.errors import DownloadError, MemoryGuardError, UploadError
+from vibecraft_renderer.errors import DownloadError, InputNotFoundError, MemoryGuardError, UploadError
 from vibecraft_renderer.memguard import MemoryGuard, rss_bytes
 
 
@@ -74,3 +76,32 @@ def test_memory_guard_counts_children_nobody_named() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def _stubbed_s3(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """storage's S3 client, with botocore's Stubber in front of it (no server)."""
+    import boto3
+    from botocore.stub import Stubber
+
+    client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s")
+    monkeypatch.setattr(storage, "_client", lambda: client)
+    return Stubber(client)
+
+
+def test_a_missing_s3_object_is_a_permanent_input_not_found(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A key that is not there will not be there on a retry: exit 15 (permanent), not 11 (retried)."""
+    stub = _stubbed_s3(monkeypatch)
+    stub.add_client_error("head_object", service_error_code="404", http_status_code=404)
+    stub.add_response("head_bucket", {}, {"Bucket": "songs"})
+    stub.add_client_error("head_object", service_error_code="404", http_status_code=404)
+    stub.add_client_error("head_bucket", service_error_code="404", http_status_code=404)
+    stub.add_client_error("head_object", service_error_code="403", service_message="Forbidden", http_status_code=403)
+    with stub:
+        with pytest.raises(InputNotFoundError, match=r"^s3://songs/a\.ogg not found \(no such object\)$") as missing:
+            storage.fetch("s3://songs/a.ogg", tmp_path)
+        assert missing.value.exit_code == EXIT_INPUT_NOT_FOUND in PERMANENT_EXIT_CODES
+        with pytest.raises(InputNotFoundError, match="bucket 'songs' does not exist"):
+            storage.fetch("s3://songs/a.ogg", tmp_path)
+        with pytest.raises(DownloadError, match="403") as denied:  # may be fixed without touching the spec
+            storage.fetch("s3://songs/a.ogg", tmp_path)
+        assert denied.value.exit_code == EXIT_DOWNLOAD_FAILED

@@ -12,7 +12,16 @@ import re
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from vibecraft_common.limits import AUDIO_URL_MAX_LENGTH, AUDIO_URL_MIN_LENGTH
 from vibecraft_common.spec import AudioTiming, DeadlineSeconds, Retries, Style, Video, rule_error
 from vibecraft_common.status import PHASES, TERMINAL_PHASES, Phase
@@ -26,6 +35,8 @@ TERMINAL = TERMINAL_PHASES
 VideoOptions = Video  # spec.video, exactly as the CRD has it
 VIDEO_ID = r"^mv-[a-z0-9]{1,60}$"
 VIDEO_ID_RE = re.compile(VIDEO_ID)
+AUDIO_URL = r"^https?://[^\s]+$"
+AUDIO_URL_MESSAGE = "audio.url must be an http:// or https:// URL"
 
 
 class AudioSource(AudioTiming):
@@ -34,8 +45,20 @@ class AudioSource(AudioTiming):
     key: str | None = Field(default=None, min_length=1, max_length=1024, description="Key returned by an upload",
                             examples=["uploads/acme/0f8fad5bd9cb469fa16570867728950e/song.mp3"])
     url: str | None = Field(default=None, min_length=AUDIO_URL_MIN_LENGTH, max_length=AUDIO_URL_MAX_LENGTH,
-                            pattern=r"^https?://[^\s]+$", description="Public http(s) URL of the song",
+                            pattern=AUDIO_URL, description="Public http(s) URL of the song",
                             examples=["https://example.com/song.ogg"])
+
+    @field_validator("url", mode="wrap")
+    @classmethod
+    def _http_url(cls, value: object, handler: ValidatorFunctionWrapHandler) -> str | None:
+        """The pattern stays in the schema; a user reads a sentence instead of the regular expression."""
+        try:
+            url: str | None = handler(value)
+        except ValidationError as exc:
+            if any(e["type"] == "string_pattern_mismatch" for e in exc.errors()):
+                raise PydanticCustomError("url_scheme", AUDIO_URL_MESSAGE) from None
+            raise
+        return url
 
     @model_validator(mode="after")
     def _one_source(self) -> AudioSource:
@@ -67,7 +90,8 @@ class AudioPublic(BaseModel):
     """The song a video is rendered from."""
 
     key: str | None = Field(default=None, description="Upload key, when the song was uploaded to VibeCraft")
-    url: str = Field(description="Where the renderer reads the song")
+    url: str | None = Field(default=None, description="The song's http(s) URL as given in the request; null for an "
+                                                      "uploaded song (see key), whose storage location is not shown")
     bpm: float | None = Field(default=None, description="The tempo given in the request, if any")
     beatOffsetSeconds: float | None = Field(default=None, description="The beat time given in the request, if any")
 

@@ -42,3 +42,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: {{ .Values.s3.endpoint | quote }}
 {{- end }}
 {{- end -}}
+
+{{/* CEL: whether request.namespace matches any of the given kopf namespace patterns (globs with * and ?;
+a leading ! matches every namespace but those), as the operator's VIBECRAFT_NAMESPACES does. */}}
+{{- define "vibecraft.namespaceMatchCEL" -}}
+{{- $terms := list -}}
+{{- range . -}}
+{{- $glob := trimPrefix "!" . | trim -}}
+{{- $re := regexQuoteMeta $glob | replace "\\*" ".*" | replace "\\?" "." -}}
+{{- $term := printf "request.namespace.matches(r'^(?:%s)$')" $re -}}
+{{- $terms = append $terms (ternary (printf "!%s" $term) $term (hasPrefix "!" .)) -}}
+{{- end -}}
+{{- join " || " $terms -}}
+{{- end -}}
