@@ -105,7 +105,7 @@ CONTRACT_STRINGS = {*status.PHASES, *status.OUTPUT_NAMES, *CONTRACT_ENV}
 # Kubernetes' own words that happen to look like ours (Pod phases, Job condition types), each named
 # once in the operator's constants; and the local node agent, a kubelet stand-in that speaks Pod phases.
 KUBERNETES_VOCABULARY = {("operator/vibecraft_operator/constants.py", name) for name in
-                         ("POD_RUNNING", "POD_FAILED", "JOB_FAILED")}
+                         ("POD_RUNNING", "POD_FAILED", "POD_SUCCEEDED", "JOB_FAILED")}
 KUBELET_STAND_IN = "localcluster/vibecraft_localcluster/node_agent.py"
 
 

@@ -38,6 +38,7 @@ R_ERROR: Final = "Error"
 # Kubernetes' own vocabulary (Pod phases, Job condition types): not ours to define, named once here.
 POD_RUNNING: Final = "Running"
 POD_FAILED: Final = "Failed"
+POD_SUCCEEDED: Final = "Succeeded"
 JOB_COMPLETE: Final = "Complete"
 JOB_FAILED: Final = "Failed"
 

@@ -17,7 +17,9 @@ from vibecraft_operator.reconcile import needs_reconciler
 from vibecraft_operator.runtime import Runtime
 from vibecraft_operator.settings import Settings
 
-FINALIZER = f"{GROUP}/reconciler"  # only while a reconciler runs (kopf needs it to stop daemons)
+# On every MusicVideo (the deletion handler needs it): a deleted one goes once its reconciler has
+# stopped and its render's scratch (and, unless it succeeded, its outputs) is cleaned out of S3.
+FINALIZER = f"{GROUP}/reconciler"
 MAX_ERROR_BACKOFF = 300.0
 
 QueueIndex = kopf.Index[tuple[str, str], QueueEntry]
@@ -154,6 +156,13 @@ STOP_REASONS = (
     (kopf.DaemonStoppingReason.OPERATOR_PAUSING, "the operator pauses (another replica leads)"),
     (kopf.DaemonStoppingReason.FILTERS_MISMATCH, "nothing left to do (finished or suspended)"),
 )
+
+
+# kopf retries what raises (the API unavailable) a few times, then lets the finalizer go all the same.
+@kopf.on.delete(GROUP, VERSION, PLURAL, retries=5, backoff=5)
+async def musicvideo_cleanup(namespace: str | None, name: str, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+    """A deleted MusicVideo: stop its render, then clean its output prefix in S3 (runtime.clean_up)."""
+    await runtime_of(memo).clean_up(namespace or "", name, logger)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

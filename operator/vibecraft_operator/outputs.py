@@ -1,4 +1,4 @@
-"""Reading a finished render's outputs back from S3: the video's size and the analysis summary (tolerant)."""
+"""S3 I/O: reading a finished render's outputs back (tolerant), and cleaning a deleted render's prefix."""
 
 import json
 from collections.abc import Mapping
@@ -8,7 +8,7 @@ from vibecraft_common.s3 import S3Url, S3UrlError, s3_client
 from vibecraft_common.status import ANALYSIS_NAME, VIDEO_NAME, summary_of
 
 from vibecraft_operator.errors import OutputsUnavailable
-from vibecraft_operator.reconcile import Outputs, default_outputs, output_prefix
+from vibecraft_operator.reconcile import Cleanup, Outputs, default_outputs, output_prefix
 from vibecraft_operator.settings import Settings
 
 MAX_ANALYSIS_BYTES = 4 * 1024 * 1024
@@ -49,3 +49,25 @@ def fetch_outputs(spec: Mapping[str, Any], settings: Settings) -> Outputs:
         return Outputs(output, analysis or None)
     except (BotoCoreError, ClientError, OutputsUnavailable, ValueError) as exc:
         return Outputs(output, None, f"could not read the render's outputs from S3: {exc}")
+
+
+def delete_objects(cleanup: Cleanup, settings: Settings) -> int:
+    """Delete everything under `cleanup.prefixes` (listed page by page) and `cleanup.objects`; how many keys.
+
+    Raises botocore's errors (the caller retries, then gives up with a warning).
+    """
+    timeout = settings.outputs_timeout_seconds
+    client = s3_client(settings.s3_endpoint, settings.s3_region, retries=2, connect_timeout=timeout,
+                       read_timeout=timeout)
+    deleted = 0
+    for url in cleanup.prefixes:
+        bucket, prefix = split_s3_url(url)
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents") or []:
+                client.delete_object(Bucket=bucket, Key=obj["Key"])
+                deleted += 1
+    for url in cleanup.objects:
+        bucket, key = split_s3_url(url)
+        client.delete_object(Bucket=bucket, Key=key)  # a missing key is not an error
+        deleted += 1
+    return deleted

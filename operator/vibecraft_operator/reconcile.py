@@ -7,7 +7,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from vibecraft_common.limits import DEFAULT_DEADLINE_SECONDS, DEFAULT_RETRIES
-from vibecraft_common.status import ANALYSIS_NAME, PENDING, QUEUED, RUNNING, TERMINAL_PHASES, THUMBNAIL_NAME, VIDEO_NAME
+from vibecraft_common.status import (
+    ANALYSIS_NAME,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL_PHASES,
+    THUMBNAIL_NAME,
+    VIDEO_NAME,
+)
 
 from vibecraft_operator import mergepatch
 from vibecraft_operator import status as st
@@ -16,6 +25,8 @@ from vibecraft_operator.constants import (
     COND_PROGRESSING,
     COND_SUSPENDED,
     JOB_FAILED,
+    POD_FAILED,
+    POD_SUCCEEDED,
     R_CANCELLED,
     R_DEADLINE,
     R_INVALID_SPEC,
@@ -37,6 +48,7 @@ from vibecraft_operator.timeutil import parse_time
 
 DEADLINE_GRACE = timedelta(seconds=120)  # the Job's own activeDeadlineSeconds should fire first
 DELETION_POLL = 2.0  # seconds between checks that a deleted Job is gone
+SCRATCH_DIRS = ("segments", "cache")  # under the output prefix: the renderer's checkpoints and cache
 
 
 class Outcome(enum.Enum):
@@ -427,3 +439,32 @@ def needs_reconciler(body: Mapping[str, Any], **_: Any) -> bool:
     if spec.get("suspend") and phase == PENDING and cond.get("status") == "True":
         return not settled
     return True
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    """What deleting a MusicVideo removes from S3 (s3:// URLs): everything under `prefixes`, and `objects`."""
+
+    prefixes: tuple[str, ...]
+    objects: tuple[str, ...] = ()
+
+
+def cleanup_on_delete(mv: Mapping[str, Any]) -> Cleanup | None:
+    """The MusicVideo is being deleted: its checkpoints and cache always go, its outputs unless it succeeded.
+
+    None without an output prefix that names a key (never clean a whole bucket's segments/).
+    """
+    prefix = output_prefix(mv.get("spec") or {})
+    bucket_and_key = prefix.removeprefix("s3://")
+    if not prefix.startswith("s3://") or "/" not in bucket_and_key or not bucket_and_key.split("/", 1)[1]:
+        return None
+    prefixes = tuple(f"{prefix}/{name}/" for name in SCRATCH_DIRS)
+    if (mv.get("status") or {}).get("phase") == SUCCEEDED:
+        return Cleanup(prefixes)
+    outputs = default_outputs(mv.get("spec") or {}).output
+    return Cleanup(prefixes, tuple(str(outputs[k]) for k in ("videoUrl", "thumbnailUrl", "analysisUrl")))
+
+
+def render_stopped(pods: Sequence[Mapping[str, Any]]) -> bool:
+    """No renderer pod can still write to S3: every one has finished (or there are none)."""
+    return all((pod.get("status") or {}).get("phase") in (POD_SUCCEEDED, POD_FAILED) for pod in pods)

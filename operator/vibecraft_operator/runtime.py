@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import kopf
 from kubernetes.client.exceptions import ApiException
-from vibecraft_common.resource import LABEL_ATTEMPT
+from vibecraft_common.resource import LABEL_ATTEMPT, LABEL_NAME
 from vibecraft_common.status import CANCELLED, QUEUED, RUNNING
 
 from vibecraft_operator import mergepatch, metrics
@@ -19,11 +19,21 @@ from vibecraft_operator.constants import (
     R_JOB_NAME_TAKEN,
 )
 from vibecraft_operator.errors import ApiUnavailable, JobNameTaken
-from vibecraft_operator.jobs import selector_labels, spec_hash
+from vibecraft_operator.jobs import label_value, selector_labels, spec_hash
 from vibecraft_operator.kube import Kube
-from vibecraft_operator.outputs import fetch_outputs
+from vibecraft_operator.outputs import delete_objects, fetch_outputs
 from vibecraft_operator.queue import Ledger, Limits, QueueEntry, admit, queue_entry
-from vibecraft_operator.reconcile import Observation, Outcome, Plan, cancel, decide_folded, wants_outputs
+from vibecraft_operator.reconcile import (
+    DELETION_POLL,
+    Observation,
+    Outcome,
+    Plan,
+    cancel,
+    cleanup_on_delete,
+    decide_folded,
+    render_stopped,
+    wants_outputs,
+)
 from vibecraft_operator.settings import Settings
 from vibecraft_operator.status import attempt_skipped
 from vibecraft_operator.timeutil import parse_time, utcnow
@@ -32,6 +42,9 @@ from vibecraft_operator.wakeups import Wakeups
 MAX_STEPS = 8  # steps per wake-up; a plan chain longer than this is looked at again a second later
 RECOUNT_DELAY = 0.1  # seconds: a burst of MusicVideo changes costs one census, not one each
 TIMESTAMP_RESOLUTION = 1.0  # seconds: Kubernetes timestamps are cut to whole seconds
+CLEANUP_STOP_TIMEOUT = 120.0  # seconds a deleted render's pods get to stop before S3 is cleaned anyway
+CLEANUP_ATTEMPTS = 3  # tries at cleaning S3 before giving up with a warning (deletion must not wedge)
+CLEANUP_BACKOFF = 2.0  # seconds before the second try, doubling
 
 
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
@@ -261,6 +274,45 @@ class Runtime:
             await self.apply(mv, plan, logger, time.monotonic())
             self._recount_now()
             self.wakeups.wake_all()
+
+    async def clean_up(self, namespace: str, name: str, logger: kopf.Logger) -> None:
+        """The MusicVideo is being deleted: stop its render, then clean its output prefix in S3 (best effort:
+        after CLEANUP_ATTEMPTS failures a warning, and the deletion goes on)."""
+        mv = await asyncio.to_thread(self.kube.get_musicvideo, namespace, name)
+        if mv is None:
+            return
+        job_name = (mv.get("status") or {}).get("jobName")
+        if job_name:  # ownerReferences only collect it once the MusicVideo is gone, after this finalizer
+            job = await asyncio.to_thread(self.kube.get_job, namespace, job_name)
+            if job is not None and owned_by(job, mv["metadata"]["uid"]):
+                await asyncio.to_thread(self.kube.delete_job, namespace, job_name)
+        labels = {LABEL_NAME: label_value(name)}
+        deadline = time.monotonic() + CLEANUP_STOP_TIMEOUT
+        while not render_stopped(await asyncio.to_thread(self.kube.list_pods, namespace, labels)):
+            if time.monotonic() > deadline:
+                logger.warning(f"the render's pods did not stop within {CLEANUP_STOP_TIMEOUT:.0f}s: cleaning S3 anyway")
+                break
+            await asyncio.sleep(DELETION_POLL)
+        mv = await asyncio.to_thread(self.kube.get_musicvideo, namespace, name) or mv  # the phase, as last written
+        cleanup = cleanup_on_delete(mv)
+        if cleanup is None:
+            return
+        for attempt in range(1, CLEANUP_ATTEMPTS + 1):
+            try:
+                deleted = await asyncio.to_thread(delete_objects, cleanup, self.settings)
+            except Exception as exc:  # S3 trouble of any kind: retry, then let the deletion go on
+                if attempt < CLEANUP_ATTEMPTS:
+                    logger.info(f"cleaning S3 failed ({type(exc).__name__}: {exc}); retrying")
+                    await asyncio.sleep(CLEANUP_BACKOFF * 2 ** (attempt - 1))
+                    continue
+                message = (f"could not clean {', '.join(cleanup.prefixes)} after {attempt} tries "
+                           f"({type(exc).__name__}: {exc}): left in S3")
+                kopf.event(as_body(mv), type="Warning", reason="CleanupFailed", message=message)
+                logger.warning(message)
+                return
+            what = "checkpoints and cache" + ("" if not cleanup.objects else ", and the unfinished outputs")
+            logger.info(f"Cleaned S3 of the {what} ({deleted} objects)")
+            return
 
     async def apply(self, mv: Mapping[str, Any], plan: Plan, logger: kopf.Logger, tick: float | None = None,
                     ) -> float | None:

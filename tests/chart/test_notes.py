@@ -15,14 +15,16 @@ def _notes(cluster: Cluster, namespace: str, *sets: str) -> str:
 
 
 def test_notes_say_first_that_the_api_needs_a_key(cluster: Cluster, namespace: str) -> None:
-    notes = _notes(cluster, namespace, "api.tenants={acme}")
+    tenant = f"t{uuid.uuid4().hex[:6]}"  # the chart creates the tenant's namespace: one no other test owns
+    notes = _notes(cluster, namespace, f"api.tenants={{{tenant}}}")
     first = notes.split("Render your first music video", 1)[0]
     assert "FIRST: the API is not Ready until the Secret vibecraft-api-keys holds an API key" in first
     assert f"kubectl create secret generic vibecraft-api-keys -n {namespace}" in first
-    assert "--from-literal=acme=sha256:" in first
+    assert f"--from-literal={tenant}=sha256:" in first
 
 
 def test_notes_do_not_nag_once_the_keys_secret_exists(cluster: Cluster, namespace: str) -> None:
+    tenant = f"t{uuid.uuid4().hex[:6]}"
     cluster.kubectl("create", "secret", "generic", "vibecraft-api-keys", "-n", namespace,
-                    "--from-literal=acme=sha256:" + "0" * 64)
-    assert "FIRST:" not in _notes(cluster, namespace, "api.tenants={acme}")
+                    f"--from-literal={tenant}=sha256:" + "0" * 64)
+    assert "FIRST:" not in _notes(cluster, namespace, f"api.tenants={{{tenant}}}")

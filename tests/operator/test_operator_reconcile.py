@@ -4,7 +4,17 @@ from datetime import timedelta
 
 import pytest
 from vibecraft_operator.queue import Admission
-from vibecraft_operator.reconcile import Observation, Outcome, Outputs, cancel, decide, needs_reconciler
+from vibecraft_operator.reconcile import (
+    Cleanup,
+    Observation,
+    Outcome,
+    Outputs,
+    cancel,
+    cleanup_on_delete,
+    decide,
+    needs_reconciler,
+    render_stopped,
+)
 
 from tests.operator.operator_factories import T0, applied, job, musicvideo, pod, settings, step
 
@@ -337,6 +347,25 @@ def test_needs_reconciler():
     assert not needs_reconciler(musicvideo(status={"phase": "Failed", "observedGeneration": 1}))
     assert needs_reconciler(musicvideo(generation=2, status={"phase": "Failed", "observedGeneration": 1}))
     assert needs_reconciler(musicvideo(status={"phase": "Queued", "observedGeneration": 1}))
+
+
+def test_deleting_an_unfinished_render_cleans_its_scratch_and_partial_outputs():
+    mv = musicvideo(output={"url": "s3://bucket/videos/demo/"}, status={"phase": "Cancelled"})
+    assert cleanup_on_delete(mv) == Cleanup(
+        ("s3://bucket/videos/demo/segments/", "s3://bucket/videos/demo/cache/"),
+        ("s3://bucket/videos/demo/video.mp4", "s3://bucket/videos/demo/thumbnail.jpg",
+         "s3://bucket/videos/demo/analysis.json"))
+    mv["status"]["phase"] = "Succeeded"  # its outputs stay
+    assert cleanup_on_delete(mv) == Cleanup(("s3://bucket/videos/demo/segments/", "s3://bucket/videos/demo/cache/"))
+    for url in ("s3://bucket", "s3://bucket/", "s3://bucket//", ""):  # never a whole bucket's segments/
+        assert cleanup_on_delete(musicvideo(output={"url": url})) is None, url
+
+
+def test_the_render_has_stopped_once_no_pod_can_still_write():
+    assert render_stopped([])
+    assert render_stopped([pod(phase="Failed"), pod(phase="Succeeded")])
+    assert not render_stopped([pod(phase="Failed"), pod(phase="Running")])
+    assert not render_stopped([pod(phase="Pending")])
 
 
 def test_a_whole_render_with_two_oom_kills_then_success():
