@@ -181,8 +181,8 @@ def main() -> int:
         print(json.dumps(status.get("lastFailure", {}), indent=2))
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
-    for key, name in ((f"videos/demo/{VIDEO_NAME}", "demo.mp4"), (f"videos/demo/{THUMBNAIL_NAME}", "demo.jpg")):
-        s3.download_file(cfg.bucket, key, str(args.out / name))
+    for obj, name in ((f"videos/demo/{VIDEO_NAME}", "demo.mp4"), (f"videos/demo/{THUMBNAIL_NAME}", "demo.jpg")):
+        s3.download_file(cfg.bucket, obj, str(args.out / name))
     out = status.get("output", {})
     say(f"done: {args.out / 'demo.mp4'} ({out.get('durationSeconds', '?')} s, {out.get('sizeBytes', '?')} bytes), "
         f"thumbnail {args.out / 'demo.jpg'}; in S3 at {out.get('videoUrl', '')}")
