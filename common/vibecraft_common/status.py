@@ -38,6 +38,10 @@ VIDEO_NAME: Final = "video.mp4"
 THUMBNAIL_NAME: Final = "thumbnail.jpg"
 ANALYSIS_NAME: Final = "analysis.json"
 OUTPUT_NAMES: Final = (VIDEO_NAME, THUMBNAIL_NAME, ANALYSIS_NAME)
+# Scratch under the same prefix: the renderer's checkpoints and cache (the operator cleans them on delete).
+SEGMENTS_DIR: Final = "segments"
+CACHE_DIR: Final = "cache"
+SCRATCH_DIRS: Final = (SEGMENTS_DIR, CACHE_DIR)
 
 
 class _Open(BaseModel):

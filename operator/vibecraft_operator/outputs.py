@@ -23,6 +23,12 @@ def split_s3_url(url: str) -> tuple[str, str]:
     return loc.bucket, loc.key
 
 
+def _client(settings: Settings) -> Any:
+    """The operator's S3 client: few retries and short timeouts (it must not hold up a reconcile)."""
+    timeout = settings.outputs_timeout_seconds
+    return s3_client(settings.s3_endpoint, settings.s3_region, retries=2, connect_timeout=timeout, read_timeout=timeout)
+
+
 def fetch_outputs(spec: Mapping[str, Any], settings: Settings) -> Outputs:
     """The outputs of a successful render; whatever S3 refuses becomes a warning, never an error."""
     from botocore.exceptions import BotoCoreError, ClientError  # here: boto3 is slow to import, needed on success only
@@ -31,10 +37,8 @@ def fetch_outputs(spec: Mapping[str, Any], settings: Settings) -> Outputs:
     output: dict[str, Any] = dict(base.output)
     if not settings.fetch_outputs:
         return base
-    timeout = settings.outputs_timeout_seconds
     try:
-        client = s3_client(settings.s3_endpoint, settings.s3_region, retries=2, connect_timeout=timeout,
-                           read_timeout=timeout)
+        client = _client(settings)
         bucket, key = split_s3_url(f"{output_prefix(spec)}/{VIDEO_NAME}")
         head = client.head_object(Bucket=bucket, Key=key)
         output["sizeBytes"] = int(head.get("ContentLength") or 0)
@@ -56,9 +60,7 @@ def delete_objects(cleanup: Cleanup, settings: Settings) -> int:
 
     Raises botocore's errors (the caller retries, then gives up with a warning).
     """
-    timeout = settings.outputs_timeout_seconds
-    client = s3_client(settings.s3_endpoint, settings.s3_region, retries=2, connect_timeout=timeout,
-                       read_timeout=timeout)
+    client = _client(settings)
     deleted = 0
     for url in cleanup.prefixes:
         bucket, prefix = split_s3_url(url)

@@ -12,6 +12,7 @@ from vibecraft_common.status import (
     PENDING,
     QUEUED,
     RUNNING,
+    SCRATCH_DIRS,
     SUCCEEDED,
     TERMINAL_PHASES,
     THUMBNAIL_NAME,
@@ -48,7 +49,6 @@ from vibecraft_operator.timeutil import parse_time
 
 DEADLINE_GRACE = timedelta(seconds=120)  # the Job's own activeDeadlineSeconds should fire first
 DELETION_POLL = 2.0  # seconds between checks that a deleted Job is gone
-SCRATCH_DIRS = ("segments", "cache")  # under the output prefix: the renderer's checkpoints and cache
 
 
 class Outcome(enum.Enum):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from vibecraft_common.status import ANALYSIS_NAME, THUMBNAIL_NAME, VIDEO_NAME
+from vibecraft_common.status import ANALYSIS_NAME, CACHE_DIR, SEGMENTS_DIR, THUMBNAIL_NAME, VIDEO_NAME
 
 from . import storage
 
@@ -55,6 +55,6 @@ def layout_for(output_url: str) -> OutputLayout:
         video=storage.join(root, VIDEO_NAME),
         thumbnail=storage.join(root, THUMBNAIL_NAME),
         analysis=storage.join(root, ANALYSIS_NAME),
-        segments=storage.join(root, "segments"),
-        cache=storage.join(root, "cache"),
+        segments=storage.join(root, SEGMENTS_DIR),
+        cache=storage.join(root, CACHE_DIR),
     )
