@@ -307,13 +307,13 @@ PIECES: tuple[PieceSpec, ...] = (
     PieceSpec("synthwave_100", "synthwave", 100, key=9, tags=("backbeat",)),
 )
 
-# For `make test`: 7 pieces of ~14 s, hard in different ways (off-beat hats, syncopation, swing,
-# double kick at 190, a slow ballad, a breakbeat, the plain backbeat librosa halves).
+# For `make test`: 8 pieces of ~14 s, hard in different ways (off-beat hats, syncopation, swing,
+# double kick at 190, a slow ballad, a breakbeat, a waltz, the plain backbeat librosa halves).
 TEST_PIECES: tuple[PieceSpec, ...] = tuple(
     dataclasses.replace(p, name=f"{p.name}_short", seconds=14.0)
     for p in PIECES
     if p.name in ("rock_straight_120", "house_offbeat_124", "funk_sync_104", "boombap_swing_90", "metal_double_190",
-                  "ballad_piano_72", "dnb_break_172")
+                  "ballad_piano_72", "dnb_break_172", "waltz_oompah_168")
 )  # fmt: skip
 TEST_SUBSET: tuple[str, ...] = tuple(p.name for p in TEST_PIECES)
 
@@ -919,6 +919,7 @@ class Estimate:
     downbeats: npt.NDArray[np.float64]
     cuts: npt.NDArray[np.float64]
     seconds: float
+    beats_per_bar: int = 4
 
 
 
@@ -931,7 +932,8 @@ def ours(path: Path) -> Estimate:
     an = analysis.analyze_file(path)
     seconds = time.perf_counter() - start
     cuts = cut_times(an, "beat")
-    return Estimate(float(an.tempo), np.asarray(an.beats, float), np.asarray(an.downbeats, float), cuts, seconds)
+    beats, bars = np.asarray(an.beats, float), np.asarray(an.downbeats, float)
+    return Estimate(float(an.tempo), beats, bars, cuts, seconds, an.beats_per_bar)
 
 
 def librosa_default(path: Path) -> Estimate:

@@ -108,6 +108,8 @@ class AnalysisSummary(_Open):
         default=None, ge=0, le=1,
         description="How sure the beat tracker is of tempo and beats, 0..1 (1 when bpm and beatOffsetSeconds are given).")
     beats: int | None = Field(default=None, description="Number of beats found.")
+    beatsPerBar: int | None = Field(
+        default=None, ge=3, le=4, description="The meter found: 4 (4/4, also 2/4) or 3 (3/4, waltzes); bar cuts follow it.")
     sections: list[Section] | None = Field(default=None, max_length=L.SECTIONS_MAX,
                                            description="The song's parts (intro, verse...), in order.")
 
@@ -171,6 +173,7 @@ def summary_of(doc: Mapping[str, Any]) -> tuple[dict[str, Any], float | None]:
         "tempoSource": doc.get("tempoSource"),
         "confidence": doc.get("confidence"),
         "beats": len(beats) if isinstance(beats, list) else beats,
+        "beatsPerBar": doc.get("beatsPerBar"),
     }
     out: dict[str, Any] = {}
     for name, value in fields.items():

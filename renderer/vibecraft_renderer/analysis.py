@@ -39,13 +39,14 @@ class Analysis:
     duration: float
     tempo: float
     beats: F64  # seconds
-    downbeats: F64  # seconds, estimated bar starts (4/4 assumed)
+    downbeats: F64  # seconds, estimated bar starts
     onsets: F64  # seconds
     sections: list[Section]
     energy: F32  # 0..~1.5 per analysis frame (RMS / 95th percentile)
     bands: F32  # (3, n): low/mid/high, 0..~1.5 after robust normalisation
     confidence: float = 0.0  # 0..1: how sure the tracker is of tempo and beats
     tempo_source: TempoSource = "detected"
+    beats_per_bar: int = 4  # 3 or 4, detected (tracker.meter)
     frame_rate: float = FRAME_RATE
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -58,6 +59,7 @@ class Analysis:
             "tempoSource": self.tempo_source,
             "confidence": round(self.confidence, 3),
             "beats": [round(float(b), 3) for b in self.beats],
+            "beatsPerBar": self.beats_per_bar,
             "downbeats": [round(float(b), 3) for b in self.downbeats],
             "onsets": [round(float(b), 3) for b in self.onsets],
             "sections": [s.to_json() for s in self.sections],
@@ -109,6 +111,7 @@ def analyze_blocks(
         bands=bands,
         confidence=pulse.confidence,
         tempo_source=pulse.source,
+        beats_per_bar=pulse.beats_per_bar,
     )
 
 

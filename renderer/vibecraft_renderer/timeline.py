@@ -69,7 +69,7 @@ def cut_times(analysis: Analysis, cut_every: CutEvery) -> npt.NDArray[np.float64
     """Cut grid in seconds: beats, every other beat, bars or phrases (4 bars)."""
     period = 60.0 / max(analysis.tempo, 1.0)
     beats = extend_grid(analysis.beats, period, analysis.duration)
-    bars = extend_grid(analysis.downbeats, period * 4, analysis.duration)
+    bars = extend_grid(analysis.downbeats, period * analysis.beats_per_bar, analysis.duration)
     if cut_every == "beat":
         return beats
     if cut_every == "2beats":
@@ -115,7 +115,9 @@ class Timeline:
 
         period = 60.0 / max(analysis.tempo, 1.0)
         self.beat_frames = self._frames_of(extend_grid(analysis.beats, period, analysis.duration))
-        self.bar_frames = self._frames_of(extend_grid(analysis.downbeats, 4 * period, analysis.duration))
+        self.bar_frames = self._frames_of(
+            extend_grid(analysis.downbeats, analysis.beats_per_bar * period, analysis.duration)
+        )
         self.section_frames = self._frames_of(np.array([s.start for s in analysis.sections]))
         self.section_frames[0] = 0
         cuts = self._frames_of(cut_times(analysis, cut_every))

@@ -46,10 +46,15 @@ def test_tempo_source_and_confidence_are_read_from_the_renderers_keys_only():
 @pytest.mark.parametrize("doc", [
     {"tempoSource": "guessed"}, {"tempoSource": "Given"}, {"tempoSource": 1},
     {"confidence": 1.5}, {"confidence": -0.1}, {"confidence": True}, {"confidence": "high"}, {"confidence": None},
+    {"beatsPerBar": 5}, {"beatsPerBar": 3.0}, {"beatsPerBar": "3"},
 ], ids=str)
 def test_values_the_crd_would_refuse_are_left_out(doc):
     """status.analysis.tempoSource is an enum and confidence is 0..1: one bad value must not sink the whole patch."""
     assert summary_of({"tempo": 100, **doc})[0] == {"tempo": 100.0}
+
+
+def test_the_meter_is_summarised():
+    assert summary_of({"tempo": 168, "beatsPerBar": 3})[0] == {"tempo": 168.0, "beatsPerBar": 3}
 
 
 def test_sections_are_capped():
