@@ -6,10 +6,29 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # `bootstrap.sh demo` installs only what `make demo` needs (no promtool, no helm-docs: they serve the tests).
 WHAT="${1:-all}"
-steps=5; [ "$WHAT" = demo ] && steps=3
+steps=4
 n=0
 step() { n=$((n + 1)); echo "[bootstrap $n/$steps] $*"; }
 
+# The Go-built binaries (mostly compiling, both cores) start first and build in the background while
+# apt, pip and the numba warm-up (mostly downloading) run: a first run overlaps the two. They share one
+# Go build cache and module cache (Go's defaults); each binary is cached by version, so only a first
+# run builds. Their output lines are prefixed "[go]".
+go_status="$(mktemp)"
+go_builds() {
+  bash localcluster/build-k8s.sh && bash localcluster/build-helm.sh || return 1
+  if [ "$WHAT" != demo ]; then bash localcluster/build-promtool.sh && bash localcluster/build-helm-docs.sh || return 1; fi
+}
+if [ "$WHAT" = demo ]; then
+  step "Go builds in the background: kube-apiserver, kube-controller-manager, kube-scheduler v1.37 and helm (first time ~15 min on 2 cores)"
+else
+  step "Go builds in the background: the k8s v1.37 control plane, helm, promtool, helm-docs (first time ~20 min on 2 cores)"
+fi
+( go_builds; echo $? > "$go_status" ) 2>&1 | sed -u 's/^/[go] /' &
+go_pid=$!
+trap 'kill $go_pid 2>/dev/null || true' INT TERM
+
+step "apt packages, .venv, librosa's numba kernels (first time ~5 min)"
 APT_PACKAGES=(ffmpeg libsndfile1 openssl util-linux hyperrogue-music fluidsynth fluid-soundfont-gm)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -49,17 +68,14 @@ if [ ! -f "$cache/.warm-$(sha1sum pyproject.toml | cut -c1-12)" ]; then
   fi
 fi
 
-# Go tools share one build cache (Go's default, ~/.cache/go-build) and module cache; each is cached by
-# version, so only a first run builds. Estimates are for 2 cores with an empty Go cache.
-step "apt packages, .venv, numba kernels: done"
-step "kube-apiserver, kube-controller-manager, kube-scheduler v1.37 (first time ~15 min: ~1 GB of sources, then compiling)"
-bash localcluster/build-k8s.sh
-step "helm (first time ~3 min)"
-bash localcluster/build-helm.sh
-if [ "$WHAT" != demo ]; then
-  step "promtool, helm-docs for the tests (first time ~4 min)"
-  bash localcluster/build-promtool.sh
-  bash localcluster/build-helm-docs.sh
-  step "ready"
-fi
-echo "[bootstrap] ready ($WHAT)"
+step "waiting for the Go builds"
+start=$(date +%s)
+while kill -0 "$go_pid" 2>/dev/null; do
+  sleep 5
+  waited=$(( $(date +%s) - start ))
+  if [ $((waited % 120)) -lt 5 ] && [ "$waited" -ge 120 ]; then echo "[bootstrap] still building Go binaries ($((waited / 60)) min of waiting so far)"; fi
+done
+wait "$go_pid" || true
+rc="$(cat "$go_status" 2>/dev/null || echo 1)"; rm -f "$go_status"
+if [ "$rc" != 0 ]; then echo "error: a Go build failed (see the [go] lines above)" >&2; exit 1; fi
+step "ready ($WHAT)"
