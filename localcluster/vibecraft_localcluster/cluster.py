@@ -16,9 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import certs
-from .config import REPO_ROOT, ClusterConfig, find_tool, port_free
+from .config import REPO_ROOT, ClusterConfig, cache_root, find_tool, port_free
 
 COMPONENTS = ("etcd", "s3", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent")
+REAL_NODE_COMPONENTS = ("etcd", "s3", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd",
+                        "kubelet")
 
 
 class ClusterError(RuntimeError):
@@ -72,8 +74,12 @@ class LocalCluster:
             return None
         return pid if _pid_alive(pid) else None
 
+    @property
+    def components(self) -> tuple[str, ...]:
+        return REAL_NODE_COMPONENTS if self.cfg.node == "kubelet" else COMPONENTS
+
     def running(self) -> dict[str, int | None]:
-        return {name: self.pid(name) for name in COMPONENTS}
+        return {name: self.pid(name) for name in self.components}
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         (self.dir / "run").mkdir(parents=True, exist_ok=True)
@@ -120,6 +126,7 @@ class LocalCluster:
             "kube-apiserver": [p.apiserver],
             "kube-controller-manager": [p.controller_manager],
             "kube-scheduler": [p.scheduler],
+            "kubelet": [p.kubelet, p.kubelet_healthz] if self.cfg.node == "kubelet" else [],
             "s3": [p.s3, p.weed_master, p.weed_volume, p.weed_filer, p.weed_master_grpc, p.weed_volume_grpc,
                    p.weed_filer_grpc, p.s3_grpc, p.s3_iceberg, p.s3_lance],
         }
@@ -174,15 +181,30 @@ class LocalCluster:
                 f"--authorization-kubeconfig={self.dir / 'scheduler.kubeconfig'}",
                 "--bind-address=127.0.0.1", f"--secure-port={p.scheduler}", "--leader-elect=false",
             ])
-        if not state["node-agent"]:
+        if self.cfg.node == "kubelet":
+            self._start_real_node(state)
+        elif not state["node-agent"]:
             self._spawn("node-agent", [
                 sys.executable, "-m", "vibecraft_localcluster.node_agent", "--state-dir", str(self.dir),
             ])
         self._wait("kube-controller-manager", lambda: self._https_ok(p.controller_manager, "/healthz"))
         self._wait("kube-scheduler", lambda: self._https_ok(p.scheduler, "/healthz"))
-        self._wait("node-agent", self._node_ready, timeout=60)
+        self._wait("kubelet" if self.cfg.node == "kubelet" else "node-agent", self._node_ready, timeout=60)
         self._wait("kube-apiserver", self._default_sa_exists, timeout=60)
         self.print_summary()
+
+    def _start_real_node(self, state: dict[str, int | None]) -> None:
+        from .realnode import RealNode
+
+        node = RealNode(self.cfg)
+        node.prepare()
+        if not state["containerd"]:
+            self._spawn("containerd", node.containerd_argv())
+        self._wait("containerd", node.containerd_ready, timeout=60)
+        archives = sorted((cache_root() / "images").glob("*.oci.tar")) if (cache_root() / "images").is_dir() else []
+        node.import_images(archives)
+        if not state["kubelet"]:
+            self._spawn("kubelet", node.kubelet_argv())
 
     def _write_kubeconfigs(self) -> None:
         for stem in ("admin", "controller-manager", "scheduler", "node"):
@@ -215,7 +237,9 @@ class LocalCluster:
         }]}
         (self.dir / "s3-identities.json").write_text(json.dumps(identities))
         self._spawn("s3", [
-            find_tool("weed"), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            find_tool("weed"), "server", f"-dir={data}", "-ip=127.0.0.1",
+            # Real pods reach S3 over the pod bridge, so then it listens beyond loopback.
+            f"-ip.bind={'0.0.0.0' if c.node == 'kubelet' else '127.0.0.1'}",
             "-master.telemetry=false", "-iam=false",
             # Small volumes and a fixed count: the default (30 GB volumes, count from free disk) finds no
             # room for a volume on a machine with under ~200 GB free.
@@ -265,6 +289,12 @@ class LocalCluster:
             "--profiling=false",
             "--endpoint-reconciler-type=none",  # loopback may not be advertised as the kubernetes Service endpoint
             "--event-ttl=1h",
+            # kubectl logs/exec/port-forward: the apiserver dials the real kubelet at its InternalIP with
+            # the admin client certificate (the kubelet authorizes it with a SubjectAccessReview).
+            *([
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={pki / 'admin.crt'}", f"--kubelet-client-key={pki / 'admin.key'}",
+            ] if self.cfg.node == "kubelet" else []),
         ])
         self._wait("kube-apiserver", lambda: self._https_ok(p.apiserver, "/readyz"), timeout=120)
 
@@ -286,11 +316,13 @@ class LocalCluster:
 
     def print_summary(self) -> None:
         c = self.cfg
+        node = ("real kubelet + containerd" if c.node == "kubelet"
+                else "process node agent; logs: vibecraft-cluster logs POD")
         print(
             f"local cluster up (Kubernetes v{os.environ.get('K8S_VERSION', '1.37.2')}, state in {self.dir})\n"
             f"  kube-apiserver   {c.server}   (etcd 127.0.0.1:{c.ports.etcd})\n"
             f"  controller-mgr   127.0.0.1:{c.ports.controller_manager}   scheduler 127.0.0.1:{c.ports.scheduler}\n"
-            f"  node             {c.node_name} (process node agent; logs: vibecraft-cluster logs POD)\n"
+            f"  node             {c.node_name} ({node})\n"
             f"  S3               {c.s3_endpoint}  bucket={c.bucket} key={c.s3_access_key}\n"
             f"export KUBECONFIG={c.kubeconfig}", flush=True)
 
@@ -306,8 +338,13 @@ class LocalCluster:
 
     def down(self) -> None:
         """Stop every component (node agent first, so it can stop its pods) and leave nothing behind."""
-        for name in reversed(COMPONENTS):
+        for name in reversed(self.components):
             self.stop(name)
+        if self.cfg.node == "kubelet":
+            from .realnode import RealNode
+
+            RealNode(self.cfg).cleanup()
+            return
         from .cgroups import kill_all_pods
 
         kill_all_pods(self.cfg.node_name)

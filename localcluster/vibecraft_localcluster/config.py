@@ -31,7 +31,7 @@ def find_tool(name: str) -> str:
     cand = venv_bin() / name
     if cand.exists():
         return str(cand)
-    if name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+    if name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"):
         return str(cache_root() / f"k8s-v{K8S_VERSION}" / "bin" / name)
     if name == "helm":
         return str(cache_root() / f"helm-v{HELM_VERSION}" / "bin" / "helm")
@@ -83,6 +83,8 @@ class Ports:
     s3_grpc: int = 18334
     s3_iceberg: int = 18335
     s3_lance: int = 18336
+    kubelet: int = 20250  # only with node="kubelet"
+    kubelet_healthz: int = 20248
 
     @classmethod
     def random(cls) -> Ports:
@@ -94,6 +96,9 @@ class ClusterConfig:
     state_dir: Path
     ports: Ports = field(default_factory=Ports)
     node_name: str = "vibecraft-node"
+    # "agent": pods run as host processes by the node agent; "kubelet": a real node (realnode.py),
+    # containerd + runc + CNI and the real kubelet running the project's built images.
+    node: str = "agent"
     bucket: str = "vibecraft"
     s3_access_key: str = "vibecraft"
     s3_secret_key: str = "vibecraft-local-secret"
@@ -110,6 +115,15 @@ class ClusterConfig:
     @property
     def s3_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.ports.s3}"
+
+    @property
+    def pod_s3_endpoint(self) -> str:
+        """S3 as pods reach it: loopback for the node agent's host processes, the bridge for real pods."""
+        if self.node == "kubelet":
+            from .realnode import BRIDGE_IP
+
+            return f"http://{BRIDGE_IP}:{self.ports.s3}"
+        return self.s3_endpoint
 
     def s3_env(self) -> dict[str, str]:
         return {
