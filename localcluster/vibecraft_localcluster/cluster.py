@@ -20,7 +20,7 @@ from .config import REPO_ROOT, ClusterConfig, cache_root, find_tool, port_free
 
 COMPONENTS = ("etcd", "s3", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent")
 REAL_NODE_COMPONENTS = ("etcd", "s3", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd",
-                        "kubelet")
+                        "kubelet", "kube-proxy")
 
 
 class ClusterError(RuntimeError):
@@ -127,6 +127,7 @@ class LocalCluster:
             "kube-controller-manager": [p.controller_manager],
             "kube-scheduler": [p.scheduler],
             "kubelet": [p.kubelet, p.kubelet_healthz] if self.cfg.node == "kubelet" else [],
+            "kube-proxy": [p.kube_proxy_metrics, p.kube_proxy_healthz] if self.cfg.node == "kubelet" else [],
             "s3": [p.s3, p.weed_master, p.weed_volume, p.weed_filer, p.weed_master_grpc, p.weed_volume_grpc,
                    p.weed_filer_grpc, p.s3_grpc, p.s3_iceberg, p.s3_lance],
         }
@@ -205,6 +206,8 @@ class LocalCluster:
         node.import_images(archives)
         if not state["kubelet"]:
             self._spawn("kubelet", node.kubelet_argv())
+        if not state["kube-proxy"]:
+            self._spawn("kube-proxy", node.kube_proxy_argv())
 
     def _write_kubeconfigs(self) -> None:
         for stem in ("admin", "controller-manager", "scheduler", "node"):
@@ -269,10 +272,18 @@ class LocalCluster:
 
     def _start_apiserver(self) -> None:
         p, pki = self.cfg.ports, self.pki
+        if self.cfg.node == "kubelet":
+            # Real pods reach the API server as the `kubernetes` Service (10.96.0.1:443, through
+            # kube-proxy) whose endpoint is the pod bridge's address, so it listens beyond loopback.
+            from .realnode import BRIDGE_IP
+
+            where = ["--bind-address=0.0.0.0", f"--advertise-address={BRIDGE_IP}", "--endpoint-reconciler-type=lease"]
+        else:  # loopback may not be advertised as the kubernetes Service endpoint
+            where = ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"]
         self._spawn("kube-apiserver", [
             find_tool("kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{p.etcd}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={p.apiserver}",
+            *where, f"--secure-port={p.apiserver}",
             f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -287,7 +298,6 @@ class LocalCluster:
             "--allow-privileged=true",
             f"--cert-dir={self.dir / 'apiserver-certs'}",
             "--profiling=false",
-            "--endpoint-reconciler-type=none",  # loopback may not be advertised as the kubernetes Service endpoint
             "--event-ttl=1h",
             # kubectl logs/exec/port-forward: the apiserver dials the real kubelet at its InternalIP with
             # the admin client certificate (the kubelet authorizes it with a SubjectAccessReview).

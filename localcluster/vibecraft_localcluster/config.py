@@ -85,6 +85,8 @@ class Ports:
     s3_lance: int = 18336
     kubelet: int = 20250  # only with node="kubelet"
     kubelet_healthz: int = 20248
+    kube_proxy_metrics: int = 20249
+    kube_proxy_healthz: int = 20256
 
     @classmethod
     def random(cls) -> Ports:

@@ -13,7 +13,8 @@ measured here (Debian 12, cgroup v1 hybrid, root without CAP_SYS_RESOURCE):
   runc fails with "can't get final child's PID from pipe"): `restrict_oom_score_adj = true`.
 - The sandbox image is pause compiled from the k8s module's pause.c (localcluster/build-node.sh).
 - Pod network: a CNI bridge on BRIDGE_IP/24, created before the kubelet so the node IP exists; the
-  host (S3, the apiserver) is reached from pods at BRIDGE_IP.
+  host (S3) is reached from pods at BRIDGE_IP, the API server as the `kubernetes` Service through
+  kube-proxy (its endpoint is BRIDGE_IP).
 
 One real node per machine at a time (the bridge, its subnet and the cgroup root are per node name).
 """
@@ -67,6 +68,9 @@ state = "{d / 'state'}"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_IMAGE}"
   restrict_oom_score_adj = true
+  # Pod network namespaces under containerd's own state dir, not /run/netns, which podman (the image
+  # builds) also uses: a sandbox there was once left unremovable ("device or resource busy").
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -172,6 +176,17 @@ evictionHard: {{memory.available: "100Mi", nodefs.available: "5%", imagefs.avail
             f"--root-dir={self.dir / 'kubelet' / 'root'}", f"--node-ip={BRIDGE_IP}",
         ]
 
+    def kube_proxy_argv(self) -> list[str]:
+        """kube-proxy (iptables mode) for ClusterIP Services, the `kubernetes` one included. It runs with the
+        admin identity (a local cluster) and leaves the conntrack table size alone."""
+        p = self.cfg.ports
+        return [
+            str(k8s_bin("kube-proxy")), f"--kubeconfig={self.cfg.state_dir / 'admin.kubeconfig'}",
+            f"--hostname-override={self.cfg.node_name}", "--proxy-mode=iptables", f"--cluster-cidr={POD_SUBNET}",
+            f"--metrics-bind-address=127.0.0.1:{p.kube_proxy_metrics}",
+            f"--healthz-bind-address=127.0.0.1:{p.kube_proxy_healthz}", "--conntrack-max-per-core=0",
+        ]
+
     def ctr(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["ctr", "--address", str(self.socket), "-n", "k8s.io", *args],
                               capture_output=True, text=True, timeout=timeout)
@@ -198,12 +213,16 @@ evictionHard: {{memory.available: "100Mi", nodefs.available: "5%", imagefs.avail
         mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
         for target in sorted((m for m in mounts if m.startswith(f"{self.dir}/")), key=len, reverse=True):
             subprocess.run(["umount", "-l", target], capture_output=True)
+        # kube-proxy's KUBE-* iptables chains, and the pod bridge.
+        subprocess.run([str(k8s_bin("kube-proxy")), "--cleanup"], capture_output=True, timeout=60)
+        subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
+        _remove_kubelet_chains()
         deadline = time.monotonic() + 10
-        for name in V1_HIERARCHIES:  # empty pod cgroups go away; busy ones are reported by the kernel
+        for name in (*V1_HIERARCHIES, "unified"):  # empty pod cgroups go away; busy ones are reported by the kernel
             root = CGROUP_FS / name / self.cgroup_root.lstrip("/")
             if not root.is_dir():
                 continue
-            for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            for path in [*sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True), root]:
                 if path.is_dir():
                     while time.monotonic() < deadline:
                         try:
@@ -211,3 +230,17 @@ evictionHard: {{memory.available: "100Mi", nodefs.available: "5%", imagefs.avail
                             break
                         except OSError:
                             time.sleep(0.2)
+
+
+def _remove_kubelet_chains() -> None:
+    """The kubelet's own iptables chains (KUBE-FIREWALL drops non-loopback traffic to 127/8, and its
+    canaries), which `kube-proxy --cleanup` leaves."""
+    def ipt(*args: str) -> None:
+        subprocess.run(["iptables", *args], capture_output=True)
+
+    for hook in ("INPUT", "OUTPUT"):
+        ipt("-t", "filter", "-D", hook, "-j", "KUBE-FIREWALL")
+    for table in ("filter", "nat", "mangle"):
+        for chain in ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY"):
+            ipt("-t", table, "-F", chain)
+            ipt("-t", table, "-X", chain)

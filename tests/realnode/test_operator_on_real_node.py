@@ -1,0 +1,112 @@
+"""The operator's own Jobs, as a user's cluster runs them: a MusicVideo becomes a Job whose pod the real
+kubelet starts from the renderer image, with the operator's security context, scratch emptyDir and
+memory limit; the renderer reports progress to the API server through the `kubernetes` Service
+(kube-proxy) with its ServiceAccount token, and the video lands in S3. A memory limit too small for
+the render is enforced by the kernel inside the container, and the operator retries with more."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from vibecraft_common.resource import EXIT_MEMORY_GUARD, EXIT_REASONS, GROUP, PLURAL, VERSION
+
+from tests.conftest import Cluster, S3Server, provision_renders
+from tests.harness import OperatorProcess, install_crd, wait_for
+from tests.realnode.conftest import RENDERER_IMAGE, RealCluster
+
+pytestmark = pytest.mark.realnode
+
+
+@dataclass
+class Setup:
+    cluster: Cluster
+    s3: S3Server
+    ns: str
+    song_url: str
+    op: OperatorProcess
+    node: str
+
+
+@pytest.fixture(scope="module")
+def setup(real_cluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    """A namespace provisioned for renders (renderer SA + RBAC, S3 Secret), a 6 s song, the operator."""
+    c = real_cluster.cfg
+    tmp = tmp_path_factory.mktemp("real-operator")
+    # One endpoint for both sides: the bridge address is local to the host too.
+    s3 = S3Server(c.pod_s3_endpoint, c.s3_access_key, c.s3_secret_key, c.bucket, c.s3_region)
+    cluster = Cluster(real_cluster.lc)
+    install_crd(cluster.kubeconfig)
+    ns = f"real-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", ns, "--timeout=30s")
+    provision_renders(cluster, s3, ns)
+    song = tmp / "song.wav"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "aevalsrc=0.8*sin(2*PI*60*t)*exp(-30*mod(t\\,0.5))+0.2*sin(2*PI*220*t):d=6", "-ar", "22050",
+                    str(song)], check=True)
+    s3.client().upload_file(str(song), c.bucket, f"songs/{ns}.wav")
+    env = {**s3.operator_env(), "VIBECRAFT_RENDERER_IMAGE": RENDERER_IMAGE, "VIBECRAFT_RENDERER_COMMAND": "",
+           "VIBECRAFT_LOG_FORMAT": "full", "VIBECRAFT_RETRY_BACKOFF_SECONDS": "1"}
+    op = OperatorProcess(cluster.kubeconfig, [ns], tmp / "operator.log", env=env)
+    op.start()
+    try:
+        yield Setup(cluster, s3, ns, f"s3://{c.bucket}/songs/{ns}.wav", op, c.node_name)
+    finally:
+        cluster.kubectl("delete", f"{PLURAL}.{GROUP}", "--all", "-n", ns, "--timeout=60s", check=False)
+        op.stop()
+        print(f"--- operator log ---\n{op.log_tail(6000)}")
+
+
+def _render(s: Setup, name: str, **spec: Any) -> dict[str, Any]:
+    """Apply a MusicVideo and return it once Succeeded or Failed."""
+    mv = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MusicVideo", "metadata": {"name": name, "namespace": s.ns},
+          "spec": {"audio": {"url": s.song_url}, "output": {"url": f"s3://{s.s3.bucket}/real/{s.ns}/{name}/"},
+                   "video": {"width": 320, "height": 180, "fps": 15}, **spec}}
+    s.cluster.kubectl("apply", "-f", "-", input=json.dumps(mv))
+
+    def finished() -> dict[str, Any] | None:
+        got = json.loads(s.cluster.kubectl("get", f"{PLURAL}.{GROUP}", name, "-n", s.ns, "-o", "json").stdout)
+        return got if got.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
+
+    return wait_for(finished, timeout=420, what=lambda: f"{name} to finish; operator log:\n{s.op.log_tail(3000)}")
+
+
+def _pods(s: Setup, name: str) -> list[dict[str, Any]]:
+    pods = json.loads(s.cluster.kubectl("get", "pods", "-n", s.ns, "-o", "json").stdout)["items"]
+    return sorted((p for p in pods if p["metadata"]["name"].startswith(f"{name}-a")),
+                  key=lambda p: p["metadata"]["creationTimestamp"])
+
+
+def test_a_musicvideo_renders_in_a_real_pod(setup: Setup) -> None:
+    done = _render(setup, "song")
+    pods = _pods(setup, "song")
+    assert done["status"]["phase"] == "Succeeded", (done["status"], [p["status"] for p in pods])
+    # The renderer's own progress reached the API server from inside the pod.
+    assert done["status"].get("analysis", {}).get("tempo"), done["status"]
+    pod = pods[0]
+    assert pod["spec"]["nodeName"] == setup.node, pod["spec"]
+    assert pod["status"]["containerStatuses"][0]["imageID"], "a real image, from containerd's store"
+    listed = setup.s3.client().list_objects_v2(Bucket=setup.s3.bucket, Prefix=f"real/{setup.ns}/song/")
+    assert f"real/{setup.ns}/song/video.mp4" in {o["Key"] for o in listed.get("Contents", [])}
+
+
+def test_an_oom_kill_inside_the_container_is_retried_with_more_memory(setup: Setup) -> None:
+    done = _render(setup, "tight", resources={"memory": "160Mi", "maxMemory": "2Gi"})
+    events = json.loads(setup.cluster.kubectl("get", "events", "-n", setup.ns, "--field-selector",
+                                              "involvedObject.name=tight", "-o", "json").stdout)["items"]
+    events.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    said = [(e["reason"], e["message"]) for e in events]
+    assert done["status"]["phase"] == "Succeeded", (done["status"], said)
+    # "JobCreated: attempt N: Job tight-aN (160Mi memory, ...)": x1.5 after each OOM kill, never less.
+    mib = [int(m.group(1)) for _, msg in said if (m := re.search(r"\((\d+)Mi memory", msg))]
+    assert mib[0] == 160 and len(mib) >= 2 and mib == sorted(set(mib)), said
+    # Killed by the kernel at its cgroup limit inside the container (or the renderer's guard just before).
+    assert any(r in ("OOMKilled", EXIT_REASONS[EXIT_MEMORY_GUARD]) for r, _ in said) or any(
+        "OOM" in msg for _, msg in said), said
