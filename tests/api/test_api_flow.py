@@ -87,7 +87,7 @@ def test_streamed_upload_video_events_download(new_tenant: Callable[..., TenantH
     done = t.client.get(video["links"]["self"]).json()
     assert done["phase"] == "Succeeded" and done["output"] == {"durationSeconds": 1.0, "sizeBytes": len(VIDEO_BYTES)}
     assert done["analysis"] == {"tempo": 97.0, "tempoSource": "given", "confidence": 1.0, "beats": 2,
-                                "sections": None}
+                                "beatsPerBar": None, "sections": None}
     links = t.client.get(video["links"]["download"]).json()
     assert links["sizeBytes"] == len(VIDEO_BYTES)
     assert httpx.get(links["videoUrl"]).content == VIDEO_BYTES
