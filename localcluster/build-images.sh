@@ -142,6 +142,8 @@ build() {  # name dockerfile target(or "") estimate
   step "$ref: building from $dockerfile${target:+ (target $target)} (first time $estimate, with cached layers/wheels much less)"
   s=$(date +%s)
   log="$CACHE/build-$name.log"
+  local previous
+  previous="$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$ref" 2>/dev/null || true)"
   local args=(build --network host "${ULIMITS[@]}" --layers --format oci -f "$dockerfile"
               --build-arg "PYTHON_IMAGE=$BASE" --label "io.vibecraft.inputs=$hash"
               --label "org.opencontainers.image.version=$VERSION" -t "$ref")
@@ -151,6 +153,11 @@ build() {  # name dockerfile target(or "") estimate
     die "building $ref failed (full log: $log)"
   fi
   echo "[images] built $ref in $(elapsed "$s")"
+  # The image this build replaced: untagged now, it would only fill the disk (CI once reached the
+  # kubelet's image-GC threshold). Build-stage layers stay cached; an image still in use stays too.
+  if [ -n "$previous" ] && [ "$previous" != "$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$ref")" ]; then
+    "${PODMAN[@]}" rmi "$previous" >/dev/null 2>&1 || true
+  fi
 }
 
 build renderer Dockerfile.renderer "" "~12 min, ~9 of it building ffmpeg"

@@ -120,7 +120,12 @@ resolvConf: /etc/resolv.conf
 enforceNodeAllocatable: []
 rotateCertificates: false
 serializeImagePulls: false
-evictionHard: {{memory.available: "100Mi", nodefs.available: "5%", imagefs.available: "5%"}}
+# As kind does: images here were imported, not pulled, so the kubelet must never garbage-collect
+# them (containerd 1.6 does not pin the sandbox image; CI once lost pause:3.10 at 85% disk use and
+# no pod could start), and disk use by other things on a dev machine must not evict pods. Sized
+# emptyDirs are still enforced: local-storage eviction does not depend on these thresholds.
+imageGCHighThresholdPercent: 100
+evictionHard: {{memory.available: "100Mi", nodefs.available: "0%", nodefs.inodesFree: "0%", imagefs.available: "0%"}}
 """
 
     def prepare(self) -> None:

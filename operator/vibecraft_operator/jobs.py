@@ -3,7 +3,7 @@
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import kopf
 from vibecraft_common.resource import (
@@ -123,6 +123,15 @@ def pod_failure_policy() -> dict[str, Any]:
     }
 
 
+# The renderer container's own hardening: it writes only to its scratch emptyDir (tests/realnode
+# checks a real runtime enforces this on the built image).
+RENDERER_CONTAINER_SECURITY: Final[dict[str, Any]] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
 def build_job(
     mv: Mapping[str, Any],
     *,
@@ -168,11 +177,7 @@ def build_job(
                 "terminationMessagePath": TERMINATION_LOG,
                 # A crash that never wrote the termination log still leaves its last log lines.
                 "terminationMessagePolicy": "FallbackToLogsOnError",
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "readOnlyRootFilesystem": True,
-                    "capabilities": {"drop": ["ALL"]},
-                },
+                "securityContext": dict(RENDERER_CONTAINER_SECURITY),
                 "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH_DIR}],
             }
         ],

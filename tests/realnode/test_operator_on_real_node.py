@@ -32,6 +32,7 @@ class Setup:
     song_url: str
     op: OperatorProcess
     node: str
+    real: RealCluster
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +40,7 @@ def setup(real_cluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -
     """A namespace provisioned for renders (renderer SA + RBAC, S3 Secret), a 6 s song, the operator."""
     c = real_cluster.cfg
     tmp = tmp_path_factory.mktemp("real-operator")
-    # One endpoint for both sides: the bridge address is local to the host too.
-    s3 = S3Server(c.pod_s3_endpoint, c.s3_access_key, c.s3_secret_key, c.bucket, c.s3_region)
+    s3 = real_cluster.s3
     cluster = Cluster(real_cluster.lc)
     install_crd(cluster.kubeconfig)
     ns = f"real-{uuid.uuid4().hex[:6]}"
@@ -52,12 +52,15 @@ def setup(real_cluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -
                     "aevalsrc=0.8*sin(2*PI*60*t)*exp(-30*mod(t\\,0.5))+0.2*sin(2*PI*220*t):d=6", "-ar", "22050",
                     str(song)], check=True)
     s3.client().upload_file(str(song), c.bucket, f"songs/{ns}.wav")
-    env = {**s3.operator_env(), "VIBECRAFT_RENDERER_IMAGE": RENDERER_IMAGE, "VIBECRAFT_RENDERER_COMMAND": "",
+    # A whole core per render: a real runtime enforces the CPU limit (CFS quota), and at the 100m the
+    # node agent's tests use, a 6 s song takes ~100 s. The tests here render one at a time.
+    env = {**s3.operator_env(), "VIBECRAFT_DEFAULT_CPU": "1",
+           "VIBECRAFT_RENDERER_IMAGE": RENDERER_IMAGE, "VIBECRAFT_RENDERER_COMMAND": "",
            "VIBECRAFT_LOG_FORMAT": "full", "VIBECRAFT_RETRY_BACKOFF_SECONDS": "1"}
     op = OperatorProcess(cluster.kubeconfig, [ns], tmp / "operator.log", env=env)
     op.start()
     try:
-        yield Setup(cluster, s3, ns, f"s3://{c.bucket}/songs/{ns}.wav", op, c.node_name)
+        yield Setup(cluster, s3, ns, f"s3://{c.bucket}/songs/{ns}.wav", op, c.node_name, real_cluster)
     finally:
         cluster.kubectl("delete", f"{PLURAL}.{GROUP}", "--all", "-n", ns, "--timeout=60s", check=False)
         op.stop()
@@ -75,7 +78,10 @@ def _render(s: Setup, name: str, **spec: Any) -> dict[str, Any]:
         got = json.loads(s.cluster.kubectl("get", f"{PLURAL}.{GROUP}", name, "-n", s.ns, "-o", "json").stdout)
         return got if got.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
 
-    return wait_for(finished, timeout=420, what=lambda: f"{name} to finish; operator log:\n{s.op.log_tail(3000)}")
+    def said() -> str:
+        return f"{name} to finish; operator log:\n{s.op.log_tail(3000)}\n{s.real.diagnose(s.ns)}"
+
+    return wait_for(finished, timeout=300, what=said)
 
 
 def _pods(s: Setup, name: str) -> list[dict[str, Any]]:

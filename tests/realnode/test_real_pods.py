@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 import yaml
+from vibecraft_operator.jobs import RENDERER_CONTAINER_SECURITY
 
 from tests.harness import wait_for
 from tests.realnode.conftest import RENDERER_IMAGE, RealCluster
 
 pytestmark = pytest.mark.realnode
 
-# What the chart's renderer Job sets on its container (charts/vibecraft, operator/jobs.py).
-HARDENED = {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True}
+# What the operator's renderer Job sets on its container, plus the pod-level runAsNonRoot.
+HARDENED = {**RENDERER_CONTAINER_SECURITY, "runAsNonRoot": True}
 
 
 def _pod(name: str, argv: list[str], *, memory: str = "256Mi", security: dict[str, Any] | None = None,
@@ -48,7 +48,7 @@ def _run(cluster: RealCluster, manifest: dict[str, Any], timeout: float = 240) -
         pod = json.loads(cluster.kubectl("get", "pod", name, "-o", "json").stdout)
         return pod if pod["status"].get("phase") in ("Succeeded", "Failed") else None
 
-    return wait_for(done, timeout=timeout, what=f"pod {name} to finish")
+    return wait_for(done, timeout=timeout, what=lambda: f"pod {name} to finish\n{cluster.diagnose('default', name)}")
 
 
 def _terminated(pod: dict[str, Any]) -> dict[str, Any]:
@@ -64,6 +64,9 @@ def test_the_node_is_a_real_kubelet_with_containerd(real_cluster: RealCluster) -
     node = json.loads(real_cluster.kubectl("get", "node", "real-node", "-o", "json").stdout)
     info = node["status"]["nodeInfo"]
     assert info["kubeletVersion"] == "v1.37.2" and info["containerRuntimeVersion"].startswith("containerd://")
+    # The running kubelet never garbage-collects the imported images (nothing could pull them back).
+    config = json.loads(real_cluster.kubectl("get", "--raw", "/api/v1/nodes/real-node/proxy/configz").stdout)
+    assert config["kubeletconfig"]["imageGCHighThresholdPercent"] == 100, config["kubeletconfig"]
 
 
 def test_a_song_renders_in_a_renderer_pod_into_s3(real_cluster: RealCluster, tmp_path: Any) -> None:
@@ -72,14 +75,11 @@ def test_a_song_renders_in_a_renderer_pod_into_s3(real_cluster: RealCluster, tmp
                     "sine=frequency=110:duration=6,volume=0.5[a];aevalsrc=0.8*sin(2*PI*60*t)*exp(-30*mod(t\\,0.5)):d=6[k];"
                     "[a][k]amix=inputs=2", "-ar", "22050", str(song)], check=True)
     key = f"uploads/real-{uuid.uuid4().hex[:6]}"
-    s3 = real_cluster.s3()
+    s3 = real_cluster.s3.client()
     s3.upload_file(str(song), real_cluster.cfg.bucket, f"{key}/song.wav")
     c = real_cluster.cfg
-    env = [{"name": "AWS_ENDPOINT_URL", "value": c.pod_s3_endpoint},
-           {"name": "AWS_ACCESS_KEY_ID", "value": c.s3_access_key},
-           {"name": "AWS_SECRET_ACCESS_KEY", "value": c.s3_secret_key},
-           {"name": "AWS_REGION", "value": c.s3_region}, {"name": "HOME", "value": "/scratch"},
-           {"name": "NUMBA_CACHE_DIR", "value": "/scratch/numba"}]
+    env = [{"name": k, "value": v} for k, v in
+           {**real_cluster.s3.env(), "HOME": "/scratch", "NUMBA_CACHE_DIR": "/scratch/numba"}.items()]
     pod = _pod("render", [f"s3://{c.bucket}/{key}/song.wav", "-o", f"s3://{c.bucket}/{key}/video.mp4",
                           "--width", "320", "--height", "180", "--fps", "15"], memory="1Gi", env=env, args=True,
                volumes=[{"name": "scratch", "emptyDir": {"sizeLimit": "2Gi"}}, {"name": "tmp", "emptyDir": {}}],
