@@ -125,6 +125,9 @@ serializeImagePulls: false
 # no pod could start), and disk use by other things on a dev machine must not evict pods. Sized
 # emptyDirs are still enforced: local-storage eviction does not depend on these thresholds.
 imageGCHighThresholdPercent: 100
+# How often the kubelet measures emptyDir usage (default 1m): a pod outgrowing its sizeLimit is evicted
+# within ~10 s instead of a minute, so a short render cannot finish over its limit unnoticed.
+volumeStatsAggPeriod: 10s
 evictionHard: {{memory.available: "100Mi", nodefs.available: "0%", nodefs.inodesFree: "0%", imagefs.available: "0%"}}
 """
 

@@ -14,6 +14,7 @@ from vibecraft_operator.constants import (
     JOB_FAILED,
     POD_FAILED,
     R_DEADLINE,
+    R_DISK_FULL,
     R_DISRUPTED,
     R_ERROR,
     R_MEMORY_GUARD,
@@ -28,6 +29,10 @@ SIGKILL_EXIT = 137
 MAX_MESSAGE = 1024
 # Pod-level reasons the kubelet/node lifecycle sets when the node, not the render, went away.
 NODE_REASONS = frozenset({"NodeLost", "Shutdown", "Terminated", "NodeShutdown", "Evicted", "Preempting"})
+# The kubelet's eviction messages when the pod itself used more local storage than it was allowed
+# (pkg/kubelet/eviction/helpers.go): its own fault, unlike "The node was low on resource".
+OWN_STORAGE_MESSAGES = ("Usage of EmptyDir volume", "exceeded its local ephemeral storage limit",
+                        "Pod ephemeral local storage usage exceeds")
 
 
 class FailureKind(enum.Enum):
@@ -100,6 +105,24 @@ def disruption_condition(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+def own_storage_eviction(pod: Mapping[str, Any]) -> str | None:
+    """The kubelet's message when it evicted the pod for outgrowing its own storage limits, else None."""
+    status = pod.get("status") or {}
+    message = str(status.get("message") or "").strip()
+    if status.get("reason") == "Evicted" and any(m in message for m in OWN_STORAGE_MESSAGES):
+        return message
+    return None
+
+
+def outgrown_storage(pods: Sequence[Mapping[str, Any]]) -> Failure | None:
+    """DiskFull if any of the attempt's pods was evicted for outgrowing its own storage limits."""
+    for pod in pods:
+        if message := own_storage_eviction(pod):
+            name = (pod.get("metadata") or {}).get("name", "?")
+            return Failure(FailureKind.RETRYABLE, R_DISK_FULL, _trim(f"pod {name} was evicted: {message}"))
+    return None
+
+
 def deleted_before_exit(pod: Mapping[str, Any], terminated: Mapping[str, Any] | None) -> bool:
     """Whether someone asked to delete the pod before its container ended (so deletion killed it)."""
     meta = pod.get("metadata") or {}
@@ -130,6 +153,8 @@ def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Failu
         return Failure(FailureKind.DISRUPTION, R_POD_VANISHED,
                        _trim(f"the attempt's pod disappeared before reporting an exit status ({job_reason})"))
     pod_name = (pod.get("metadata") or {}).get("name", "?")
+    if outgrown := outgrown_storage([pod]):
+        return outgrown  # retrying with the same limit fails the same way: it uses the retry budget
     if disruption := disruption_condition(pod):
         reason = str(disruption.get("reason") or R_DISRUPTED)
         return Failure(FailureKind.DISRUPTION, reason,

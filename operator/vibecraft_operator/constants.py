@@ -26,6 +26,7 @@ R_OOM_KILLED: Final = "OOMKilled"
 R_PROBABLE_OOM: Final = "ProbableOOMKill"
 R_MEMORY_GUARD: Final = EXIT_REASONS[EXIT_MEMORY_GUARD]
 R_DISRUPTED: Final = "Disrupted"
+R_DISK_FULL: Final = "DiskFull"  # the pod outgrew its scratch sizeLimit or ephemeral-storage limit
 R_POD_DELETED: Final = "PodDeleted"
 R_POD_VANISHED: Final = "PodVanished"
 R_JOB_VANISHED: Final = "JobVanished"

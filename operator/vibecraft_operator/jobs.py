@@ -181,7 +181,7 @@ def build_job(
                 "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH_DIR}],
             }
         ],
-        "volumes": [{"name": "scratch", "emptyDir": {}}],
+        "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size_limit}}],
     }
     if settings.renderer_command:
         pod_spec["containers"][0]["command"] = list(settings.renderer_command)

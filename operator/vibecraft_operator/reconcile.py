@@ -21,7 +21,7 @@ from vibecraft_common.status import (
 
 from vibecraft_operator import mergepatch
 from vibecraft_operator import status as st
-from vibecraft_operator.classify import Failure, FailureKind, classify, job_finished
+from vibecraft_operator.classify import Failure, FailureKind, classify, job_finished, outgrown_storage
 from vibecraft_operator.constants import (
     COND_PROGRESSING,
     COND_SUSPENDED,
@@ -262,6 +262,13 @@ def _current_attempt(obs: Observation, settings: Settings, generation: int, atte
         return _succeeded(obs, generation, attempt)
     if finished == JOB_FAILED:
         return _failed_attempt(obs, settings, generation, attempt, classify(job, obs.pods))
+    if outgrown := outgrown_storage(obs.pods):
+        # The kubelet's eviction sets DisruptionTarget, which the podFailurePolicy ignores so that node
+        # drains cost nothing: the Job would start another pod that outgrows the same limit, forever.
+        # The attempt ends here, as a DiskFull failure that uses the retry budget.
+        plan = _failed_attempt(obs, settings, generation, attempt, outgrown)
+        plan.delete_job = job["metadata"]["name"]
+        return plan
     if spec.get("suspend"):
         return _suspend(obs, generation, job)
 

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     memory_per_megapixel: str = "256Mi"  # added per megapixel of output frame
     default_cpu: str = "1"
     default_max_memory: str = "8Gi"  # the OOM-escalation ceiling without spec.resources.maxMemory
+    # The scratch emptyDir's sizeLimit: input, segments, the numba cache. The kubelet evicts a pod
+    # that outgrows it (the attempt fails as DiskFull) instead of letting it fill the node's disk.
+    scratch_size_limit: str = "10Gi"
 
     # Concurrency: 0 means unlimited.
     max_running: int = Field(default=0, ge=0)
@@ -60,7 +63,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("default_memory", "memory_per_megapixel", "default_max_memory", "default_cpu")
+    @field_validator("default_memory", "memory_per_megapixel", "default_max_memory", "default_cpu", "scratch_size_limit")
     @classmethod
     def _is_quantity(cls, value: str) -> str:
         parse_quantity(value)  # raises ValueError with a readable message

@@ -78,6 +78,32 @@ def test_deadline_exceeded():
     assert (failure.kind, failure.reason) == (FailureKind.DEADLINE, "DeadlineExceeded")
 
 
+KUBELET_EVICTION = {"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet",
+                    "message": "The node was low on resource: ephemeral-storage."}
+
+
+def _evicted(message: str) -> dict:
+    evicted = pod(exit_code=137, reason="Error", pod_reason="Evicted", conditions=[KUBELET_EVICTION])
+    evicted["status"]["message"] = message
+    return evicted
+
+
+@pytest.mark.parametrize("message", [
+    'Usage of EmptyDir volume "scratch" exceeds the limit "10Gi". ',
+    'Container renderer exceeded its local ephemeral storage limit "1Gi". ',
+    "Pod ephemeral local storage usage exceeds the total limit of containers 2Gi. ",
+])
+def test_outgrowing_its_own_storage_is_disk_full_and_uses_a_retry(message):
+    failure = classify(FAILED_JOB, [_evicted(message)])
+    assert (failure.kind, failure.reason) == (FailureKind.RETRYABLE, "DiskFull")
+    assert failure.counts_against_retries and message.strip() in failure.message
+
+
+def test_a_node_short_of_disk_evicting_the_pod_is_a_disruption():
+    failure = classify(FAILED_JOB, [_evicted("The node was low on resource: ephemeral-storage. ")])
+    assert (failure.kind, failure.reason) == (FailureKind.DISRUPTION, "TerminationByKubelet")
+
+
 def test_node_loss_without_container_status_is_a_disruption():
     failure = classify(FAILED_JOB, [pod(pod_reason="NodeLost")])
     assert (failure.kind, failure.reason) == (FailureKind.DISRUPTION, "NodeLost")

@@ -112,6 +112,14 @@ def test_renderer_contract_and_pod_settings():
     assert "priorityClassName" not in pod_spec
 
 
+def test_scratch_is_a_sized_empty_dir():
+    assert build()["spec"]["template"]["spec"]["volumes"] == [{"name": "scratch", "emptyDir": {"sizeLimit": "10Gi"}}]
+    small = build(settings=settings(scratch_size_limit="64Mi"))
+    assert small["spec"]["template"]["spec"]["volumes"][0]["emptyDir"] == {"sizeLimit": "64Mi"}
+    with pytest.raises(ValueError, match="quantity"):
+        settings(scratch_size_limit="lots")
+
+
 def test_pod_failure_policy_ignores_disruptions_and_fails_on_renderer_exit_codes():
     rules = build()["spec"]["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}

@@ -324,6 +324,26 @@ def test_deadline_guard_deletes_an_overdue_job():
     assert plan.status["phase"] == "Failed" and plan.delete_job == "demo-a1"
 
 
+def _outgrown(mv):
+    evicted = pod(exit_code=137, reason="Error", pod_reason="Evicted", conditions=[
+        {"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet", "message": "evicted"}])
+    evicted["status"]["message"] = 'Usage of EmptyDir volume "scratch" exceeds the limit "10Gi". '
+    return evicted
+
+
+def test_a_pod_outgrowing_its_scratch_ends_the_attempt_though_the_job_would_replace_it():
+    mv = running(retries=1)
+    plan = step(mv, job_=job(mv), pods=[_outgrown(mv)])  # the Job itself is still active
+    assert plan.delete_job == "demo-a1" and plan.outcome is Outcome.RETRY
+    assert plan.status["failedAttempts"] == 1 and plan.status["lastFailure"]["reason"] == "DiskFull"
+    # The retry budget runs out like any render error's: then Failed, saying why.
+    mv = applied(mv, plan)
+    mv = applied(mv, step(mv, now=T0 + timedelta(seconds=plan.again + 1)))
+    last = step(mv, job_=job(mv, attempt=2), pods=[_outgrown(mv)], now=T0 + timedelta(seconds=60))
+    assert last.status["phase"] == "Failed" and last.status["lastFailure"]["reason"] == "DiskFull"
+    assert 'exceeds the limit "10Gi"' in last.status["lastFailure"]["message"] and last.delete_job == "demo-a2"
+
+
 def test_job_deadline_exceeded_fails_without_retry():
     mv = running(retries=3)
     plan = step(mv, job_=failed_job(mv, reason="DeadlineExceeded"))

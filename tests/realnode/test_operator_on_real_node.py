@@ -11,7 +11,8 @@ import re
 import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +34,7 @@ class Setup:
     op: OperatorProcess
     node: str
     real: RealCluster
+    env: dict[str, str]  # the operator's
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +54,11 @@ def setup(real_cluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -
                     "aevalsrc=0.8*sin(2*PI*60*t)*exp(-30*mod(t\\,0.5))+0.2*sin(2*PI*220*t):d=6", "-ar", "22050",
                     str(song)], check=True)
     s3.client().upload_file(str(song), c.bucket, f"songs/{ns}.wav")
+    long_song = tmp / "long.wav"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "aevalsrc=0.8*sin(2*PI*60*t)*exp(-30*mod(t\\,0.5))+0.2*sin(2*PI*220*t):d=60", "-ar", "22050",
+                    str(long_song)], check=True)
+    s3.client().upload_file(str(long_song), c.bucket, f"songs/{ns}-long.wav")
     # A whole core per render: a real runtime enforces the CPU limit (CFS quota), and at the 100m the
     # node agent's tests use, a 6 s song takes ~100 s. The tests here render one at a time.
     env = {**s3.operator_env(), "VIBECRAFT_DEFAULT_CPU": "1",
@@ -60,7 +67,7 @@ def setup(real_cluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -
     op = OperatorProcess(cluster.kubeconfig, [ns], tmp / "operator.log", env=env)
     op.start()
     try:
-        yield Setup(cluster, s3, ns, f"s3://{c.bucket}/songs/{ns}.wav", op, c.node_name, real_cluster)
+        yield Setup(cluster, s3, ns, f"s3://{c.bucket}/songs/{ns}.wav", op, c.node_name, real_cluster, env)
     finally:
         cluster.kubectl("delete", f"{PLURAL}.{GROUP}", "--all", "-n", ns, "--timeout=60s", check=False)
         op.stop()
@@ -116,3 +123,28 @@ def test_an_oom_kill_inside_the_container_is_retried_with_more_memory(setup: Set
     # Killed by the kernel at its cgroup limit inside the container (or the renderer's guard just before).
     assert any(r in ("OOMKilled", EXIT_REASONS[EXIT_MEMORY_GUARD]) for r, _ in said) or any(
         "OOM" in msg for _, msg in said), said
+
+
+def test_a_render_outgrowing_its_scratch_limit_fails_as_disk_full(setup: Setup, tmp_path: Path) -> None:
+    """The kubelet evicts the pod at its scratch emptyDir's sizeLimit. The Job alone would start pod
+    after pod (an eviction is a disruption to its podFailurePolicy); the operator ends the attempt and
+    the MusicVideo records why. The limit is operator-wide: a second operator, its own namespace."""
+    s = setup
+    ns = f"disk-{uuid.uuid4().hex[:6]}"
+    s.cluster.kubectl("create", "namespace", ns)
+    s.cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", ns, "--timeout=30s")
+    provision_renders(s.cluster, s.s3, ns)
+    op = OperatorProcess(s.cluster.kubeconfig, [ns], tmp_path / "operator.log",
+                         env={**s.env, "VIBECRAFT_SCRATCH_SIZE_LIMIT": "1Mi"})
+    op.start()
+    try:
+        # 60 s of audio: the render outlasts the kubelet's volume-usage sampling (realnode.py).
+        done = _render(replace(s, ns=ns, op=op, song_url=s.song_url.replace(".wav", "-long.wav")), "disk", retries=0)
+        failure = done["status"].get("lastFailure") or {}
+        assert (done["status"]["phase"], failure.get("reason")) == ("Failed", "DiskFull"), done["status"]
+        assert 'Usage of EmptyDir volume "scratch" exceeds the limit "1Mi"' in failure.get("message", ""), failure
+        jobs = json.loads(s.cluster.kubectl("get", "jobs", "-n", ns, "-o", "json").stdout)["items"]
+        assert not [j for j in jobs if not j["metadata"].get("deletionTimestamp")], "the attempt's Job is gone"
+    finally:
+        s.cluster.kubectl("delete", f"{PLURAL}.{GROUP}", "--all", "-n", ns, "--timeout=60s", check=False)
+        op.stop()

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from vibecraft_operator.classify import OWN_STORAGE_MESSAGES
 from vibecraft_operator.jobs import RENDERER_CONTAINER_SECURITY
 
 from tests.harness import wait_for
@@ -123,3 +124,15 @@ def test_overfilling_a_sized_empty_dir_evicts_the_pod(real_cluster: RealCluster)
     assert done["status"]["phase"] == "Failed" and done["status"].get("reason") == "Evicted", done["status"]
     assert "emptyDir" in done["status"].get("message", "") or "scratch" in done["status"].get("message", ""), (
         done["status"], time.monotonic() - start)
+
+
+def test_overfilling_an_ephemeral_storage_limit_evicts_the_pod(real_cluster: RealCluster) -> None:
+    """The container's `limits.ephemeral-storage` covers its unsized emptyDirs too; the kubelet's
+    message is one the operator reads as DiskFull (classify.OWN_STORAGE_MESSAGES)."""
+    fill = "head -c 60000000 /dev/zero > /scratch/fill && echo written && sleep 300"
+    pod = _pod("hoarder", ["sh", "-c", fill], volumes=[{"name": "scratch", "emptyDir": {}}],
+               mounts=[{"name": "scratch", "mountPath": "/scratch"}])
+    pod["spec"]["containers"][0]["resources"]["limits"]["ephemeral-storage"] = "20Mi"
+    done = _run(real_cluster, pod, timeout=180)
+    assert done["status"]["phase"] == "Failed" and done["status"].get("reason") == "Evicted", done["status"]
+    assert any(m in done["status"].get("message", "") for m in OWN_STORAGE_MESSAGES), done["status"]
