@@ -79,7 +79,7 @@ if [ ! -f "$cache/.warm-$(sha1sum pyproject.toml | cut -c1-12)" ]; then
 fi
 
 if [ "$WHAT" != demo ]; then
-  echo "[bootstrap] container images from the Dockerfiles (first time ~7 min, then seconds)"
+  echo "[bootstrap] container images from the Dockerfiles (first time ~25 min on 2 cores beside the Go builds, most of it ffmpeg; then seconds)"
   bash localcluster/build-images.sh
 fi
 

@@ -160,7 +160,7 @@ build() {  # name dockerfile target(or "") estimate
   fi
 }
 
-build renderer Dockerfile.renderer "" "~12 min, ~9 of it building ffmpeg"
+build renderer Dockerfile.renderer "" "~12 min alone, ~24 min beside the Go builds; most of it building ffmpeg"
 build operator Dockerfile.operator operator "~3 min"
 build api Dockerfile.operator api "~1 min"
 
