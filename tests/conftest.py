@@ -97,13 +97,19 @@ def crd(cluster: Cluster) -> None:
     install_crd(cluster.kubeconfig)
 
 
-@pytest.fixture
-def namespace(cluster: Cluster) -> Iterator[str]:
-    """A fresh namespace per test, deleted afterwards (without waiting)."""
-    name = f"t-{uuid.uuid4().hex[:8]}"
+def new_namespace(cluster: Cluster, prefix: str = "t") -> str:
+    """Create a uniquely named namespace, ready for pods (its default ServiceAccount exists)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
     # The controller-manager creates the default ServiceAccount asynchronously; pods need it.
     cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=30s")
+    return name
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (without waiting)."""
+    name = new_namespace(cluster)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 from vibecraft_common.resource import EXIT_MEMORY_GUARD, EXIT_REASONS, GROUP, PLURAL, VERSION
 
-from tests.conftest import Cluster, S3Server, provision_renders
+from tests.conftest import Cluster, S3Server, new_namespace, provision_renders
 from tests.harness import OperatorProcess, install_crd, wait_for
 from tests.realnode.conftest import RENDERER_IMAGE, RealCluster
 
@@ -45,20 +44,14 @@ def setup(real_cluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -
     s3 = real_cluster.s3
     cluster = Cluster(real_cluster.lc)
     install_crd(cluster.kubeconfig)
-    ns = f"real-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl("create", "namespace", ns)
-    cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", ns, "--timeout=30s")
+    ns = new_namespace(cluster, "real")
     provision_renders(cluster, s3, ns)
-    song = tmp / "song.wav"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i",
-                    "aevalsrc=0.8*sin(2*PI*60*t)*exp(-30*mod(t\\,0.5))+0.2*sin(2*PI*220*t):d=6", "-ar", "22050",
-                    str(song)], check=True)
-    s3.client().upload_file(str(song), c.bucket, f"songs/{ns}.wav")
-    long_song = tmp / "long.wav"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i",
-                    "aevalsrc=0.8*sin(2*PI*60*t)*exp(-30*mod(t\\,0.5))+0.2*sin(2*PI*220*t):d=60", "-ar", "22050",
-                    str(long_song)], check=True)
-    s3.client().upload_file(str(long_song), c.bucket, f"songs/{ns}-long.wav")
+    for key, seconds in ((f"songs/{ns}.wav", 6), (f"songs/{ns}-long.wav", 60)):
+        song = tmp / f"{seconds}s.wav"  # a 120 BPM kick under a tone
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i",
+                        f"aevalsrc=0.8*sin(2*PI*60*t)*exp(-30*mod(t\\,0.5))+0.2*sin(2*PI*220*t):d={seconds}",
+                        "-ar", "22050", str(song)], check=True)
+        s3.client().upload_file(str(song), c.bucket, key)
     # A whole core per render: a real runtime enforces the CPU limit (CFS quota), and at the 100m the
     # node agent's tests use, a 6 s song takes ~100 s. The tests here render one at a time.
     env = {**s3.operator_env(), "VIBECRAFT_DEFAULT_CPU": "1",
@@ -130,9 +123,7 @@ def test_a_render_outgrowing_its_scratch_limit_fails_as_disk_full(setup: Setup, 
     after pod (an eviction is a disruption to its podFailurePolicy); the operator ends the attempt and
     the MusicVideo records why. The limit is operator-wide: a second operator, its own namespace."""
     s = setup
-    ns = f"disk-{uuid.uuid4().hex[:6]}"
-    s.cluster.kubectl("create", "namespace", ns)
-    s.cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", ns, "--timeout=30s")
+    ns = new_namespace(s.cluster, "disk")
     provision_renders(s.cluster, s.s3, ns)
     op = OperatorProcess(s.cluster.kubeconfig, [ns], tmp_path / "operator.log",
                          env={**s.env, "VIBECRAFT_SCRATCH_SIZE_LIMIT": "1Mi"})
