@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # `bootstrap.sh demo` installs only what `make demo` needs (no promtool, no helm-docs: they serve the tests).
+# Both build the real node (kubelet, kube-proxy, pause; containerd + runc from Debian) and the images.
 WHAT="${1:-all}"
 steps=4
 n=0
@@ -16,13 +17,13 @@ step() { n=$((n + 1)); echo "[bootstrap $n/$steps] $*"; }
 # run builds. Their output lines are prefixed "[go]".
 go_status="$(mktemp)"
 go_builds() {
-  bash localcluster/build-k8s.sh && bash localcluster/build-helm.sh || return 1
+  bash localcluster/build-k8s.sh && bash localcluster/build-helm.sh && bash localcluster/build-node.sh || return 1
   if [ "$WHAT" != demo ]; then
-    bash localcluster/build-promtool.sh && bash localcluster/build-helm-docs.sh && bash localcluster/build-node.sh || return 1
+    bash localcluster/build-promtool.sh && bash localcluster/build-helm-docs.sh || return 1
   fi
 }
 if [ "$WHAT" = demo ]; then
-  step "Go builds in the background: kube-apiserver, kube-controller-manager, kube-scheduler v1.37 and helm (first time ~15 min on 2 cores)"
+  step "Go builds in the background: the k8s v1.37 control plane and node (kubelet, kube-proxy, pause) and helm (first time ~20 min on 2 cores)"
 else
   step "Go builds in the background: the k8s v1.37 control plane and node (kubelet, kube-proxy, pause), helm, promtool, helm-docs (first time ~22 min on 2 cores)"
 fi
@@ -30,16 +31,11 @@ fi
 go_pid=$!
 trap 'kill $go_pid 2>/dev/null || true' INT TERM
 
-if [ "$WHAT" = demo ]; then
-  step "apt packages, .venv, librosa's numba kernels (first time ~5 min)"
-else
-  step "apt packages, .venv, librosa's numba kernels, container images (first time ~12 min)"
-fi
+step "apt packages, .venv, librosa's numba kernels, container images (first time ~5 min, then the images ~25 min beside the Go builds)"
 APT_PACKAGES=(ffmpeg libsndfile1 openssl util-linux hyperrogue-music fluidsynth fluid-soundfont-gm)
-# The tests' real node and image builds (tests/realnode, tests/images): containerd + runc + CNI plugins,
-# podman/buildah/mmdebstrap for the images, gcc for the pause binary, iptables/conntrack for kube-proxy.
-[ "$WHAT" = demo ] || APT_PACKAGES+=(containerd runc containernetworking-plugins iptables conntrack podman buildah
-                                    mmdebstrap gcc libc6-dev)
+# The real node and the image builds (make demo, tests/realnode, tests/images): containerd + runc + CNI
+# plugins, podman/buildah/mmdebstrap for the images, gcc for the pause binary, iptables/conntrack for kube-proxy.
+APT_PACKAGES+=(containerd runc containernetworking-plugins iptables conntrack podman buildah mmdebstrap gcc libc6-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -78,10 +74,8 @@ if [ ! -f "$cache/.warm-$(sha1sum pyproject.toml | cut -c1-12)" ]; then
   fi
 fi
 
-if [ "$WHAT" != demo ]; then
-  echo "[bootstrap] container images from the Dockerfiles (first time ~25 min on 2 cores beside the Go builds, most of it ffmpeg; then seconds)"
-  bash localcluster/build-images.sh
-fi
+echo "[bootstrap] container images from the Dockerfiles (first time ~25 min on 2 cores beside the Go builds, most of it ffmpeg; then seconds)"
+bash localcluster/build-images.sh
 
 step "waiting for the Go builds"
 start=$(date +%s)

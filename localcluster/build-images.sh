@@ -40,6 +40,13 @@ command -v podman >/dev/null || die "podman not found (apt-get install podman bu
 [ -x "$RUNTIME" ] || die "OCI runtime $RUNTIME not found (apt-get install runc, or set VIBECRAFT_OCI_RUNTIME)"
 [ -r "$HOST_CA" ] || die "CA bundle $HOST_CA not readable (set VIBECRAFT_BUILD_CA)"
 mkdir -p "$CACHE"
+# One build at a time (make demo, make test, a second checkout): two podman builds of one tag, writing
+# one log, left a build reported failed while the other had tagged it.
+exec 9>"$CACHE/.build.lock"
+if ! flock -n 9; then
+  echo "[images] another build-images.sh is running; waiting for it"
+  flock 9
+fi
 
 conf="$CACHE/containers.conf"
 cat > "$conf.tmp" <<EOF

@@ -1,5 +1,12 @@
 """Session fixtures: one real local cluster and S3 server per test run, a namespace per test.
 
+The cluster's node is real (localcluster/realnode.py: the kubelet v1.37 with containerd + runc, pods
+run from the images built from the project's Dockerfiles): the operator, API, chart and renderer
+tests all see real containers. VIBECRAFT_TEST_NODE=agent runs them on the node agent instead (pods as
+host processes), the fallback for a machine that cannot run containers; tests that need real
+containers then skip. The node agent's own tests (tests/localcluster) always have a cluster of their
+own (`agent_cluster`).
+
 Set VIBECRAFT_TEST_CLUSTER_DIR to the state dir of a cluster started with `make cluster-up`
 to reuse it instead of starting a private one (faster when iterating).
 """
@@ -11,6 +18,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +28,10 @@ from vibecraft_localcluster.cluster import LocalCluster
 from vibecraft_localcluster.config import REPO_ROOT, ClusterConfig, Ports
 
 from tests.harness import install_crd, kubectl
+
+VERSION = version("vibecraft")
+# What localcluster/build-images.sh tags (and the real node imports from its OCI archives).
+RENDERER_IMAGE = f"localhost/vibecraft/renderer:{VERSION}"
 
 
 @dataclass
@@ -35,9 +47,8 @@ class S3Server:
                 "AWS_REGION": self.region, "AWS_DEFAULT_REGION": self.region, "AWS_ENDPOINT_URL": self.endpoint}
 
     def operator_env(self) -> dict[str, str]:
-        """What an operator under test needs (with tests.harness.OperatorProcess): this S3, small renders."""
+        """What an operator under test needs (with tests.harness.OperatorProcess): this S3, quick resyncs."""
         return {**self.env(), "VIBECRAFT_S3_ENDPOINT": self.endpoint, "VIBECRAFT_S3_REGION": self.region,
-                "VIBECRAFT_DEFAULT_CPU": "100m",  # several renders must fit the one test node
                 "VIBECRAFT_RESYNC_SECONDS": "5"}
 
     def client(self) -> Any:
@@ -48,13 +59,28 @@ class S3Server:
 
 
 class Cluster:
-    """Handle on the running local cluster for tests."""
+    """Handle on a running local cluster for tests: its kubeconfig, S3 as pods reach it, its renderer image."""
 
     def __init__(self, lc: LocalCluster) -> None:
         self.lc = lc
-        self.cfg = lc.cfg
-        self.kubeconfig = str(lc.cfg.kubeconfig)
-        self.state_dir = lc.cfg.state_dir
+        self.cfg = c = lc.cfg
+        self.kubeconfig = str(c.kubeconfig)
+        self.state_dir = c.state_dir
+        self.real = c.node == "kubelet"
+        # One endpoint for both sides: loopback for the node agent's host processes; for real pods the
+        # bridge address, which is local to the host too.
+        self.s3 = S3Server(c.pod_s3_endpoint, c.s3_access_key, c.s3_secret_key, c.bucket, c.s3_region)
+        # The node agent maps `vibecraft/renderer` to the host's vibecraft-render; a real node runs the built image.
+        self.renderer_image = RENDERER_IMAGE if self.real else f"vibecraft/renderer:{VERSION}"
+
+    def operator_env(self) -> dict[str, str]:
+        """An operator under test whose renders run on this cluster's node, the chart's renderer image.
+
+        CPU: a real node enforces the limit (CFS quota) and has 2 cores; 500m lets four renders run at
+        once and a short real render finish in seconds (at 100m a 6 s song took ~100 s). The node agent
+        does not enforce CPU, so there it only has to let the scheduler place many renders."""
+        return {**self.s3.operator_env(), "VIBECRAFT_RENDERER_IMAGE": self.renderer_image,
+                "VIBECRAFT_DEFAULT_CPU": "500m" if self.real else "100m"}
 
     def api_client(self) -> Any:
         from kubernetes import config
@@ -65,20 +91,66 @@ class Cluster:
         return kubectl(self.kubeconfig, *args, check=check, input=input)
 
     def pod_log(self, namespace: str, pod: str, container: str) -> str:
+        """A container's log: through the API server and kubelet (`kubectl logs`) on a real node, the node
+        agent's log file otherwise."""
+        if self.real:
+            return self.kubectl("logs", "-n", namespace, pod, "-c", container, check=False).stdout
         path = self.state_dir / "pod-logs" / f"{namespace}_{pod}_{container}.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def diagnose(self, namespace: str, *pods: str) -> str:
+        """What a timed-out wait prints: the pods as `kubectl describe` shows them (with their events),
+        the node's conditions and the kubelet's last errors. CI runs once; its output must say why."""
+        out = [self.kubectl("describe", "pod", "-n", namespace, *pods, check=False).stdout[-4000:]]
+        node = self.kubectl("get", "node", self.cfg.node_name, "-o",
+                            "jsonpath={range .status.conditions[*]}{.type}={.status} {end}{.spec.taints}",
+                            check=False)
+        out.append(f"node: {node.stdout}")
+        log = self.lc.logs / ("kubelet.log" if self.real else "node-agent.log")
+        if log.exists():
+            errors = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("E")]
+            out.append(f"{log.name} errors:\n" + "\n".join(line[:400] for line in errors[-8:]))
+        return "\n".join(out)
+
+
+def _build(script: str) -> None:
+    res = subprocess.run(["bash", str(REPO_ROOT / "localcluster" / script)], capture_output=True, text=True)
+    assert res.returncode == 0, f"{script} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+
+
+def start_cluster(state: Path, node: str, node_name: str) -> LocalCluster:
+    """A private cluster; a real node first gets its binaries and the images (each cached: seconds when warm)."""
+    if node == "kubelet":
+        _build("build-node.sh")
+        _build("build-images.sh")
+    lc = LocalCluster(ClusterConfig(state_dir=state, ports=Ports.random(), node_name=node_name, node=node))
+    lc.up()
+    return lc
 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     reuse = os.environ.get("VIBECRAFT_TEST_CLUSTER_DIR")
     if reuse:
-        lc = LocalCluster(ClusterConfig.load(Path(reuse)))
-        yield Cluster(lc)
+        yield Cluster(LocalCluster(ClusterConfig.load(Path(reuse))))
         return
-    state = tmp_path_factory.mktemp("cluster")
-    lc = LocalCluster(ClusterConfig(state_dir=state, ports=Ports.random(), node_name="test-node"))
-    lc.up()
+    node = os.environ.get("VIBECRAFT_TEST_NODE", "kubelet")
+    assert node in ("kubelet", "agent"), f"VIBECRAFT_TEST_NODE={node!r}: use kubelet (the default) or agent"
+    lc = start_cluster(tmp_path_factory.mktemp("cluster"), node, "real-node" if node == "kubelet" else "test-node")
+    try:
+        yield Cluster(lc)
+    finally:
+        lc.down()
+
+
+@pytest.fixture(scope="session")
+def agent_cluster(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A cluster whose node is the node agent (the fallback), for its own tests: the session's cluster
+    when that already is one, else a second, private cluster."""
+    if not cluster.real:
+        yield cluster
+        return
+    lc = start_cluster(tmp_path_factory.mktemp("agent-cluster"), "agent", "agent-node")
     try:
         yield Cluster(lc)
     finally:
@@ -87,8 +159,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def s3(cluster: Cluster) -> S3Server:
-    c = cluster.cfg
-    return S3Server(c.s3_endpoint, c.s3_access_key, c.s3_secret_key, c.bucket, c.s3_region)
+    return cluster.s3
 
 
 @pytest.fixture(scope="session")

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
 from .cluster import ClusterError, LocalCluster
-from .config import ClusterConfig, default_state_dir
-
-
-def _cluster(state_dir: Path) -> LocalCluster:
-    cfg = ClusterConfig.load(state_dir) if (state_dir / "cluster.json").exists() else ClusterConfig(state_dir)
-    return LocalCluster(cfg)
+from .config import default_state_dir, find_tool
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vibecraft-cluster", description=__doc__)
     parser.add_argument("--state-dir", type=Path, default=default_state_dir())
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("up", help="start etcd, control plane, node agent and S3 (no-op when running)")
+    sub.add_parser("up", help="start etcd, control plane, node and S3 (no-op when running); the node is real "
+                              "(kubelet + containerd) unless VIBECRAFT_NODE=agent")
     sub.add_parser("down", help="stop everything, leaving no process behind")
     sub.add_parser("status", help="which components run")
     sub.add_parser("env", help="print shell exports (KUBECONFIG, AWS_*) for this cluster")
@@ -28,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.add_argument("-n", "--namespace", default="default")
     logs.add_argument("-c", "--container")
     args = parser.parse_args(argv)
-    cluster = _cluster(args.state_dir)
+    cluster = LocalCluster.for_user(args.state_dir)
     try:
         if args.cmd == "up":
             cluster.up()
@@ -41,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"export KUBECONFIG={cluster.cfg.kubeconfig}")
             for k, v in cluster.cfg.s3_env().items():
                 print(f"export {k}={v}")
+        elif args.cmd == "logs" and cluster.cfg.node == "kubelet":  # the kubelet serves them: kubectl logs
+            cmd = [find_tool("kubectl"), f"--kubeconfig={cluster.cfg.kubeconfig}", "logs", "-n", args.namespace, args.pod]
+            return subprocess.run(cmd + (["-c", args.container] if args.container else ["--all-containers"])).returncode
         elif args.cmd == "logs":
             pattern = f"{args.namespace}_{args.pod}_{args.container or '*'}.log"
             files = sorted((cluster.dir / "pod-logs").glob(pattern))

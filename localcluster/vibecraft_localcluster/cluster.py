@@ -1,9 +1,12 @@
-"""Start and stop the local control plane (etcd, kube-apiserver, controller-manager, scheduler),
-the node agent and the S3 server as host processes on loopback."""
+"""Start and stop the local control plane (etcd, kube-apiserver, controller-manager, scheduler), the
+node and the S3 server as host processes on loopback. The node is real by default (realnode.py: the
+kubelet with containerd + runc, pods from the built images); the node agent (node_agent.py, pods as host
+processes) is the fallback for machines that cannot run containers (VIBECRAFT_NODE=agent)."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -16,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import certs
-from .config import REPO_ROOT, ClusterConfig, cache_root, find_tool, port_free
+from .config import REPO_ROOT, ClusterConfig, cache_root, default_node, find_tool, port_free
 
 COMPONENTS = ("etcd", "s3", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent")
 REAL_NODE_COMPONENTS = ("etcd", "s3", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd",
@@ -62,6 +65,18 @@ class LocalCluster:
         self.dir = cfg.state_dir
         self.pki = self.dir / "pki"
         self.logs = self.dir / "logs"
+
+    @classmethod
+    def for_user(cls, state_dir: Path) -> LocalCluster:
+        """The cluster `make demo` and `vibecraft-cluster` work on: the one saved in `state_dir`, its node
+        the kind default_node() asks for (switched only while nothing of it runs), else a new one."""
+        node = default_node()
+        if not (state_dir / "cluster.json").exists():
+            return cls(ClusterConfig(state_dir, node=node))
+        lc = cls(ClusterConfig.load(state_dir))
+        if lc.cfg.node != node and not any(lc.running().values()):
+            lc = cls(dataclasses.replace(lc.cfg, node=node))
+        return lc
 
     # ---- process bookkeeping -------------------------------------------------------------
     def _pidfile(self, name: str) -> Path:
@@ -148,6 +163,13 @@ class LocalCluster:
             self.print_summary()
             return
         ensure_binaries()
+        if self.cfg.node == "kubelet":  # before starting anything: the machine's one real node may be taken
+            from .realnode import NodeError, RealNode
+
+            try:
+                RealNode(self.cfg).claim()
+            except NodeError as exc:
+                raise ClusterError(str(exc)) from None
         self._check_ports()
         self.cfg.save()
         certs.ensure_certs(self.pki, self.cfg.node_name)
@@ -202,12 +224,19 @@ class LocalCluster:
         if not state["containerd"]:
             self._spawn("containerd", node.containerd_argv())
         self._wait("containerd", node.containerd_ready, timeout=60)
-        archives = sorted((cache_root() / "images").glob("*.oci.tar")) if (cache_root() / "images").is_dir() else []
-        node.import_images(archives)
+        self.import_images()
         if not state["kubelet"]:
             self._spawn("kubelet", node.kubelet_argv())
         if not state["kube-proxy"]:
             self._spawn("kube-proxy", node.kube_proxy_argv())
+
+    def import_images(self) -> None:
+        """Load the images localcluster/build-images.sh exported (and pause) into the real node's containerd.
+        `up` does it when it starts containerd; call it again after rebuilding images on a running cluster."""
+        from .realnode import RealNode
+
+        archives = sorted((cache_root() / "images").glob("*.oci.tar")) if (cache_root() / "images").is_dir() else []
+        RealNode(self.cfg).import_images(archives)
 
     def _write_kubeconfigs(self) -> None:
         for stem in ("admin", "controller-manager", "scheduler", "node"):

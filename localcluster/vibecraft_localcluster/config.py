@@ -150,5 +150,14 @@ class ClusterConfig:
         return cls(**data)
 
 
+def default_node() -> str:
+    """The node `make demo` and `vibecraft-cluster up` start: VIBECRAFT_NODE, by default the real one."""
+    node = os.environ.get("VIBECRAFT_NODE", "kubelet")
+    if node not in ("kubelet", "agent"):
+        raise SystemExit(f"VIBECRAFT_NODE={node!r}: use kubelet (a real node, the default) or agent (pods as host "
+                         "processes, for machines that cannot run containers)")
+    return node
+
+
 def default_state_dir() -> Path:
     return Path(os.environ.get("VIBECRAFT_CLUSTER_DIR", REPO_ROOT / ".localcluster"))

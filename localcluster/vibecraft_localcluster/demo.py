@@ -1,8 +1,11 @@
 """`make demo`: the main job on an embedded default, the way a user would run it.
 
-Brings up the local cluster and S3, installs the Helm chart, uploads a sample song (a real song
-from Debian's hyperrogue-music, or a generated one), applies a MusicVideo, shows live progress
-like `kubectl get mv -w` and copies the MP4 and thumbnail to ./out/.
+Builds the images from the Dockerfiles (localcluster/build-images.sh, cached), brings up the local
+cluster with a real node (the kubelet with containerd + runc runs them) and S3, installs the Helm chart
+with those images, uploads a sample song (a real song from Debian's hyperrogue-music, or a generated
+one), applies a MusicVideo, shows live progress like `kubectl get mv -w` and copies the MP4 and
+thumbnail to ./out/. With VIBECRAFT_NODE=agent the node agent runs the pods as host processes instead
+(for a machine that cannot run containers).
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from vibecraft_common.status import SUCCEEDED, TERMINAL_PHASES, THUMBNAIL_NAME, VIDEO_NAME
 
 from .cluster import ClusterError, LocalCluster
-from .config import REPO_ROOT, ClusterConfig, default_state_dir, find_tool, free_port
+from .config import REPO_ROOT, default_state_dir, find_tool, free_port
 
 SONGS = Path("/usr/share/hyperrogue/music")
 PREFERRED_SONG = "hr3-crossroads.ogg"
@@ -56,22 +60,47 @@ def sample_song(work: Path, seconds: int) -> Path:
     return out
 
 
-def helm_install(lc: LocalCluster, metrics_port: int, health_port: int, api_port: int) -> None:
+def chart_values(lc: LocalCluster, ports: dict[str, int]) -> dict[str, Any]:
+    """The demo's values: this cluster's S3 as pods reach it; on a real node the images build-images.sh
+    built (what `kind load image-archive` of its archives gives a kind user); on the node agent, whose
+    pods are host processes, ports of their own on the host."""
     c = lc.cfg
-    values = {
-        "s3": {"endpoint": c.s3_endpoint, "region": c.s3_region, "bucket": c.bucket,
+    s3 = c.pod_s3_endpoint
+    values: dict[str, Any] = {
+        # The host (the demo, a browser following a presigned link) reaches the same address.
+        "s3": {"endpoint": s3, "publicEndpoint": s3, "region": c.s3_region, "bucket": c.bucket,
                "credentials": {"accessKeyId": c.s3_access_key, "secretAccessKey": c.s3_secret_key}},
-        "operator": {"maxRunning": 2, "metricsPort": metrics_port, "healthPort": health_port, "logFormat": "plain"},
+        "operator": {"maxRunning": 2, "logFormat": "plain"},
         "renderer": {"namespaces": ["default"]},
-        "api": {"port": api_port, "tenants": ["demo"]},
+        "api": {"tenants": [DEMO_TENANT]},
     }
+    if c.node == "kubelet":
+        values["image"] = {"registry": "localhost/", "tag": version("vibecraft")}
+    else:
+        values["operator"].update(metricsPort=ports["metrics"], healthPort=ports["health"])
+        values["api"]["port"] = ports["api"]
+    return values
+
+
+def helm_install(lc: LocalCluster, values: dict[str, Any]) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(values, f)
     say(f"helm upgrade --install {RELEASE} charts/vibecraft -n {NAMESPACE}")
     lc.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds" / "musicvideo.yaml"))
+    # No --wait: the API is not Ready until its key Secret exists (made next); api_ready() waits for it.
     subprocess.run([find_tool("helm"), "upgrade", "--install", RELEASE, str(REPO_ROOT / "charts" / "vibecraft"),
-                    "-n", NAMESPACE, "--create-namespace", "-f", f.name, "--kubeconfig", str(c.kubeconfig),
-                    "--wait", "--timeout", "3m"], check=True)
+                    "-n", NAMESPACE, "--create-namespace", "-f", f.name, "--kubeconfig", str(lc.cfg.kubeconfig)],
+                   check=True)
+    lc.kubectl("rollout", "status", "-n", NAMESPACE, f"deploy/{RELEASE}-operator", "--timeout=180s")
+
+
+def api_base(lc: LocalCluster, ports: dict[str, int]) -> str:
+    """Where the host reaches the API: the Service's ClusterIP through kube-proxy on a real node (as a pod
+    in the cluster would), the node agent's host port otherwise."""
+    if lc.cfg.node != "kubelet":
+        return f"http://127.0.0.1:{ports['api']}"
+    ip = lc.kubectl("get", "svc", f"{RELEASE}-api", "-n", NAMESPACE, "-o", "jsonpath={.spec.clusterIP}").strip()
+    return f"http://{ip}"
 
 
 def columns(mv: dict[str, Any]) -> str:
@@ -152,15 +181,23 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("out"))
     args = parser.parse_args()
     state = default_state_dir()
-    cfg = ClusterConfig.load(state) if (state / "cluster.json").exists() else ClusterConfig(state)
-    lc = LocalCluster(cfg)
-    say("local cluster (etcd, kube-apiserver, controller-manager, scheduler, node agent, S3)")
+    lc = LocalCluster.for_user(state)
+    cfg = lc.cfg
+    if cfg.node == "kubelet":
+        say("container images from Dockerfile.renderer and Dockerfile.operator (localcluster/build-images.sh; "
+            "first time ~25 min, then seconds)")
+        subprocess.run(["bash", str(REPO_ROOT / "localcluster" / "build-images.sh")], check=True)
+        say("local cluster (etcd, kube-apiserver, controller-manager, scheduler, kubelet + containerd, kube-proxy, S3)")
+    else:
+        say("local cluster (etcd, kube-apiserver, controller-manager, scheduler, node agent, S3)")
     lc.up()
+    if cfg.node == "kubelet":
+        lc.import_images()  # a cluster already running gets images rebuilt since it started
     ports_file = state / "demo-ports.json"
     ports = json.loads(ports_file.read_text()) if ports_file.exists() else {
         "metrics": free_port(), "health": free_port(), "api": free_port()}
     ports_file.write_text(json.dumps(ports))
-    helm_install(lc, ports["metrics"], ports["health"], ports["api"])
+    helm_install(lc, chart_values(lc, ports))
     key = demo_api_key(lambda obj: apply(lc, obj), state)  # the chart ships no key: the API waits for one
 
     import boto3
@@ -174,8 +211,9 @@ def main() -> int:
     lc.kubectl("delete", "mv", "demo", "-n", "default", "--ignore-not-found", "--wait=true")
     lc.kubectl("apply", "-n", "default", "-f", str(REPO_ROOT / "examples" / "musicvideo.yaml"))
     mv = watch(lc, "demo", timeout=1800)
-    base = f"http://127.0.0.1:{ports['api']}"
-    api_ready(base, key)
+    base = api_base(lc, ports)
+    lc.kubectl("rollout", "status", "-n", NAMESPACE, f"deploy/{RELEASE}-api", "--timeout=300s")
+    api_ready(base, key, timeout=300)
     status = mv.get("status", {})
     if status.get("phase") != SUCCEEDED:
         print(json.dumps(status.get("lastFailure", {}), indent=2))
@@ -188,6 +226,9 @@ def main() -> int:
         f"thumbnail {args.out / 'demo.jpg'}; in S3 at {out.get('videoUrl', '')}")
     print(f"export KUBECONFIG={cfg.kubeconfig}   # then: kubectl get mv -A, kubectl describe mv demo")
     print(f"API: {base}  (docs {base}/docs; tenant {DEMO_TENANT!r}, key in {state / API_KEY_FILE})")
+    if cfg.node == "kubelet":
+        print(f"     (the Service's ClusterIP; from elsewhere: "
+              f"kubectl port-forward -n {NAMESPACE} svc/{RELEASE}-api 8080:80)")
     print(f"curl -s -H 'Authorization: Bearer {key}' {base}/v1/videos")
     return 0
 

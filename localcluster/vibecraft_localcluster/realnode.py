@@ -16,12 +16,17 @@ measured here (Debian 12, cgroup v1 hybrid, root without CAP_SYS_RESOURCE):
   host (S3) is reached from pods at BRIDGE_IP, the API server as the `kubernetes` Service through
   kube-proxy (its endpoint is BRIDGE_IP).
 
-One real node per machine at a time (the bridge, its subnet and the cgroup root are per node name).
+One real node per machine at a time: the pod bridge, its subnet and kube-proxy's iptables chains are
+machine-wide. A node claims the machine in CLAIM (under /run, so a reboot clears it); a second cluster
+asking for a real node while the first one's runs is refused with a message naming it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -33,6 +38,7 @@ POD_SUBNET = "10.244.0.0/24"
 BRIDGE_IP = "10.244.0.1"
 PAUSE_IMAGE = "localhost/pause:3.10"
 CGROUP_FS = Path("/sys/fs/cgroup")
+CLAIM = Path("/run/vibecraft-real-node")  # the state dir of the cluster whose real node runs here
 V1_HIERARCHIES = ("memory", "pids", "systemd", "cpuset", "cpu", "cpuacct", "blkio", "devices", "freezer", "hugetlb")
 
 
@@ -131,8 +137,28 @@ volumeStatsAggPeriod: 10s
 evictionHard: {{memory.available: "100Mi", nodefs.available: "0%", nodefs.inodesFree: "0%", imagefs.available: "0%"}}
 """
 
+    def claim(self) -> None:
+        """Claim the machine's one real node, or say which cluster holds it and how to stop that one."""
+        try:
+            other = Path(CLAIM.read_text().strip())
+        except OSError:
+            other = None
+        if other and other != self.cfg.state_dir and _node_running(other):
+            raise NodeError(
+                f"another local cluster's real node runs on this machine (state in {other}); there can be one at "
+                f"a time (the pod bridge {BRIDGE}, its subnet and kube-proxy's iptables rules are machine-wide). "
+                f"Stop it first: VIBECRAFT_CLUSTER_DIR={other} .venv/bin/vibecraft-cluster down "
+                "(`make cluster-down` for the demo's cluster; its state is kept, `make cluster-up` brings it back)")
+        CLAIM.write_text(f"{self.cfg.state_dir}\n")
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            if Path(CLAIM.read_text().strip()) == self.cfg.state_dir:
+                CLAIM.unlink()
+
     def prepare(self) -> None:
-        """Write configs, create the pod cgroup root and the bridge (idempotent)."""
+        """Claim the machine, write configs, create the pod cgroup root and the bridge (idempotent)."""
+        self.claim()
         missing = [str(b) for b in (k8s_bin("kubelet"), pause_archive(), Path("/usr/sbin/runc"),
                                      Path("/usr/bin/containerd"), Path("/usr/lib/cni/bridge")) if not b.exists()]
         if missing:
@@ -213,7 +239,11 @@ evictionHard: {{memory.available: "100Mi", nodefs.available: "0%", nodefs.inodes
         return self.ctr("images", "ls", "-q").stdout.split()
 
     def cleanup(self) -> None:
-        """After containerd and the kubelet stopped: kill leftover shims and their containers."""
+        """After containerd and the kubelet stopped: kill leftover containers and their shims.
+
+        The containers first: a runc container's processes are not the shim's children, and killing the
+        shim alone left a demo's operator and API running, re-parented to init, after `cluster-down`."""
+        self._kill_containers()
         res = subprocess.run(["pgrep", "-f", f"containerd-shim-runc-v2.*{self.socket}"], capture_output=True, text=True)
         for pid in res.stdout.split():
             subprocess.run(["kill", "-9", pid], capture_output=True)
@@ -238,6 +268,37 @@ evictionHard: {{memory.available: "100Mi", nodefs.available: "0%", nodefs.inodes
                             break
                         except OSError:
                             time.sleep(0.2)
+        self.release()
+
+
+    def _kill_containers(self, timeout: float = 10) -> None:
+        """SIGKILL every process in the node's pod cgroups (each hierarchy: whichever the runtime used)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids: set[int] = set()
+            for name in V1_HIERARCHIES:
+                root = CGROUP_FS / name / self.cgroup_root.lstrip("/")
+                for procs in root.rglob("cgroup.procs") if root.is_dir() else ():
+                    with contextlib.suppress(OSError, ValueError):
+                        pids.update(int(pid) for pid in procs.read_text().split())
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
+
+
+def _node_running(state_dir: Path) -> bool:
+    """Whether the cluster in `state_dir` still has a real node process (containerd, kubelet, kube-proxy)."""
+    for name in ("containerd", "kubelet", "kube-proxy"):
+        try:
+            pid = int((state_dir / "run" / f"{name}.pid").read_text())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            continue
+        return True
+    return False
 
 
 def _remove_kubelet_chains() -> None:

@@ -1,7 +1,8 @@
 """The whole path with nothing simulated: upload → API → MusicVideo → real operator → real renderer Job → SSE → download.
 
 The operator runs as a subprocess for the tenant's namespace; the renderer runs as a pod through the
-local cluster's node agent (image vibecraft/renderer → vibecraft-render). Skipped when the operator
+local cluster's node: a real container of the renderer image started by the kubelet (or, with
+VIBECRAFT_TEST_NODE=agent, vibecraft-render as a host process). Skipped when the operator
 package is not importable.
 """
 
@@ -35,7 +36,7 @@ def operator(cluster: Cluster, s3: S3Server, tmp_path: Path) -> Iterator[Callabl
 
     def start(namespace: str) -> None:
         op = OperatorProcess(cluster.kubeconfig, [namespace], log,
-                             env={**s3.operator_env(), "VIBECRAFT_LOG_FORMAT": "plain"})
+                             env={**cluster.operator_env(), "VIBECRAFT_LOG_FORMAT": "plain"})
         operators.append(op)
         op.start()
 

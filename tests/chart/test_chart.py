@@ -3,6 +3,7 @@ install → MusicVideo renders end to end → upgrade → uninstall on the local
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 import yaml
 from vibecraft_localcluster.config import find_tool
 
-from tests.conftest import Cluster, S3Server
+from tests.conftest import VERSION, Cluster, S3Server
 from tests.harness import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,16 +170,25 @@ def test_install_render_upgrade_uninstall(cluster: Cluster, s3: S3Server, tmp_pa
         "renderer": {"namespaces": [render_ns]},
         "api": {"port": free_port()},
     }
+    if cluster.real:  # the images build-images.sh built and the real node imported
+        values["image"] = {"registry": "localhost/", "tag": VERSION}
     vf = tmp_path / "values.json"
     vf.write_text(json.dumps(values))
     kc = cluster.kubeconfig
-    res = helm("install", release, str(CHART), "-n", ns, "--create-namespace", "-f", str(vf), "--wait", "--timeout",
+    # As NOTES.txt says: the API is Ready (and `--wait` returns) once its key Secret holds a key.
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl("create", "secret", "generic", "vibecraft-api-keys", "-n", ns,
+                    f"--from-literal=t1=sha256:{hashlib.sha256(b'a key').hexdigest()}")
+    res = helm("install", release, str(CHART), "-n", ns, "-f", str(vf), "--wait", "--timeout",
                "5m", kubeconfig=kc, check=False)
     if res.returncode != 0:
-        pods = cluster.kubectl("get", "pods", "-n", ns, "-o", "wide", check=False).stdout
-        logs = "".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"
-                       for p in (cluster.state_dir / "pod-logs").glob(f"{ns}_*"))
-        raise AssertionError(f"helm install failed: {res.stderr}\n{pods}\n{logs}")
+        if cluster.real:
+            logs = cluster.kubectl("logs", "-n", ns, "-l", f"app.kubernetes.io/instance={release}", "--all-containers",
+                                   "--prefix", "--tail=30", check=False).stdout
+        else:
+            logs = "".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"
+                           for p in (cluster.state_dir / "pod-logs").glob(f"{ns}_*"))
+        raise AssertionError(f"helm install failed: {res.stderr}\n{cluster.diagnose(ns)}\n{logs}")
     try:
         song = tmp_path / "song.wav"
         subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=f=440:d=6", "-af",

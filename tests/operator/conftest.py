@@ -2,7 +2,9 @@
 
 The operator (tests.harness.OperatorProcess) is scoped to the test's namespace; renders use
 tests/operator/fake_renderer.py (through VIBECRAFT_RENDERER_COMMAND), whose behaviour each test picks
-with spec.style.prompt. Parametrize `operator_settings` indirectly to change its VIBECRAFT_* env.
+with spec.style.prompt. On a real node the fake runs in a real container of the renderer image (its
+Python, boto3, user, read-only root and limits), its source passed with `python -c`; on the node agent
+it is a host process. Parametrize `operator_settings` indirectly to change its VIBECRAFT_* env.
 """
 
 from __future__ import annotations
@@ -22,11 +24,18 @@ from tests.harness import OperatorProcess
 FAKE_RENDERER = Path(__file__).with_name("fake_renderer.py")
 
 
+def fake_renderer_command(cluster: Cluster) -> list[str]:
+    """The fake renderer as the Job's container command (the operator appends `--from-env`)."""
+    if cluster.real:
+        return ["python", "-c", FAKE_RENDERER.read_text()]
+    return [sys.executable, str(FAKE_RENDERER)]
+
+
 def make_operator(cluster: Cluster, s3: S3Server, namespace: str, log: Path, args: Sequence[str] = ("--standalone",),
                   **settings: str) -> OperatorProcess:
     """An operator (not started) for `namespace`, with the fake renderer; `settings` ("" = the default) on top."""
-    env = {**s3.operator_env(), "VIBECRAFT_LOG_FORMAT": "full", "VIBECRAFT_RENDERER_IMAGE": "python:3.11",
-           "VIBECRAFT_RENDERER_COMMAND": json.dumps([sys.executable, str(FAKE_RENDERER)]),
+    env = {**cluster.operator_env(), "VIBECRAFT_LOG_FORMAT": "full",
+           "VIBECRAFT_RENDERER_COMMAND": json.dumps(fake_renderer_command(cluster)),
            "VIBECRAFT_RETRY_BACKOFF_SECONDS": "1", **settings}
     return OperatorProcess(cluster.kubeconfig, [namespace], log, env=env, args=args, metrics=True)
 

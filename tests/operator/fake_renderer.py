@@ -9,9 +9,14 @@ Scenarios (comma-separated, `@N` limits a step to attempt N):
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
+
+# As vibecraft-render does: in a container the process is PID 1, which the kernel does not kill on a
+# signal it has no handler for, so without this a deleted Job's pod would wait out its grace period.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
 spec = json.loads(os.environ["VIBECRAFT_SPEC_JSON"])
 attempt = int(os.environ["VIBECRAFT_ATTEMPT"])

@@ -27,8 +27,8 @@ import pytest
 from vibecraft_localcluster.config import REPO_ROOT, find_tool
 
 from tests.api.utils import wav_bytes
+from tests.conftest import Cluster
 from tests.harness import wait_for
-from tests.realnode.conftest import RealCluster
 
 pytestmark = pytest.mark.realnode
 
@@ -40,7 +40,7 @@ OPERATOR = "app.kubernetes.io/component=operator"
 
 @dataclass
 class Release:
-    cluster: RealCluster
+    cluster: Cluster
     key: str  # the demo tenant's, stored (hashed) in the key Secret by the second test
 
     @contextmanager
@@ -65,7 +65,7 @@ class Release:
 KIND_VALUES = REPO_ROOT / "charts" / "vibecraft" / "ci" / "kind-values.yaml"
 
 
-def _values(cluster: RealCluster) -> dict[str, Any]:
+def _values(cluster: Cluster) -> dict[str, Any]:
     """On top of docs/kind.md's values: the images as build-images.sh names them (what `kind load
     image-archive` of its archives gives), and this cluster's S3 instead of MinIO."""
     s3 = cluster.s3
@@ -78,7 +78,7 @@ def _values(cluster: RealCluster) -> dict[str, Any]:
     }
 
 
-def _pod(cluster: RealCluster, selector: str) -> dict[str, Any]:
+def _pod(cluster: Cluster, selector: str) -> dict[str, Any]:
     pods = json.loads(cluster.kubectl("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json").stdout)["items"]
     return pods[0] if pods else {}
 
@@ -88,7 +88,7 @@ def _ready(pod: dict[str, Any]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def release(real_cluster: RealCluster) -> Iterator[Release]:
+def release(real_cluster: Cluster) -> Iterator[Release]:
     c = real_cluster
     with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
         json.dump(_values(c), f)

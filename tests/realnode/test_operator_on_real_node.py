@@ -19,7 +19,6 @@ from vibecraft_common.resource import EXIT_MEMORY_GUARD, EXIT_REASONS, GROUP, PL
 
 from tests.conftest import Cluster, S3Server, new_namespace, provision_renders
 from tests.harness import OperatorProcess, install_crd, wait_for
-from tests.realnode.conftest import RENDERER_IMAGE, RealCluster
 
 pytestmark = pytest.mark.realnode
 
@@ -32,17 +31,15 @@ class Setup:
     song_url: str
     op: OperatorProcess
     node: str
-    real: RealCluster
     env: dict[str, str]  # the operator's
 
 
 @pytest.fixture(scope="module")
-def setup(real_cluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+def setup(real_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     """A namespace provisioned for renders (renderer SA + RBAC, S3 Secret), a 6 s song, the operator."""
     c = real_cluster.cfg
     tmp = tmp_path_factory.mktemp("real-operator")
-    s3 = real_cluster.s3
-    cluster = Cluster(real_cluster.lc)
+    s3, cluster = real_cluster.s3, real_cluster
     install_crd(cluster.kubeconfig)
     ns = new_namespace(cluster, "real")
     provision_renders(cluster, s3, ns)
@@ -52,15 +49,14 @@ def setup(real_cluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -
                         f"aevalsrc=0.8*sin(2*PI*60*t)*exp(-30*mod(t\\,0.5))+0.2*sin(2*PI*220*t):d={seconds}",
                         "-ar", "22050", str(song)], check=True)
         s3.client().upload_file(str(song), c.bucket, key)
-    # A whole core per render: a real runtime enforces the CPU limit (CFS quota), and at the 100m the
-    # node agent's tests use, a 6 s song takes ~100 s. The tests here render one at a time.
-    env = {**s3.operator_env(), "VIBECRAFT_DEFAULT_CPU": "1",
-           "VIBECRAFT_RENDERER_IMAGE": RENDERER_IMAGE, "VIBECRAFT_RENDERER_COMMAND": "",
+    # A whole core per render: a real runtime enforces the CPU limit (CFS quota), and at 100m a 6 s song
+    # takes ~100 s. The tests here render one at a time.
+    env = {**cluster.operator_env(), "VIBECRAFT_DEFAULT_CPU": "1",
            "VIBECRAFT_LOG_FORMAT": "full", "VIBECRAFT_RETRY_BACKOFF_SECONDS": "1"}
     op = OperatorProcess(cluster.kubeconfig, [ns], tmp / "operator.log", env=env)
     op.start()
     try:
-        yield Setup(cluster, s3, ns, f"s3://{c.bucket}/songs/{ns}.wav", op, c.node_name, real_cluster, env)
+        yield Setup(cluster, s3, ns, f"s3://{c.bucket}/songs/{ns}.wav", op, c.node_name, env)
     finally:
         cluster.kubectl("delete", f"{PLURAL}.{GROUP}", "--all", "-n", ns, "--timeout=60s", check=False)
         op.stop()
@@ -79,7 +75,7 @@ def _render(s: Setup, name: str, **spec: Any) -> dict[str, Any]:
         return got if got.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
 
     def said() -> str:
-        return f"{name} to finish; operator log:\n{s.op.log_tail(3000)}\n{s.real.diagnose(s.ns)}"
+        return f"{name} to finish; operator log:\n{s.op.log_tail(3000)}\n{s.cluster.diagnose(s.ns)}"
 
     return wait_for(finished, timeout=300, what=said)
 

@@ -17,8 +17,8 @@ import yaml
 from vibecraft_operator.classify import OWN_STORAGE_MESSAGES
 from vibecraft_operator.jobs import RENDERER_CONTAINER_SECURITY
 
+from tests.conftest import RENDERER_IMAGE, Cluster
 from tests.harness import wait_for
-from tests.realnode.conftest import RENDERER_IMAGE, RealCluster
 
 pytestmark = pytest.mark.realnode
 
@@ -40,7 +40,7 @@ def _pod(name: str, argv: list[str], *, memory: str = "256Mi", security: dict[st
             "spec": {"restartPolicy": "Never", "containers": [container], "volumes": volumes or []}}
 
 
-def _run(cluster: RealCluster, manifest: dict[str, Any], timeout: float = 240) -> dict[str, Any]:
+def _run(cluster: Cluster, manifest: dict[str, Any], timeout: float = 240) -> dict[str, Any]:
     """Create the pod and return it once it has finished (Succeeded or Failed)."""
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
     name = manifest["metadata"]["name"]
@@ -56,21 +56,22 @@ def _terminated(pod: dict[str, Any]) -> dict[str, Any]:
     return pod["status"]["containerStatuses"][0]["state"]["terminated"]
 
 
-def _logs(cluster: RealCluster, name: str) -> str:
+def _logs(cluster: Cluster, name: str) -> str:
     """Through the API server and the kubelet, as `kubectl logs` users read them."""
     return cluster.kubectl("logs", name).stdout
 
 
-def test_the_node_is_a_real_kubelet_with_containerd(real_cluster: RealCluster) -> None:
-    node = json.loads(real_cluster.kubectl("get", "node", "real-node", "-o", "json").stdout)
+def test_the_node_is_a_real_kubelet_with_containerd(real_cluster: Cluster) -> None:
+    node = json.loads(real_cluster.kubectl("get", "node", real_cluster.cfg.node_name, "-o", "json").stdout)
     info = node["status"]["nodeInfo"]
     assert info["kubeletVersion"] == "v1.37.2" and info["containerRuntimeVersion"].startswith("containerd://")
     # The running kubelet never garbage-collects the imported images (nothing could pull them back).
-    config = json.loads(real_cluster.kubectl("get", "--raw", "/api/v1/nodes/real-node/proxy/configz").stdout)
+    configz = f"/api/v1/nodes/{real_cluster.cfg.node_name}/proxy/configz"
+    config = json.loads(real_cluster.kubectl("get", "--raw", configz).stdout)
     assert config["kubeletconfig"]["imageGCHighThresholdPercent"] == 100, config["kubeletconfig"]
 
 
-def test_a_song_renders_in_a_renderer_pod_into_s3(real_cluster: RealCluster, tmp_path: Any) -> None:
+def test_a_song_renders_in_a_renderer_pod_into_s3(real_cluster: Cluster, tmp_path: Any) -> None:
     song = tmp_path / "song.wav"
     subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i",
                     "sine=frequency=110:duration=6,volume=0.5[a];aevalsrc=0.8*sin(2*PI*60*t)*exp(-30*mod(t\\,0.5)):d=6[k];"
@@ -95,7 +96,7 @@ def test_a_song_renders_in_a_renderer_pod_into_s3(real_cluster: RealCluster, tmp
     assert (video["width"], video["height"]) == (320, 180) and abs(float(video["duration"]) - 6.0) < 0.2
 
 
-def test_runs_as_the_images_non_root_user_and_cannot_write_its_root(real_cluster: RealCluster) -> None:
+def test_runs_as_the_images_non_root_user_and_cannot_write_its_root(real_cluster: Cluster) -> None:
     script = "id -u; touch /home/vibecraft/x 2>&1; echo rc=$?"
     hardened = _run(real_cluster, _pod("readonly", ["sh", "-c", script]))
     writable = _run(real_cluster, _pod("writable", ["sh", "-c", script], security={}))
@@ -106,7 +107,7 @@ def test_runs_as_the_images_non_root_user_and_cannot_write_its_root(real_cluster
     assert hardened["status"]["phase"] == writable["status"]["phase"] == "Succeeded"
 
 
-def test_the_kernel_oom_kills_inside_the_container_at_its_limit(real_cluster: RealCluster) -> None:
+def test_the_kernel_oom_kills_inside_the_container_at_its_limit(real_cluster: Cluster) -> None:
     hog = "import time; b = bytearray(300 << 20); b[::4096] = b'x' * len(b[::4096]); time.sleep(5)"
     done = _run(real_cluster, _pod("hog", ["python", "-c", hog], memory="64Mi"))
     term = _terminated(done)
@@ -115,7 +116,7 @@ def test_the_kernel_oom_kills_inside_the_container_at_its_limit(real_cluster: Re
     assert small["status"]["phase"] == "Succeeded", _terminated(small)
 
 
-def test_overfilling_a_sized_empty_dir_evicts_the_pod(real_cluster: RealCluster) -> None:
+def test_overfilling_a_sized_empty_dir_evicts_the_pod(real_cluster: Cluster) -> None:
     fill = "head -c 60000000 /dev/zero > /scratch/fill && echo written && sleep 300"
     pod = _pod("filler", ["sh", "-c", fill], volumes=[{"name": "scratch", "emptyDir": {"sizeLimit": "20Mi"}}],
                mounts=[{"name": "scratch", "mountPath": "/scratch"}])
@@ -126,7 +127,7 @@ def test_overfilling_a_sized_empty_dir_evicts_the_pod(real_cluster: RealCluster)
         done["status"], time.monotonic() - start)
 
 
-def test_overfilling_an_ephemeral_storage_limit_evicts_the_pod(real_cluster: RealCluster) -> None:
+def test_overfilling_an_ephemeral_storage_limit_evicts_the_pod(real_cluster: Cluster) -> None:
     """The container's `limits.ephemeral-storage` covers its unsized emptyDirs too; the kubelet's
     message is one the operator reads as DiskFull (classify.OWN_STORAGE_MESSAGES)."""
     fill = "head -c 60000000 /dev/zero > /scratch/fill && echo written && sleep 300"
