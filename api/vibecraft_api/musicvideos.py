@@ -46,6 +46,19 @@ def missing_namespace(exc: KubeError) -> bool:
     return exc.code == 404 and exc.kind == "namespaces"
 
 
+def policy_denial(exc: KubeError) -> InvalidInput | None:
+    """A MusicVideo an admission policy refused (the chart's tenancy policy: a Replicate model or
+    PriorityClass this installation does not allow): the client's mistake, in the policy's own words,
+    not a setup problem (its 403 would otherwise read as "account not set up")."""
+    marker = "denied request: "
+    if exc.code not in (403, 422) or "ValidatingAdmissionPolicy" not in exc.message or marker not in exc.message:
+        return None
+    detail = exc.message.split(marker, 1)[1].strip()
+    first = detail.split(" ", 1)[0]
+    field = first.removeprefix("spec.") if first.startswith("spec.") else ""
+    return InvalidInput(detail, errors=[FieldIssue(field, detail)])
+
+
 def unavailable(exc: KubeError) -> Unavailable:
     if exc.code == 0:
         return Unavailable("The Kubernetes API is unreachable; try again shortly.")
@@ -118,6 +131,8 @@ class MusicVideos:
             if missing_namespace(exc):
                 self.namespaces_seen.pop(namespace, None)
                 raise not_provisioned(namespace) from None
+            if (refused := policy_denial(exc)) is not None:
+                raise refused from None
             if exc.code == 422:
                 # A rule the API's models missed: the API server's own words, per field.
                 issues = [FieldIssue(c.get("field", "").removeprefix("spec."), c.get("message", exc.message))

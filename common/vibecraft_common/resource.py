@@ -26,6 +26,9 @@ ENV_SEGMENT_SECONDS: Final = "VIBECRAFT_SEGMENT_SECONDS"
 ENV_WORK_DIR: Final = "VIBECRAFT_WORK_DIR"
 ENV_TERMINATION_LOG: Final = "VIBECRAFT_TERMINATION_LOG"  # where the one-line failure reason goes (tests)
 ENV_NUMBA_SEED: Final = "VIBECRAFT_NUMBA_CACHE_SEED"  # read-only numba cache baked into the image
+# Networks the renderer may download from although they are loopback, link-local or private (on-prem
+# storage): comma-separated CIDRs such as "10.20.0.0/16,fd00:1::/64"; empty (the default) allows none.
+ENV_EGRESS_ALLOW: Final = "VIBECRAFT_EGRESS_ALLOW_CIDRS"
 
 # Labels on Jobs/Pods linking back to their MusicVideo.
 LABEL_NAME: Final = f"{GROUP}/musicvideo"

@@ -8,6 +8,7 @@ from typing import Any, Final
 import kopf
 from vibecraft_common.resource import (
     ENV_ATTEMPT,
+    ENV_EGRESS_ALLOW,
     ENV_MEMORY_LIMIT_MB,
     ENV_MV_NAME,
     ENV_MV_NAMESPACE,
@@ -98,6 +99,8 @@ def build_env(mv: Mapping[str, Any], attempt: int, settings: Settings) -> list[d
     ]
     if settings.s3_endpoint:
         env.append({"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint})
+    if settings.egress_allow_cidrs:
+        env.append({"name": ENV_EGRESS_ALLOW, "value": settings.egress_allow_cidrs})
     return env
 
 

@@ -1,5 +1,6 @@
 """The operator's one typed settings object, read from VIBECRAFT_* env vars (set by the Helm chart)."""
 
+import ipaddress
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -32,6 +33,10 @@ class Settings(BaseSettings):
     # The scratch emptyDir's sizeLimit: input, segments, the numba cache. The kubelet evicts a pod
     # that outgrows it (the attempt fails as DiskFull) instead of letting it fill the node's disk.
     scratch_size_limit: str = "10Gi"
+    # Networks the renderer may download audio and Replicate outputs from although they are loopback,
+    # link-local or private (on-prem storage): comma-separated CIDRs, passed to the renderer's Job as the
+    # same env var. Empty: only public addresses (the renderer's egress guard, renderer/egress.py).
+    egress_allow_cidrs: str = ""
 
     # Concurrency: 0 means unlimited.
     max_running: int = Field(default=0, ge=0)
@@ -61,6 +66,14 @@ class Settings(BaseSettings):
     def _split_namespaces(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("egress_allow_cidrs")
+    @classmethod
+    def _are_cidrs(cls, value: str) -> str:
+        for part in (p.strip() for p in value.split(",")):
+            if part:
+                ipaddress.ip_network(part, strict=False)  # raises ValueError naming the bad entry
         return value
 
     @field_validator("default_memory", "memory_per_megapixel", "default_max_memory", "default_cpu", "scratch_size_limit")

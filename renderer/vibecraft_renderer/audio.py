@@ -27,6 +27,16 @@ MIN_DURATION_S: Final = 1.0
 SILENCE_PEAK: Final = 1e-4  # -80 dBFS: nothing a viewer could hear
 BLOCK_SAMPLES: Final = SAMPLE_RATE * 8
 QUEUE_BLOCKS: Final = 3  # decoded-ahead blocks: ~2 MB
+# What ffmpeg/ffprobe may open for an input whose contents a tenant chose (their audio, a model's image):
+# local files and pipes only. An HLS playlist, a concat script or another reference format in disguise
+# names further URLs, which ffmpeg would otherwise open itself, from inside the cluster and past the
+# egress guard (egress.py); "crypto" and "data", in ffmpeg's default list for files, are not needed either.
+UNTRUSTED_INPUT_OPTIONS: Final = ("-protocol_whitelist", "file,pipe")
+
+
+def untrusted_input(path: Path) -> list[str]:
+    """ffmpeg/ffprobe arguments opening `path`, a file whose contents a tenant chose, as an input."""
+    return [*UNTRUSTED_INPUT_OPTIONS, "-i", str(path)]
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,13 @@ def _ffmpeg_reason(stderr: str, path: Path, fallback: str) -> str:
     return line.replace(f"{path}: ", "").replace(str(path), "the input").strip() or fallback
 
 
+def probe_command(path: Path) -> list[str]:
+    """The ffprobe command probe() runs: stream and format facts as JSON, headers only."""
+    return ["ffprobe", "-v", "error", "-show_entries",
+            "stream=codec_type,codec_name,sample_rate,channels,duration:format=duration",
+            "-of", "json", *untrusted_input(path)]  # fmt: skip
+
+
 def probe(path: Path, name: str | None = None) -> AudioInfo:
     """Reject non-audio, empty and over-long inputs cheaply (ffprobe reads only headers).
 
@@ -64,12 +81,7 @@ def probe(path: Path, name: str | None = None) -> AudioInfo:
         raise BadAudioError(f"cannot read {shown}: {exc.strerror}") from None
     if size == 0:
         raise BadAudioError(f"{shown} is empty (0 bytes)")
-    proc = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries",
-         "stream=codec_type,codec_name,sample_rate,channels,duration:format=duration",
-         "-of", "json", str(path)],
-        capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+    proc = subprocess.run(probe_command(path), capture_output=True, text=True, check=False, timeout=120)
     if proc.returncode != 0:
         raise BadAudioError(f"{shown} is not decodable audio: {_ffmpeg_reason(proc.stderr, path, 'unknown format')}")
     data = json.loads(proc.stdout or "{}")
@@ -112,15 +124,20 @@ def _pump(stdout: IO[bytes], out: queue.Queue[bytes | BaseException], nbytes: in
             return
 
 
+def decode_command(path: Path) -> list[str]:
+    """The ffmpeg command decode_blocks() runs: the first audio stream as mono float32 PCM on stdout."""
+    return ["ffmpeg", "-nostdin", "-v", "error", *untrusted_input(path), "-map", "0:a:0", "-vn",
+            "-ac", "1", "-ar", str(SAMPLE_RATE), "-t", str(MAX_DURATION_S + 1.0),
+            "-f", "f32le", "pipe:1"]  # fmt: skip
+
+
 def decode_blocks(path: Path, block: int = BLOCK_SAMPLES, name: str | None = None) -> Iterator[npt.NDArray[np.float32]]:
     """Yield mono float32 PCM at SAMPLE_RATE in blocks; enforces the duration limit while streaming.
 
     `name`: what errors call the input (as in probe()).
     """
     shown = name or str(path)
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-vn",
-           "-ac", "1", "-ar", str(SAMPLE_RATE), "-t", str(MAX_DURATION_S + 1.0),
-           "-f", "f32le", "pipe:1"]  # fmt: skip
+    cmd = decode_command(path)
     # stderr goes to a file: a pipe nobody reads would stall ffmpeg on a very broken input.
     errfile = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the generator's finally
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile)

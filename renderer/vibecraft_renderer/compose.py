@@ -15,6 +15,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from .audio import untrusted_input
 from .errors import ReplicateFailedError
 from .timeline import FrameContext, Timeline
 
@@ -30,14 +31,16 @@ def working_size(width: int, height: int, max_pixels: int = 960 * 540) -> tuple[
     return max(16, round(width * scale / 2) * 2), max(16, round(height * scale / 2) * 2)
 
 
+def load_image_command(path: Path, width: int, height: int) -> list[str]:
+    """The ffmpeg command load_image() runs; the image came from a model the tenant chose: untrusted."""
+    vf = f"scale={width}:{height}:force_original_aspect_ratio=increase:flags=lanczos,crop={width}:{height}"
+    return ["ffmpeg", "-nostdin", "-v", "error", *untrusted_input(path), "-frames:v", "1", "-vf", vf,
+            "-f", "rawvideo", "-pix_fmt", "gbrp", "pipe:1"]  # fmt: skip
+
+
 def load_image(path: Path, width: int, height: int) -> U8:
     """Decode any image ffmpeg reads, cover-fit to width x height, as planar GBR uint8."""
-    vf = f"scale={width}:{height}:force_original_aspect_ratio=increase:flags=lanczos,crop={width}:{height}"
-    proc = subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-frames:v", "1", "-vf", vf,
-         "-f", "rawvideo", "-pix_fmt", "gbrp", "pipe:1"],
-        capture_output=True, check=False, timeout=120,
-    )  # fmt: skip
+    proc = subprocess.run(load_image_command(path, width, height), capture_output=True, check=False, timeout=120)
     expected = 3 * width * height
     if proc.returncode != 0 or len(proc.stdout) != expected:
         detail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["short output"]

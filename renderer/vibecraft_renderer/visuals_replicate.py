@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from . import storage
+from . import egress, storage
 from .analysis import Section
 from .config import RenderSpec
 from .errors import ReplicateFailedError
@@ -35,6 +36,9 @@ MAX_CREATE_ATTEMPTS: Final = 8
 MAX_BACKOFF_S: Final = 60.0
 PREDICTION_TIMEOUT_S: Final = 600.0
 MAX_IMAGE_BYTES: Final = 50 * 1024 * 1024
+# All attempts at one output image together (the model's output URL is the tenant's: see egress.py).
+IMAGE_DOWNLOAD_DEADLINE_S: Final = 120.0
+IMAGE_DOWNLOAD_ATTEMPTS: Final = 3
 MAX_IMAGES: Final = 24  # bounds memory of the compositor (~4 MB each at its working size)
 SUPPORTED_RATIOS: Final = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
 
@@ -230,20 +234,26 @@ class ReplicateImages:
                 return base64.b64decode(payload) if ";base64" in header else payload.encode()
             except (binascii.Error, ValueError) as exc:
                 raise ReplicateFailedError(f"bad data: URI in prediction output: {exc}") from None
-        import httpx
+        return self._download(url)
 
-        for attempt in range(1, 4):
+    def _download(self, url: str) -> bytes:
+        """The image at an output URL, through the egress guard: the model (the tenant's choice) names the
+        URL, so it gets the same address checks, size cap (MAX_IMAGE_BYTES, while streaming) and generic
+        error as an audio URL. Retried on what a retry may fix (no answer, 5xx, 429), all attempts within
+        IMAGE_DOWNLOAD_DEADLINE_S. The Replicate API itself (create, poll) is the operator's configured
+        endpoint and does not go through here."""
+        deadline = time.monotonic() + IMAGE_DOWNLOAD_DEADLINE_S
+        for attempt in range(1, IMAGE_DOWNLOAD_ATTEMPTS + 1):
+            buf = io.BytesIO()  # egress never writes past max_bytes
             try:
-                resp = httpx.get(url, follow_redirects=True, timeout=60.0)
-                if resp.status_code == 200 and len(resp.content) <= MAX_IMAGE_BYTES:
-                    return resp.content
-                if resp.status_code < 500 and resp.status_code != 429:
-                    raise ReplicateFailedError(f"downloading {url} failed: HTTP {resp.status_code}")
-            except httpx.HTTPError as exc:
-                if attempt == 3:
-                    raise ReplicateFailedError(f"downloading {url} failed: {exc}") from None
-            self.sleep(self._delay(attempt))
-        raise ReplicateFailedError(f"downloading {url} failed after retries")
+                egress.download(url, buf, max_bytes=MAX_IMAGE_BYTES, deadline_s=deadline - time.monotonic(),
+                                what="generated image")  # fmt: skip
+                return buf.getvalue()
+            except egress.EgressError as exc:
+                if not exc.retryable or attempt == IMAGE_DOWNLOAD_ATTEMPTS:
+                    raise ReplicateFailedError(str(exc)) from None
+            self.sleep(min(self._delay(attempt), max(0.0, deadline - time.monotonic())))
+        raise ReplicateFailedError(egress.failure_message(url))  # pragma: no cover
 
 
 def _first_url(output: Any) -> str | None:

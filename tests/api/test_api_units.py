@@ -19,12 +19,12 @@ import yaml
 from pydantic import ValidationError
 from vibecraft_api.audio import sniff
 from vibecraft_api.auth import parse_secret
-from vibecraft_api.errors import BadRequest, RateLimited
+from vibecraft_api.errors import BadRequest, KubeError, RateLimited
 from vibecraft_api.kube import from_kubeconfig, in_cluster
 from vibecraft_api.main import create_app
 from vibecraft_api.manifests import build_musicvideo, is_active, new_video_id, to_public
 from vibecraft_api.models.videos import VIDEO_ID_RE, VideoCreate
-from vibecraft_api.musicvideos import decode_continue, encode_continue
+from vibecraft_api.musicvideos import decode_continue, encode_continue, policy_denial
 from vibecraft_api.ratelimit import RateLimiter
 from vibecraft_api.settings import Settings
 from vibecraft_api.uploads import safe_filename
@@ -359,3 +359,16 @@ def test_following_a_video_in_a_namespace_the_api_may_not_use_fails_at_once_with
     error, _ = asyncio.run(follow())
     # Before, the hub waited out its 10 s sync and raised "the Kubernetes API does not answer" instead.
     assert isinstance(error, TenantNotProvisioned), error
+
+
+def test_an_admission_policy_refusal_is_the_clients_mistake_in_the_policys_words() -> None:
+    """The chart's tenancy policy refusing a model answers 422 naming the field, not "account not set up"."""
+    said = ("musicvideos.vibecraft.io \"x\" is forbidden: ValidatingAdmissionPolicy 'vc-vibecraft-musicvideo-tenancy' "
+            "with binding 'vc-vibecraft-musicvideo-tenancy' denied request: spec.style.model a/b is not allowed in "
+            "namespace vc-alice: allowed are black-forest-labs/flux-schnell")
+    refused = policy_denial(KubeError(403, "Forbidden", said))
+    assert refused is not None and refused.status == 422
+    assert refused.detail == "spec.style.model a/b is not allowed in namespace vc-alice: allowed are " \
+                             "black-forest-labs/flux-schnell"
+    assert [(e.field, e.detail) for e in refused.errors] == [("style.model", refused.detail)]
+    assert policy_denial(KubeError(403, "Forbidden", "musicvideos is forbidden: User cannot create")) is None

@@ -75,8 +75,9 @@ def test_rendered_manifests_are_secure_and_wired() -> None:
 
 
 def _memory_policy(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    (policy,) = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"]
-    (binding,) = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"]
+    (policy,) = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicy" and d["metadata"]["name"].endswith("-memory")]
+    (binding,) = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"
+                  and d["metadata"]["name"].endswith("-memory")]
     return policy, binding
 
 

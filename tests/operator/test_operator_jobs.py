@@ -5,6 +5,7 @@ import json
 import pytest
 from vibecraft_common.resource import (
     ENV_ATTEMPT,
+    ENV_EGRESS_ALLOW,
     ENV_MV_NAME,
     ENV_MV_NAMESPACE,
     ENV_SPEC_JSON,
@@ -118,6 +119,15 @@ def test_scratch_is_a_sized_empty_dir():
     assert small["spec"]["template"]["spec"]["volumes"][0]["emptyDir"] == {"sizeLimit": "64Mi"}
     with pytest.raises(ValueError, match="quantity"):
         settings(scratch_size_limit="lots")
+
+
+def test_egress_allow_list_reaches_the_renderer_only_when_set():
+    names = {e["name"] for e in container(build())["env"]}
+    assert ENV_EGRESS_ALLOW not in names  # the renderer's default: public addresses only
+    allowed = build(settings=settings(egress_allow_cidrs="10.20.0.0/16,fd00:1::/64"))
+    assert {"name": ENV_EGRESS_ALLOW, "value": "10.20.0.0/16,fd00:1::/64"} in container(allowed)["env"]
+    with pytest.raises(ValueError, match=r"10\.20\.0\.0/33"):
+        settings(egress_allow_cidrs="10.20.0.0/33")
 
 
 def test_pod_failure_policy_ignores_disruptions_and_fails_on_renderer_exit_codes():

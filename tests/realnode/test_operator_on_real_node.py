@@ -6,9 +6,12 @@ the render is enforced by the kernel inside the container, and the operator retr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any
 
 import pytest
 from vibecraft_common.resource import EXIT_MEMORY_GUARD, EXIT_REASONS, GROUP, PLURAL, VERSION
+from vibecraft_localcluster.realnode import BRIDGE_IP
 
 from tests.conftest import Cluster, S3Server, new_namespace, provision_renders
 from tests.harness import OperatorProcess, install_crd, wait_for
@@ -135,3 +139,61 @@ def test_a_render_outgrowing_its_scratch_limit_fails_as_disk_full(setup: Setup, 
     finally:
         s.cluster.kubectl("delete", f"{PLURAL}.{GROUP}", "--all", "-n", ns, "--timeout=60s", check=False)
         op.stop()
+
+
+def test_audio_urls_to_internal_addresses_fail_alike_and_connect_nowhere(setup: Setup) -> None:
+    """SSRF from a render pod (issue 17): audio URLs naming the node (where the canary listens, as cloud
+    metadata or a node service would), the kube-apiserver's Service, cloud metadata and loopback fail
+    with one message (no status code, no errno: status is not a port scanner) and the canary is never
+    reached, although the pod could reach it (a control pod connects)."""
+    s = setup
+    seen: list[str] = []
+    canary = socket.create_server(("0.0.0.0", 0))
+    port = canary.getsockname()[1]
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, peer = canary.accept()
+                seen.append(peer[0])
+                conn.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    kube = json.loads(s.cluster.kubectl("get", "svc", "kubernetes", "-n", "default", "-o", "json").stdout)
+    urls = {"node": f"http://{BRIDGE_IP}:{port}/song.ogg",
+            "apiserver": f"https://{kube['spec']['clusterIP']}/api/v1/namespaces",
+            "metadata": "http://169.254.169.254/latest/meta-data/",
+            "loopback": f"http://localhost:{port}/song.ogg"}
+    try:
+        for name, url in urls.items():  # applied together: the pods start side by side
+            mv = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MusicVideo",
+                  "metadata": {"name": f"ssrf-{name}", "namespace": s.ns},
+                  "spec": {"audio": {"url": url}, "output": {"url": f"s3://{s.s3.bucket}/real/{s.ns}/ssrf-{name}/"},
+                           "retries": 0, "resources": {"cpu": "250m"}}}
+            s.cluster.kubectl("apply", "-f", "-", input=json.dumps(mv))
+        failures = {}
+        for name in urls:
+            mv_name = f"ssrf-{name}"
+
+            def failed(mv: str = mv_name) -> dict[str, Any] | None:
+                got = json.loads(s.cluster.kubectl("get", f"{PLURAL}.{GROUP}", mv, "-n", s.ns, "-o", "json").stdout)
+                return got["status"] if got.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
+
+            status = wait_for(failed, timeout=240, what=f"{mv_name} to end")
+            assert status["phase"] == "Failed", status
+            failures[name] = status["lastFailure"]["message"]
+        assert seen == [], f"the canary was reached from {seen}"
+        generic = {name: msg.replace(url.split("?")[0], "<url>") for (name, msg), url in zip(failures.items(),
+                                                                                           urls.values(), strict=True)}
+        assert len(set(generic.values())) == 1, failures
+        assert "not reachable or not allowed" in next(iter(generic.values())), failures
+        # The control: the node address is reachable from a pod, so the guard (not the network) refused it.
+        probe = f"import socket; socket.create_connection(('{BRIDGE_IP}', {port}), timeout=10).close()"
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ssrf-control", "namespace": s.ns},
+               "spec": {"restartPolicy": "Never", "containers": [{
+                   "name": "main", "image": s.cluster.renderer_image, "imagePullPolicy": "Never",
+                   "command": ["python", "-c", probe]}]}}
+        s.cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+        wait_for(lambda: seen, timeout=120, what=lambda: f"the control pod to connect\n{s.cluster.diagnose(s.ns)}")
+    finally:
+        canary.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from vibecraft_common.resource import (
+    ENV_EGRESS_ALLOW,
     EXIT_BAD_AUDIO,
     EXIT_DOWNLOAD_FAILED,
     EXIT_INPUT_NOT_FOUND,
@@ -81,7 +82,10 @@ def test_bad_audio(tmp_path: Path, make: Callable[[Path], Path], needle: str) ->
 
 
 @pytest.fixture
-def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def http_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
+    # The server is on loopback, which the egress guard refuses unless allow-listed; run_render passes
+    # this env on to the renderer process.
+    monkeypatch.setenv(ENV_EGRESS_ALLOW, "127.0.0.1/32")
     root = tmp_path / "www"
     root.mkdir()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vibecraft_common.resource import EXIT_REPLICATE_FAILED
+from vibecraft_common.resource import ENV_EGRESS_ALLOW, EXIT_REPLICATE_FAILED
 from vibecraft_renderer.errors import ReplicateFailedError
 from vibecraft_renderer.visuals_replicate import ImageRequest, ReplicateImages
 
@@ -20,6 +20,16 @@ ARGS = ["--backend", "replicate", "--prompt", "neon city at night", "--width", "
         "--fps", "24", "--cut-every", "beat", "-q"]  # fmt: skip
 
 
+# The fake serves its images from loopback, which the renderer's egress guard refuses unless allow-listed.
+LOOPBACK_ALLOWED = {ENV_EGRESS_ALLOW: "127.0.0.1/32"}
+
+
+@pytest.fixture(autouse=True)
+def allow_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For the image downloads of the in-process tests (renders in a subprocess get env_for's env)."""
+    monkeypatch.setenv(ENV_EGRESS_ALLOW, LOOPBACK_ALLOWED[ENV_EGRESS_ALLOW])
+
+
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeReplicate]:
     with FakeReplicate(throttle_first=1, retry_after="1") as server:
@@ -28,7 +38,7 @@ def fake() -> Iterator[FakeReplicate]:
 
 def env_for(fake: FakeReplicate, **extra: str) -> dict[str, str]:
     return {"REPLICATE_BASE_URL": fake.url, "REPLICATE_API_TOKEN": fake.token, "REPLICATE_POLL_INTERVAL": "0.05",
-            **extra}  # fmt: skip
+            **LOOPBACK_ALLOWED, **extra}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,115 @@
+"""Tenancy at admission (issue 17): in a governed namespace — each API tenant's, and those listed in
+tenancy.namespaces — a MusicVideo that reads or writes outside the namespace's storage prefixes, hides a
+traversal in its URL, or names a model or PriorityClass not allowed is refused at `kubectl apply` by the
+chart's ValidatingAdmissionPolicy, on the real kube-apiserver, with a message saying what is allowed."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chart.test_chart import CHART, helm
+from tests.conftest import Cluster
+
+pytestmark = pytest.mark.cluster
+
+
+def _mv(audio: str, output: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "vibecraft.io/v1alpha1", "kind": "MusicVideo", "metadata": {"name": "mv"},
+            "spec": {"audio": {"url": audio}, "output": {"url": output}, **spec}}
+
+
+@pytest.fixture(scope="module")
+def governed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A release with API tenants alice and bob and one kubectl team namespace; names of the namespaces."""
+    suffix = uuid.uuid4().hex[:5]
+    release, system, team, free = f"vc{suffix}", f"vc-sys-{suffix}", f"team-{suffix}", f"free-{suffix}"
+    prefix = f"t{suffix}-"
+    for ns in (team, free):
+        cluster.kubectl("create", "namespace", ns)
+    values = {"api": {"tenants": ["alice", "bob"], "namespacePrefix": prefix},
+              "s3": {"existingSecret": ""}, "operator": {"watchNamespaces": [f"{prefix}*", team]},
+              "tenancy": {"priorityClasses": ["renders-low"],
+                          "namespaces": {team: {"audioPrefixes": ["s3://vibecraft/teams/a/in/"],
+                                                "outputPrefixes": ["s3://vibecraft/teams/a/out/"]}}}}
+    vf: Path = tmp_path_factory.mktemp("tenancy") / "values.json"
+    vf.write_text(json.dumps(values))
+    helm("install", release, str(CHART), "-n", system, "--create-namespace", "-f", str(vf),
+         kubeconfig=cluster.kubeconfig)
+    names = {"alice": f"{prefix}alice", "bob": f"{prefix}bob", "team": team, "free": free}
+    try:
+        yield names
+    finally:
+        helm("uninstall", release, "-n", system, kubeconfig=cluster.kubeconfig, check=False)
+        cluster.kubectl("delete", "namespace", system, *names.values(), "--wait=false", check=False)
+
+
+def _apply(cluster: Cluster, namespace: str, mv: dict[str, Any]) -> tuple[int, str]:
+    res = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=json.dumps(mv), check=False)
+    return res.returncode, " ".join(res.stderr.split())
+
+
+A_IN, A_OUT = "s3://vibecraft/uploads/alice/song.ogg", "s3://vibecraft/videos/alice/v1/"
+REFUSED = [  # (namespace key, manifest, what the message must say)
+    ("alice", _mv("s3://vibecraft/uploads/bob/song.ogg", A_OUT),
+     "spec.audio.url s3://vibecraft/uploads/bob/song.ogg is outside this namespace's storage"),
+    ("alice", _mv(A_IN, "s3://vibecraft/videos/bob/v1/"), "spec.output.url s3://vibecraft/videos/bob/v1/ is outside"),
+    ("alice", _mv(A_IN, "s3://other-bucket/videos/alice/v1/"), "must start with s3://vibecraft/videos/alice/"),
+    ("alice", _mv("s3://vibecraft/uploads/alice/../bob/song.ogg", A_OUT), "must not contain '.' or '..' segments"),
+    ("alice", _mv("s3://vibecraft/uploads/alice/%2e%2e/bob/song.ogg", A_OUT), "an encoded '.' or '/'"),
+    ("alice", _mv(A_IN, "s3://vibecraft/videos/alice/./../bob/"), "must not contain '.' or '..' segments"),
+    ("alice", _mv("http://169.254.169.254/latest/meta-data/song.ogg", A_OUT),
+     "must start with s3://vibecraft/uploads/alice/ or https://"),
+    ("alice", _mv(A_IN, A_OUT, style={"backend": "replicate", "prompt": "x", "model": "someone/expensive-model"}),
+     "spec.style.model someone/expensive-model is not allowed in namespace"),
+    ("bob", _mv(A_IN, "s3://vibecraft/videos/bob/v1/"), "spec.audio.url s3://vibecraft/uploads/alice/song.ogg is outside"),
+    ("alice", _mv(A_IN, A_OUT, priorityClassName="system-cluster-critical"),
+     "spec.priorityClassName system-cluster-critical is not allowed in namespace"),
+    ("team", _mv("s3://vibecraft/uploads/alice/song.ogg", "s3://vibecraft/teams/a/out/x/"),
+     "must start with s3://vibecraft/teams/a/in/"),
+    ("team", _mv("s3://vibecraft/teams/a/in/song.ogg", "s3://vibecraft/teams/a/"),
+     "must start with s3://vibecraft/teams/a/out/"),
+]
+ACCEPTED = [
+    ("alice", _mv(A_IN, A_OUT)),
+    ("alice", _mv("https://example.com/song.ogg", A_OUT, priorityClassName="renders-low",
+                  style={"backend": "replicate", "prompt": "x", "model": "black-forest-labs/flux-schnell"})),
+    ("bob", _mv("s3://vibecraft/uploads/bob/a.ogg", "s3://vibecraft/videos/bob/v1/video.mp4")),
+    ("team", _mv("s3://vibecraft/teams/a/in/song.ogg", "s3://vibecraft/teams/a/out/x/")),
+    ("free", _mv("s3://vibecraft/uploads/bob/a.ogg", "s3://vibecraft/videos/bob/")),  # not governed
+]
+
+
+def test_manifests_leaving_their_namespace_are_refused_with_a_message(cluster: Cluster, crd: None,
+                                                                      governed: dict[str, str]) -> None:
+    said = [(key, *_apply(cluster, governed[key], mv)) for key, mv, _ in REFUSED]
+    for (key, rc, err), (_, mv, expected) in zip(said, REFUSED, strict=True):
+        assert rc != 0 and expected in err, (key, mv["spec"], err)
+        assert "ValidatingAdmissionPolicy" in err, err  # the chart's policy, not the CRD's schema
+
+
+def test_manifests_inside_their_namespace_are_accepted(cluster: Cluster, crd: None, governed: dict[str, str]) -> None:
+    for key, mv in ACCEPTED:
+        rc, err = _apply(cluster, governed[key], mv)
+        assert rc == 0, (key, mv["spec"], err)
+
+
+def test_a_governed_namespace_without_its_parameters_refuses(cluster: Cluster, crd: None,
+                                                             governed: dict[str, str]) -> None:
+    """Deleting the ConfigMap does not open the namespace: the binding's parameterNotFoundAction is Deny."""
+    ns = governed["bob"]
+    (cm,) = json.loads(cluster.kubectl("get", "configmap", "-n", ns, "-o", "json", "-l",
+                                       "app.kubernetes.io/component=operator").stdout)["items"]
+    cluster.kubectl("delete", "configmap", cm["metadata"]["name"], "-n", ns)
+    try:
+        rc, err = _apply(cluster, ns, _mv("s3://vibecraft/uploads/bob/a.ogg", "s3://vibecraft/videos/bob/v1/"))
+        assert rc != 0 and "param" in err.lower(), err
+    finally:
+        for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+            cm["metadata"].pop(key, None)
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(cm))
