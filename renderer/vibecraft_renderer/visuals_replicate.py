@@ -211,18 +211,33 @@ class ReplicateImages:
             self.created += 1
         deadline = time.monotonic() + PREDICTION_TIMEOUT_S
         poll = float(os.environ.get("REPLICATE_POLL_INTERVAL", "0.5"))
-        while prediction.status not in ("succeeded", "failed", "canceled"):
-            if time.monotonic() > deadline:
-                raise ReplicateFailedError(f"prediction {prediction.id} did not finish in {PREDICTION_TIMEOUT_S:.0f} s")
-            self.sleep(poll)
-            try:
-                prediction.reload()
-            except Exception as exc:
-                raise ReplicateFailedError(f"polling prediction {prediction.id} failed: {exc}") from None
+        try:
+            while prediction.status not in ("succeeded", "failed", "canceled"):
+                if time.monotonic() > deadline:
+                    raise ReplicateFailedError(
+                        f"prediction {prediction.id} did not finish in {PREDICTION_TIMEOUT_S:.0f} s (canceled)")
+                self.sleep(poll)
+                try:
+                    prediction.reload()
+                except Exception as exc:
+                    raise ReplicateFailedError(f"polling prediction {prediction.id} failed: {exc}") from None
+        except BaseException:
+            # A prediction we stop waiting for keeps running, and billing, until it ends or is canceled.
+            self._cancel(prediction)
+            raise
         if prediction.status != "succeeded":
             error = prediction.error or prediction.status
             raise ReplicateFailedError(f"model {req.model} failed for section group {req.group}: {error}")
         return self._fetch_output(prediction.output)
+
+    @staticmethod
+    def _cancel(prediction: Any) -> None:
+        """Cancel a prediction left unfinished (best effort: the render is failing anyway)."""
+        try:
+            prediction.cancel()
+            log.warning("replicate: canceled prediction %s", prediction.id)
+        except Exception as exc:
+            log.warning("replicate: canceling prediction %s failed: %s", prediction.id, exc)
 
     def _fetch_output(self, output: Any) -> bytes:
         url = _first_url(output)

@@ -69,6 +69,7 @@ class Stats:
     throttled: int = 0  # 429s served
     prefer_wait: int = 0  # creates that carried Prefer: wait
     polls: int = 0
+    cancels: int = 0  # POST /v1/predictions/{id}/cancel on an unfinished prediction
     unauthorized: int = 0
     files_served: int = 0
     create_times: list[float] = field(default_factory=list)
@@ -133,6 +134,9 @@ class FakeReplicate:
 
     def _finish(self, pred: dict[str, Any]) -> None:
         model = pred["model"]
+        if "hang" in model:  # a model that never finishes (until canceled)
+            pred["status"] = "processing"
+            return
         pred["started_at"] = pred["completed_at"] = pred["created_at"]
         if "fail" in model:
             pred["status"] = "failed"
@@ -160,6 +164,16 @@ class FakeReplicate:
                     pred["status"] = "processing"
                 else:
                     self._finish(pred)
+            return 200, self._public(pred)
+
+    def _cancel(self, pid: str) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            pred = self.predictions.get(pid)
+            if pred is None:
+                return 404, {"detail": "Not found.", "status": 404}
+            if pred["status"] in ("starting", "processing"):
+                pred["status"] = "canceled"
+                self.stats.cancels += 1
             return 200, self._public(pred)
 
     @staticmethod
@@ -229,6 +243,11 @@ class FakeReplicate:
                     return
                 wait = self.headers.get("Prefer", "").startswith("wait")
                 m = re.fullmatch(r"/v1/models/([^/]+)/([^/]+)/predictions", self.path)
+                cancel = re.fullmatch(r"/v1/predictions/([^/]+)/cancel", self.path)
+                if cancel:
+                    code, data = fake._cancel(cancel.group(1))
+                    self._json(code, data)
+                    return
                 if m:
                     code, data, headers = fake._create(f"{m.group(1)}/{m.group(2)}", "", body, wait)
                 elif self.path == "/v1/predictions":

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from vibecraft_common.resource import ENV_EGRESS_ALLOW, EXIT_REPLICATE_FAILED
+from vibecraft_renderer import visuals_replicate
 from vibecraft_renderer.errors import ReplicateFailedError
 from vibecraft_renderer.visuals_replicate import ImageRequest, ReplicateImages
 
@@ -142,3 +144,18 @@ def test_version_reference_uses_the_predictions_endpoint(tmp_path: Path) -> None
         assert server.stats.creates == 1
         pred = next(iter(server.predictions.values()))
         assert pred["version"] == "abcdef123456"
+
+
+def test_a_prediction_that_does_not_finish_is_canceled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past PREDICTION_TIMEOUT_S the render fails, and the prediction is canceled: left alone it would
+    run (and bill) until Replicate's own limit."""
+    monkeypatch.setattr(visuals_replicate, "PREDICTION_TIMEOUT_S", 0.3)
+    monkeypatch.setenv("REPLICATE_POLL_INTERVAL", "0.05")
+    with FakeReplicate(throttle_first=0) as server:
+        images = ReplicateImages(str(tmp_path / "cache"), tmp_path, token=server.token, base_url=server.url,
+                                 sleep=time.sleep)  # fmt: skip
+        req = ImageRequest(0, 0, "a prompt", 1, "16:9", "fake/hang-forever")
+        with pytest.raises(ReplicateFailedError, match=r"did not finish in 0 s \(canceled\)"):
+            images.generate([req])
+        assert server.stats.creates == 1 and server.stats.cancels == 1
+        assert [p["status"] for p in server.predictions.values()] == ["canceled"]
