@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import secrets
 import signal
 import ssl
 import subprocess
@@ -262,12 +263,13 @@ class LocalCluster:
         p, c = self.cfg.ports, self.cfg
         data = self.dir / "s3"
         data.mkdir(parents=True, exist_ok=True)
-        identities = {"identities": [{
-            "name": "vibecraft",
-            "credentials": [{"accessKey": c.s3_access_key, "secretKey": c.s3_secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}
-        (self.dir / "s3-identities.json").write_text(json.dumps(identities))
+        identities_file = self.dir / "s3-identities.json"
+        if not identities_file.exists():  # a restart keeps the scoped identities made by s3_identity()
+            identities_file.write_text(json.dumps({"identities": [{
+                "name": "vibecraft",
+                "credentials": [{"accessKey": c.s3_access_key, "secretKey": c.s3_secret_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }]}))
         self._spawn("s3", [
             find_tool("weed"), "server", f"-dir={data}", "-ip=127.0.0.1",
             # Real pods reach S3 over the pod bridge, so then it listens beyond loopback.
@@ -283,6 +285,32 @@ class LocalCluster:
             f"-s3.port.lance={p.s3_lance}", f"-s3.config={self.dir / 's3-identities.json'}",
         ])
         self._wait("s3", self._ensure_bucket, timeout=90)
+
+    def s3_identity(self, name: str, *, read: list[str], write: list[str]) -> tuple[str, str]:
+        """Credentials the S3 server itself limits to key prefixes of the bucket: get/head under `read`
+        and `write`, put/delete/list under `write` (SeaweedFS actions `Read:<bucket>/<prefix>*`, …).
+        What a tenant's renders get instead of the bucket-wide key (docs/security.md). Idempotent: the
+        same name returns the same keys. The S3 server picks the change up from its filer at once."""
+        path = self.dir / "s3-identities.json"
+        config = json.loads(path.read_text())
+        for ident in config["identities"]:
+            if ident["name"] == name:
+                cred = ident["credentials"][0]
+                return str(cred["accessKey"]), str(cred["secretKey"])
+        bucket = self.cfg.bucket
+        actions = [f"Read:{bucket}/{p}*" for p in [*read, *write]]
+        actions += [f"{verb}:{bucket}/{p}*" for p in write for verb in ("Write", "List")]
+        key, secret = f"vc-{name}"[:32], secrets.token_urlsafe(24)
+        config["identities"].append({"name": name, "credentials": [{"accessKey": key, "secretKey": secret}],
+                                     "actions": actions})
+        path.write_text(json.dumps(config))
+        # The running server reloads identities written to its filer (the -s3.config file is read at start).
+        url = f"http://127.0.0.1:{self.cfg.ports.weed_filer}/etc/iam/identity.json"
+        body, ctype = _multipart("identity.json", json.dumps(config).encode())
+        req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": ctype})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
+        return key, secret
 
     def _ensure_bucket(self) -> bool:
         import boto3
@@ -387,6 +415,14 @@ class LocalCluster:
         from .cgroups import kill_all_pods
 
         kill_all_pods(self.cfg.node_name)
+
+
+def _multipart(filename: str, data: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body with one file (what the SeaweedFS filer takes for an upload)."""
+    boundary = secrets.token_hex(16)
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
+            "Content-Type: application/json\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
 
 
 def _stop_group(pid: int, grace: float) -> None:

@@ -298,3 +298,20 @@ def test_the_documented_offline_render_works() -> None:
     out = helm("template", *[str(CHART) if a == "charts/vibecraft" else a for a in args])
     kinds = {d["kind"] for d in yaml.safe_load_all(out.stdout) if d}
     assert {"Deployment", "Service", "ValidatingAdmissionPolicy", "ClusterRole"} <= kinds, kinds
+
+
+def test_a_tenant_namespace_gets_its_own_storage_identity() -> None:
+    """s3.namespaceCredentials and renderer.serviceAccount.namespaceAnnotations (IRSA) reach only their
+    namespace; the others keep the bucket-wide key and the common annotations (docs/security.md)."""
+    docs = render("default", "--set", "api.tenants={alice,bob}", "--set", "s3.credentials.accessKeyId=ADMIN",
+                  "--set", "s3.credentials.secretAccessKey=S", "--set", "renderer.serviceAccount.annotations.team=all",
+                  "--set-json", 's3.namespaceCredentials={"vc-alice":{"accessKeyId":"A","secretAccessKey":"AS"}}',
+                  "--set-json", 'renderer.serviceAccount.namespaceAnnotations={"vc-alice":{"eks.amazonaws.com/role-arn":'
+                                '"arn:aws:iam::1:role/alice"}}')
+    keys = {d["metadata"]["namespace"]: d["stringData"]["AWS_ACCESS_KEY_ID"] for d in docs
+            if d["kind"] == "Secret" and d["metadata"]["name"] == "vibecraft-s3"}
+    assert keys == {"vibecraft-system": "ADMIN", "vc-alice": "A", "vc-bob": "ADMIN"}
+    accounts = {d["metadata"]["namespace"]: d["metadata"].get("annotations") for d in docs
+                if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "vibecraft-renderer"}
+    assert accounts["vc-alice"] == {"team": "all", "eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/alice"}
+    assert accounts["vc-bob"] == {"team": "all"}

@@ -28,3 +28,14 @@ def test_notes_do_not_nag_once_the_keys_secret_exists(cluster: Cluster, namespac
     cluster.kubectl("create", "secret", "generic", "vibecraft-api-keys", "-n", namespace,
                     f"--from-literal={tenant}=sha256:" + "0" * 64)
     assert "FIRST:" not in _notes(cluster, namespace, f"api.tenants={{{tenant}}}")
+
+
+def test_notes_warn_when_a_tenant_gets_the_bucket_wide_storage_key(cluster: Cluster, namespace: str) -> None:
+    a, b = f"a{uuid.uuid4().hex[:6]}", f"b{uuid.uuid4().hex[:6]}"
+    sets = (f"api.tenants={{{a},{b}}}", "s3.credentials.accessKeyId=ADMIN", "s3.credentials.secretAccessKey=S")
+    warned = _notes(cluster, namespace, *sets, f"s3.namespaceCredentials.vc-{a}.accessKeyId=A",
+                    f"s3.namespaceCredentials.vc-{a}.secretAccessKey=AS")
+    assert f"WARNING: the tenant namespaces vc-{b} get the bucket-wide storage key" in warned, warned
+    both = {f"s3.namespaceCredentials.vc-{t}.{k}={v}" for t in (a, b) for k, v in (("accessKeyId", t),
+                                                                                 ("secretAccessKey", "x"))}
+    assert "WARNING" not in _notes(cluster, namespace, *sets, *sorted(both))

@@ -8,6 +8,7 @@ say why, in the readiness probe's own words."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -67,13 +68,16 @@ KIND_VALUES = REPO_ROOT / "charts" / "vibecraft" / "ci" / "kind-values.yaml"
 
 def _values(cluster: Cluster) -> dict[str, Any]:
     """On top of docs/kind.md's values: the images as build-images.sh names them (what `kind load
-    image-archive` of its archives gives), and this cluster's S3 instead of MinIO."""
+    image-archive` of its archives gives), this cluster's S3 instead of MinIO, and for the tenant's
+    renders storage credentials the S3 server limits to the tenant's prefixes (issue 17)."""
     s3 = cluster.s3
+    key, secret = cluster.lc.s3_identity(f"tenant-{TENANT}", read=[f"uploads/{TENANT}/"], write=[f"videos/{TENANT}/"])
     return {
         "image": {"registry": "localhost/", "tag": version("vibecraft")},
         # Pods and the test (presigned URLs) both reach S3 on the bridge address.
         "s3": {"endpoint": s3.endpoint, "publicEndpoint": s3.endpoint, "region": s3.region, "bucket": s3.bucket,
-               "credentials": {"accessKeyId": s3.access_key, "secretAccessKey": s3.secret_key}},
+               "credentials": {"accessKeyId": s3.access_key, "secretAccessKey": s3.secret_key},
+               "namespaceCredentials": {f"vc-{TENANT}": {"accessKeyId": key, "secretAccessKey": secret}}},
         "operator": {"logFormat": "full"},
     }
 
@@ -159,6 +163,10 @@ def test_a_song_uploaded_through_the_api_renders_in_pods_the_operator_pod_starte
         links = api.get(video["links"]["download"]).json()
     mp4 = httpx.get(links["videoUrl"]).content
     assert mp4[4:8] == b"ftyp" and len(mp4) == final["output"]["sizeBytes"]
+    # ... with the tenant's scoped storage key, not the bucket-wide one the API holds.
+    secret = json.loads(c.kubectl("get", "secret", "vibecraft-s3", "-n", f"vc-{TENANT}", "-o", "json").stdout)
+    scoped = base64.b64decode(secret["data"]["AWS_ACCESS_KEY_ID"]).decode()
+    assert scoped == c.lc.s3_identity(f"tenant-{TENANT}", read=[], write=[])[0] != c.s3.access_key
     # The render ran in a pod on the real node, started by the operator running as a pod.
     pods = json.loads(c.kubectl("get", "pods", "-n", f"vc-{TENANT}", "-o", "json").stdout)["items"]
     statuses = [p["status"]["containerStatuses"][0] for p in pods]
