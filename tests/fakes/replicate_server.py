@@ -61,6 +61,9 @@ def make_image(prompt: str, seed: int, aspect: str) -> bytes:
     return png_bytes(np.clip(img, 0, 255).astype(np.uint8))
 
 
+HUGE_OUTPUT_BYTES = 1024**3  # a "huge" model's output, if read to the end
+
+
 @dataclass
 class Stats:
     """What the server saw, for assertions."""
@@ -70,6 +73,7 @@ class Stats:
     prefer_wait: int = 0  # creates that carried Prefer: wait
     polls: int = 0
     cancels: int = 0  # POST /v1/predictions/{id}/cancel on an unfinished prediction
+    huge_bytes_sent: int = 0  # of a "huge" model's output, before the client hung up
     unauthorized: int = 0
     files_served: int = 0
     create_times: list[float] = field(default_factory=list)
@@ -146,6 +150,8 @@ class FakeReplicate:
         image = make_image(str(inp.get("prompt", "")), int(inp.get("seed", 0)), str(inp.get("aspect_ratio", "16:9")))
         if "datauri" in model:
             pred["output"] = ["data:image/png;base64," + base64.b64encode(image).decode()]
+        elif "huge" in model:  # an output of HUGE_OUTPUT_BYTES, streamed without a length
+            pred["output"] = [f"{self.url}/huge/{pred['id']}.png"]
         else:
             name = f"{pred['id']}.png"
             self.files[name] = image
@@ -213,6 +219,21 @@ class FakeReplicate:
                 return False
 
             def do_GET(self) -> None:
+                if self.path.startswith("/huge/"):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/png")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    chunk = b"\x89PNG" + b"\0" * (1024 * 1024 - 4)
+                    try:
+                        for _ in range(HUGE_OUTPUT_BYTES // len(chunk)):
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                            with fake.lock:
+                                fake.stats.huge_bytes_sent += len(chunk)
+                        self.wfile.write(b"0\r\n\r\n")
+                    except OSError:  # the client hung up: what a bounded download does
+                        pass
+                    return
                 if self.path.startswith("/files/"):
                     data = fake.files.get(self.path.removeprefix("/files/"))
                     if data is None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,3 +162,30 @@ def test_a_prediction_that_does_not_finish_is_canceled(tmp_path: Path, monkeypat
             images.generate([req])
         assert server.stats.creates == 1 and server.stats.cancels == 1
         assert [p["status"] for p in server.predictions.values()] == ["canceled"]
+
+
+def test_a_huge_output_image_fails_the_render_without_being_read(tmp_path: Path) -> None:
+    """A model (the tenant's pick) answering with 1 GiB: the download stops at MAX_IMAGE_BYTES while
+    streaming, the render fails as ReplicateFailed, and memory stays bounded: a child process running the
+    Replicate backend peaks under 200 MB (measured 110 MB; the server had sent 55 MiB of the 1 GiB)."""
+    with FakeReplicate(throttle_first=0) as server:
+        script = (
+            "import resource, sys\n"
+            "from pathlib import Path\n"
+            "from vibecraft_renderer.errors import ReplicateFailedError\n"
+            "from vibecraft_renderer.visuals_replicate import ImageRequest, ReplicateImages\n"
+            f"images = ReplicateImages({str(tmp_path / 'cache')!r}, Path({str(tmp_path)!r}), token={server.token!r},"
+            f" base_url={server.url!r}, sleep=lambda s: None)\n"
+            "try:\n"
+            "    images.generate([ImageRequest(0, 0, 'p', 1, '16:9', 'fake/huge-model')])\n"
+            "except ReplicateFailedError as exc:\n"
+            "    print('FAILED', exc)\n"
+            "print('PEAK_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
+        env = {**os.environ, ENV_EGRESS_ALLOW: "127.0.0.1/32"}
+        res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+        sent = server.stats.huge_bytes_sent
+    assert "FAILED" in res.stdout and "larger than 50 MiB" in res.stdout, res.stdout + res.stderr
+    peak = int(res.stdout.split("PEAK_MB")[1])
+    print(f"peak RSS {peak} MB, {sent >> 20} MiB sent")
+    assert peak < 200, f"peak RSS {peak} MB"
+    assert sent < 200 * 1024**2, f"the server streamed {sent >> 20} MiB before the renderer hung up"
