@@ -290,8 +290,14 @@ class S3Store(Store):
         loc, client = self.loc, _client()
         probe_key = f"{loc.dir_key}.write-probe-{uuid.uuid4().hex[:8]}"
         try:
-            client.head_bucket(Bucket=loc.bucket)
-            # HEAD only proves the bucket exists; a tiny object proves we may write there.
+            # Whether the bucket exists (some servers, SeaweedFS among them, would create it on a put). Credentials
+            # limited to a tenant's prefix may not ask (403): then the probe below tells.
+            try:
+                client.head_bucket(Bucket=loc.bucket)
+            except ClientError as exc:
+                if _error_code(exc) not in ("403", "AccessDenied", "Forbidden"):
+                    raise
+            # A tiny object proves we may write there.
             client.put_object(Bucket=loc.bucket, Key=probe_key, Body=b"")
             client.delete_object(Bucket=loc.bucket, Key=probe_key)
         except ClientError as exc:

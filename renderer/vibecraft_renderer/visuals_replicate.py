@@ -12,11 +12,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import io
 import json
 import logging
 import os
 import random
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -259,14 +259,18 @@ class ReplicateImages:
         endpoint and does not go through here."""
         deadline = time.monotonic() + IMAGE_DOWNLOAD_DEADLINE_S
         for attempt in range(1, IMAGE_DOWNLOAD_ATTEMPTS + 1):
-            buf = io.BytesIO()  # egress never writes past max_bytes
-            try:
-                egress.download(url, buf, max_bytes=MAX_IMAGE_BYTES, deadline_s=deadline - time.monotonic(),
-                                what="generated image")  # fmt: skip
-                return buf.getvalue()
-            except egress.EgressError as exc:
-                if not exc.retryable or attempt == IMAGE_DOWNLOAD_ATTEMPTS:
-                    raise ReplicateFailedError(str(exc)) from None
+            # To a temporary file, not a growing in-memory buffer (whose reallocations doubled the peak):
+            # nothing is held while an oversized answer streams in, and a good image is read once.
+            with tempfile.TemporaryFile(dir=self.work_dir) as buf:
+                try:
+                    egress.download(url, buf, max_bytes=MAX_IMAGE_BYTES, deadline_s=deadline - time.monotonic(),
+                                    what="generated image")  # fmt: skip
+                except egress.EgressError as exc:
+                    if not exc.retryable or attempt == IMAGE_DOWNLOAD_ATTEMPTS:
+                        raise ReplicateFailedError(str(exc)) from None
+                else:
+                    buf.seek(0)
+                    return buf.read()
             self.sleep(min(self._delay(attempt), max(0.0, deadline - time.monotonic())))
         raise ReplicateFailedError(egress.failure_message(url))  # pragma: no cover
 

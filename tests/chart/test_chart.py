@@ -148,15 +148,24 @@ def test_prometheus_rules_pass_promtool(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("values", VALUES)
 def test_server_side_dry_run(cluster: Cluster, values: str) -> None:
-    docs = [d for d in render(values) if d["apiVersion"] != MONITORING]  # no prometheus-operator CRDs here
+    # Tenant namespaces of this test's own (a dry run cannot create the namespaces the rest goes into,
+    # and the session's cluster is shared: a real `vc-demo` would block a later release's tenant).
+    prefix = f"dry{uuid.uuid4().hex[:5]}-"
+    docs = [d for d in render(values, "--set", f"api.namespacePrefix={prefix}")
+            if d["apiVersion"] != MONITORING]  # no prometheus-operator CRDs here
     cluster.kubectl("apply", "--server-side", "-f", str(CHART / "crds"))
-    namespaces = [d for d in docs if d["kind"] == "Namespace"] + [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "vibecraft-system"}}]
+    tenants = [d for d in docs if d["kind"] == "Namespace"]
+    namespaces = [*tenants, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "vibecraft-system"}}]
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(namespaces))
-    rest = [d for d in docs if d["kind"] != "Namespace"]
-    res = cluster.kubectl("apply", "--server-side", "--dry-run=server", "--force-conflicts", "-f", "-",
-                          input=yaml.safe_dump_all(rest), check=False)
-    assert res.returncode == 0, res.stderr
+    try:
+        rest = [d for d in docs if d["kind"] != "Namespace"]
+        res = cluster.kubectl("apply", "--server-side", "--dry-run=server", "--force-conflicts", "-f", "-",
+                              input=yaml.safe_dump_all(rest), check=False)
+        assert res.returncode == 0, res.stderr
+    finally:
+        if tenants:
+            cluster.kubectl("delete", "namespace", *(d["metadata"]["name"] for d in tenants), "--wait=false",
+                            check=False)
 
 
 def test_install_render_upgrade_uninstall(cluster: Cluster, s3: S3Server, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from tests.chart.test_chart import CHART, helm
 from tests.conftest import Cluster
+from tests.harness import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -87,6 +88,9 @@ ACCEPTED = [
 
 def test_manifests_leaving_their_namespace_are_refused_with_a_message(cluster: Cluster, crd: None,
                                                                       governed: dict[str, str]) -> None:
+    # The API server takes a moment to pick a new policy (and its parameters) up.
+    wait_for(lambda: _apply(cluster, governed["alice"], REFUSED[0][1])[0] != 0, timeout=30, interval=0.5,
+             what="the tenancy policy to take effect")
     said = [(key, *_apply(cluster, governed[key], mv)) for key, mv, _ in REFUSED]
     for (key, rc, err), (_, mv, expected) in zip(said, REFUSED, strict=True):
         assert rc != 0 and expected in err, (key, mv["spec"], err)
@@ -107,8 +111,10 @@ def test_a_governed_namespace_without_its_parameters_refuses(cluster: Cluster, c
                                        "app.kubernetes.io/component=operator").stdout)["items"]
     cluster.kubectl("delete", "configmap", cm["metadata"]["name"], "-n", ns)
     try:
-        rc, err = _apply(cluster, ns, _mv("s3://vibecraft/uploads/bob/a.ogg", "s3://vibecraft/videos/bob/v1/"))
-        assert rc != 0 and "param" in err.lower(), err
+        inside = _mv("s3://vibecraft/uploads/bob/a.ogg", "s3://vibecraft/videos/bob/v1/")
+        _, err = wait_for(lambda: (res := _apply(cluster, ns, inside))[0] != 0 and res, timeout=30, interval=0.5,
+                          what="the policy to refuse without its parameters")
+        assert "param" in err.lower(), err
     finally:
         for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
             cm["metadata"].pop(key, None)
