@@ -33,7 +33,9 @@ from tests.harness import wait_for
 
 pytestmark = pytest.mark.realnode
 
-RELEASE, NAMESPACE, TENANT = "vibecraft", "vibecraft-system", "demo"
+# Not "vibecraft": its cluster-scoped names (ClusterRole vibecraft-renderer, ...) are what crds/rbac gives
+# the other tests in this shared cluster; a release containing the chart's name is its full name.
+RELEASE, NAMESPACE, TENANT = "vibecraft-real", "vibecraft-system", "demo"
 KEYS_SECRET = "vibecraft-api-keys"  # the chart's api.keysSecret default
 API = "app.kubernetes.io/component=api"
 OPERATOR = "app.kubernetes.io/component=operator"
