@@ -17,6 +17,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -177,12 +178,21 @@ def new_namespace(cluster: Cluster, prefix: str = "t") -> str:
     return name
 
 
+@contextmanager
+def temporary_namespace(cluster: Cluster) -> Iterator[str]:
+    """new_namespace(), deleted on exit (without waiting): what a `namespace` fixture yields."""
+    name = new_namespace(cluster)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
 @pytest.fixture
 def namespace(cluster: Cluster) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (without waiting)."""
-    name = new_namespace(cluster)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with temporary_namespace(cluster) as name:
+        yield name
 
 
 def provision_renders(cluster: Cluster, s3: S3Server, namespace: str) -> None:

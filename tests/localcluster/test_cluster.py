@@ -15,7 +15,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from vibecraft_localcluster.config import find_tool
 
-from tests.conftest import RENDERER_IMAGE, Cluster, new_namespace
+from tests.conftest import RENDERER_IMAGE, Cluster, temporary_namespace
 from tests.harness import wait_for
 
 
@@ -33,9 +33,8 @@ def node_cluster(request: pytest.FixtureRequest, cluster: Cluster) -> Cluster:
 @pytest.fixture
 def namespace(node_cluster: Cluster) -> Iterator[str]:
     """A fresh namespace on the test's cluster, deleted afterwards (without waiting)."""
-    name = new_namespace(node_cluster)
-    yield name
-    node_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with temporary_namespace(node_cluster) as name:
+        yield name
 
 
 @pytest.fixture
