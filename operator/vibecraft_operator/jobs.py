@@ -34,7 +34,12 @@ from vibecraft_operator.constants import (
 )
 from vibecraft_operator.settings import Settings
 
-MAX_NAME = 63  # Job names end up in the pods' `job-name` label, capped at 63 characters
+MAX_NAME = 63  # label values (the pods' `job-name` label among them) are capped at 63 characters
+# A Job's pods are named `<job>-<5 random>` (Indexed: `<job>-<index>-<5 random>`), and the API server
+# cuts a generateName base longer than 58 characters. The chart's renderer status policy recognises a
+# renderer by its pod's name (the ServiceAccount token carries it), so the name must arrive whole:
+# 52 leaves room for a 4-digit completion index.
+MAX_JOB_NAME = 52
 SPEC_FIELDS_NOT_RENDERED = ("suspend",)  # editing these does not restart the render
 RENDERER_UID = 65532  # "nonroot" in distroless-style images
 
@@ -47,9 +52,9 @@ def short_hash(text: str, length: int = 8) -> str:
 def job_name(mv_name: str, attempt: int) -> str:
     """`<name>-a<N>`, deterministic so that creating it twice hits AlreadyExists."""
     suffix = f"-a{attempt}"
-    if len(mv_name) + len(suffix) <= MAX_NAME:
+    if len(mv_name) + len(suffix) <= MAX_JOB_NAME:
         return mv_name + suffix
-    keep = MAX_NAME - len(suffix) - 9
+    keep = MAX_JOB_NAME - len(suffix) - 9
     return f"{mv_name[:keep].rstrip('-.')}-{short_hash(mv_name)}{suffix}"
 
 

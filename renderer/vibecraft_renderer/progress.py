@@ -256,6 +256,7 @@ class KubeStatusSink:
         self._pending: Snapshot | None = None
         self._failures = 0
         self.sent = 0
+        self.refused = 0
 
     def _client(self) -> Any | None:
         if not self._loaded:
@@ -295,14 +296,17 @@ class KubeStatusSink:
             self._failures = 0
         except Exception as exc:
             self._failures += 1
+            self.refused += 1
             if self._failures in (1, 10) or self._failures % 100 == 0:
                 log.warning("progress: patching %s/%s status failed (%d in a row): %s",
                             self.namespace, self.name, self._failures, _short(exc))  # fmt: skip
 
     def close(self) -> None:
-        """Send the last pending snapshot."""
+        """Send the last pending snapshot; log the tally (a cluster's admission policy may refuse some)."""
         if self._pending is not None:
             self._flush()
+        if self._api is not None:
+            log.info("progress: %d status patches accepted, %d refused", self.sent, self.refused)
 
 
 def _short(exc: Exception) -> str:

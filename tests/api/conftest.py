@@ -95,19 +95,6 @@ def _rbac_for(namespace: str, suffix: str) -> str:
     return yaml.safe_dump_all(docs)
 
 
-def service_account_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
-    """A kubeconfig at `path` that authenticates as the ServiceAccount (a 6 h token)."""
-    token = cluster.kubectl("-n", namespace, "create", "token", account, "--duration=6h").stdout.strip()
-    cluster_entry = yaml.safe_load(Path(cluster.kubeconfig).read_text())["clusters"][0]
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "api",
-        "clusters": [cluster_entry],
-        "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [{"name": "api", "context": {"cluster": cluster_entry["name"], "user": account}}],
-    }))
-    return path
-
-
 @pytest.fixture(scope="session")
 def api_system(cluster: Cluster, s3: S3Server, crd: None, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[ApiSystem]:
@@ -116,7 +103,7 @@ def api_system(cluster: Cluster, s3: S3Server, crd: None, tmp_path_factory: pyte
     cluster.kubectl("create", "namespace", ns)
     cluster.kubectl("apply", "-f", "-", input=_rbac_for(ns, "-" + suffix))
     cluster.kubectl("-n", ns, "create", "secret", "generic", SECRET_NAME)
-    kubeconfig = service_account_kubeconfig(cluster, ns, "vibecraft-api", tmp_path_factory.mktemp("api") / "kubeconfig")
+    kubeconfig = cluster.service_account_kubeconfig(ns, "vibecraft-api", tmp_path_factory.mktemp("api") / "kubeconfig")
     yield ApiSystem(ns, kubeconfig, f"vct{suffix[:4]}-", cluster, s3)
     cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
     cluster.kubectl("delete", "clusterrolebinding,clusterrole", f"vibecraft-api-{suffix}", check=False)
@@ -169,8 +156,8 @@ def scoped_api_server(cluster: Cluster, api_system: ApiSystem, tmp_path_factory:
     cluster.kubectl("-n", api_system.namespace, "create", "serviceaccount", account)
     cluster.kubectl("-n", api_system.namespace, "create", "rolebinding", f"{account}-keys", "--role=vibecraft-api-keys",
                     f"--serviceaccount={api_system.namespace}:{account}")
-    kubeconfig = service_account_kubeconfig(cluster, api_system.namespace, account,
-                                            tmp_path_factory.mktemp("scoped-api") / "kubeconfig")
+    kubeconfig = cluster.service_account_kubeconfig(api_system.namespace, account,
+                                                    tmp_path_factory.mktemp("scoped-api") / "kubeconfig")
     with ServerThread(api_system.settings(kubeconfig=str(kubeconfig))) as server:
         yield server
 

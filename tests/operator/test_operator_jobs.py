@@ -41,10 +41,12 @@ def test_job_name_is_deterministic_per_attempt():
     assert build(attempt=3)["metadata"]["name"] == "demo-a3"
 
 
-def test_long_names_are_shortened_stably_within_63_chars():
+def test_long_names_are_shortened_stably_so_pod_names_stay_whole():
     long = "x" * 80
     first, again = job_name(long, 7), job_name(long, 7)
-    assert first == again and len(first) <= 63 and first.endswith("-a7")
+    # Pods are `<job>-<index>-<5 random>`; the API server cuts generateName bases beyond 58 characters.
+    assert first == again and len(first + "-9999-") <= 58 and first.endswith("-a7")
+    assert job_name("y" * 49, 1) == "y" * 49 + "-a1" and job_name("y" * 50, 1) != "y" * 50 + "-a1"
     assert job_name(long, 7) != job_name("x" * 81, 7)
     assert len(label_value(long)) <= 63
     assert label_value("short") == "short"

@@ -173,5 +173,9 @@ def test_a_song_uploaded_through_the_api_renders_in_pods_the_operator_pod_starte
     pods = json.loads(c.kubectl("get", "pods", "-n", f"vc-{TENANT}", "-o", "json").stdout)["items"]
     statuses = [p["status"]["containerStatuses"][0] for p in pods]
     assert statuses and all(s["imageID"] and s["state"]["terminated"]["reason"] == "Completed" for s in statuses)
+    # Its progress reports got through the chart's renderer status policy (a pod of the current Job).
+    log = c.pod_log(f"vc-{TENANT}", pods[-1]["metadata"]["name"], "renderer")
+    accepted = re.search(r"progress: (\d+) status patches accepted", log)
+    assert accepted and int(accepted[1]) > 0, log[-3000:]
     operator = _pod(c, OPERATOR)
     assert operator["spec"]["nodeName"] == c.cfg.node_name and _ready(operator)
