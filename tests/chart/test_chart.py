@@ -324,3 +324,31 @@ def test_a_tenant_namespace_gets_its_own_storage_identity() -> None:
                 if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "vibecraft-renderer"}
     assert accounts["vc-alice"] == {"team": "all", "eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/alice"}
     assert accounts["vc-bob"] == {"team": "all"}
+
+
+def test_renderer_network_policy_selects_render_pods_and_keeps_them_off_private_networks() -> None:
+    """renderer.networkPolicy: one per render namespace, matching the pods the operator's Jobs make; no
+    ingress; egress to DNS, public addresses, the egress allow-list and the extra rules only."""
+    from vibecraft_operator.jobs import build_job
+
+    from tests.operator.operator_factories import musicvideo, settings
+
+    extra = '{"to":[{"ipBlock":{"cidr":"172.18.0.2/32"}}],"ports":[{"port":6443}]}'
+    docs = render("default", "--set", "renderer.networkPolicy.enabled=true", "--set", "renderer.namespaces={team-a}",
+                  "--set", "renderer.egressAllowCidrs={10.20.0.0/16}",
+                  "--set-json", f"renderer.networkPolicy.extraEgress=[{extra}]")
+    policies = {d["metadata"]["namespace"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    assert set(policies) == {"vibecraft-system", "team-a"}
+    spec = policies["team-a"]
+    pod_labels = build_job(musicvideo(), attempt=1, memory="1Gi", cpu="1", deadline_seconds=60,
+                           settings=settings())["spec"]["template"]["metadata"]["labels"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert spec["policyTypes"] == ["Ingress", "Egress"] and spec["ingress"] == []
+    dns, public, allowed = spec["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    v4, v6, *rest = public["to"]
+    assert v4["ipBlock"]["cidr"] == "0.0.0.0/0" and {"10.0.0.0/8", "169.254.0.0/16", "100.64.0.0/10", "127.0.0.0/8",
+                                                      "172.16.0.0/12", "192.168.0.0/16"} <= set(v4["ipBlock"]["except"])
+    assert v6["ipBlock"]["cidr"] == "::/0" and {"fc00::/7", "fe80::/10", "::1/128"} <= set(v6["ipBlock"]["except"])
+    assert rest == [{"ipBlock": {"cidr": "10.20.0.0/16"}}] and allowed == json.loads(extra)
+    assert not [d for d in render("default") if d["kind"] == "NetworkPolicy"]  # off unless asked for

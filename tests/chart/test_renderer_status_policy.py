@@ -40,7 +40,9 @@ def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     suffix = uuid.uuid4().hex[:5]
     name, system, ns = f"vc{suffix}", f"vc-sys-{suffix}", f"renders-{suffix}"
     cluster.kubectl("create", "namespace", ns)
-    values = {"s3": {"existingSecret": ""}, "api": {"enabled": False}, "renderer": {"namespaces": [ns]},
+    # (The renderer NetworkPolicy is on, so the real API server validates it; the local CNI does not enforce it.)
+    values = {"s3": {"existingSecret": ""}, "api": {"enabled": False},
+              "renderer": {"namespaces": [ns], "networkPolicy": {"enabled": True}},
               "operator": {"watchNamespaces": ["no-such-namespace"]}, "tenancy": {"enabled": False}}
     vf: Path = tmp_path_factory.mktemp("status-policy") / "values.json"
     vf.write_text(json.dumps(values))
