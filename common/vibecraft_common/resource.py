@@ -29,6 +29,9 @@ ENV_NUMBA_SEED: Final = "VIBECRAFT_NUMBA_CACHE_SEED"  # read-only numba cache ba
 # Networks the renderer may download from although they are loopback, link-local or private (on-prem
 # storage): comma-separated CIDRs such as "10.20.0.0/16,fd00:1::/64"; empty (the default) allows none.
 ENV_EGRESS_ALLOW: Final = "VIBECRAFT_EGRESS_ALLOW_CIDRS"
+# The most Replicate predictions this attempt may create (what is left of its namespace's monthly
+# budget); unset means no budget. Cached images cost nothing.
+ENV_REPLICATE_MAX_PREDICTIONS: Final = "VIBECRAFT_REPLICATE_MAX_PREDICTIONS"
 
 # Labels on Jobs/Pods linking back to their MusicVideo.
 LABEL_NAME: Final = f"{GROUP}/musicvideo"
@@ -44,6 +47,7 @@ EXIT_UPLOAD_FAILED: Final = 12
 EXIT_REPLICATE_FAILED: Final = 13
 EXIT_MEMORY_GUARD: Final = 14
 EXIT_INPUT_NOT_FOUND: Final = 15  # the input's server answered: no such object, file or bucket
+EXIT_REPLICATE_BUDGET: Final = 16  # the render needs more new Replicate images than its budget allows
 EXIT_INTERNAL: Final = 1
 
 # What each exit code means, as the failure reason the operator records (status.lastFailure.reason).
@@ -56,9 +60,11 @@ EXIT_REASONS: Final = {
     EXIT_REPLICATE_FAILED: "ReplicateFailed",
     EXIT_MEMORY_GUARD: "MemoryGuard",
     EXIT_INPUT_NOT_FOUND: "InputNotFound",
+    EXIT_REPLICATE_BUDGET: "ReplicateBudgetExceeded",
 }
 # Exit codes a retry cannot fix (failure class "permanent"): the same spec and audio fail the same way,
 # and a URL whose object (or bucket) does not exist is looked up again and found missing again.
-PERMANENT_EXIT_CODES: Final = frozenset({EXIT_USAGE, EXIT_BAD_AUDIO, EXIT_INPUT_NOT_FOUND})
+# A used-up Replicate budget stays used up until the month ends.
+PERMANENT_EXIT_CODES: Final = frozenset({EXIT_USAGE, EXIT_BAD_AUDIO, EXIT_INPUT_NOT_FOUND, EXIT_REPLICATE_BUDGET})
 
 TERMINATION_LOG: Final = "/dev/termination-log"

@@ -59,6 +59,8 @@ class Progress(_Open):
     etaSeconds: float | None = Field(default=None, ge=0, description="Estimated seconds until the attempt finishes.")
     message: str | None = Field(default=None, max_length=L.PROGRESS_MESSAGE_MAX_LENGTH,
                                 description="What is happening now, in words (the operator's, between attempts).")
+    predictions: int | None = Field(default=None, ge=0,
+                                    description="Replicate predictions this attempt has created so far (billed).")
 
 
 class Failure(_Open):
@@ -144,6 +146,9 @@ class MusicVideoStatus(_Open):
     memoryLimit: str | None = Field(default=None,
                                     description="Memory limit of the current attempt (raised after OOM kills).")
     jobName: str | None = Field(default=None, description="The Job of the current attempt.")
+    replicatePredictions: int | None = Field(
+        default=None, ge=0, description="Replicate predictions charged to this MusicVideo over its finished attempts "
+                                        "(they count against its namespace's monthly budget).")
     specHash: str | None = Field(default=None,
                                  description="Hash of the spec being rendered (without suspend); a change renders again.")
     nextAttemptAt: str | None = Field(default=None, description="When the next attempt starts after a failure.",

@@ -2,7 +2,7 @@
 
 from typing import Final
 
-from vibecraft_common.resource import EXIT_MEMORY_GUARD, EXIT_REASONS, GROUP
+from vibecraft_common.resource import EXIT_MEMORY_GUARD, EXIT_REASONS, EXIT_REPLICATE_BUDGET, GROUP
 from vibecraft_common.status import CANCELLED, QUEUED, SUCCEEDED
 
 # Condition types (status.conditions[].type).
@@ -25,6 +25,8 @@ R_SPEC_CHANGED: Final = "SpecChanged"
 R_OOM_KILLED: Final = "OOMKilled"
 R_PROBABLE_OOM: Final = "ProbableOOMKill"
 R_MEMORY_GUARD: Final = EXIT_REASONS[EXIT_MEMORY_GUARD]
+R_REPLICATE_BUDGET: Final = EXIT_REASONS[EXIT_REPLICATE_BUDGET]  # the namespace's month is used up
+R_AWAITING_BUDGET: Final = "AwaitingReplicateBudget"  # what is left is reserved by renders running now
 R_DISRUPTED: Final = "Disrupted"
 R_DISK_FULL: Final = "DiskFull"  # the pod outgrew its scratch sizeLimit or ephemeral-storage limit
 R_POD_DELETED: Final = "PodDeleted"

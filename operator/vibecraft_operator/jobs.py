@@ -12,6 +12,7 @@ from vibecraft_common.resource import (
     ENV_MEMORY_LIMIT_MB,
     ENV_MV_NAME,
     ENV_MV_NAMESPACE,
+    ENV_REPLICATE_MAX_PREDICTIONS,
     ENV_SPEC_JSON,
     EXIT_REASONS,
     LABEL_ATTEMPT,
@@ -81,8 +82,10 @@ def spec_json(spec: Mapping[str, Any]) -> str:
     return json.dumps(spec, sort_keys=True, separators=(",", ":"))
 
 
-def build_env(mv: Mapping[str, Any], attempt: int, settings: Settings) -> list[dict[str, Any]]:
-    """The renderer's env: the spec, its identity, S3 and Replicate credentials by reference."""
+def build_env(mv: Mapping[str, Any], attempt: int, settings: Settings, max_predictions: int | None = None
+              ) -> list[dict[str, Any]]:
+    """The renderer's env: the spec, its identity, S3 and Replicate credentials by reference, and the
+    Replicate predictions it may create (what its namespace's budget has left; None = no budget)."""
     meta = mv["metadata"]
     env: list[dict[str, Any]] = [
         {"name": ENV_SPEC_JSON, "value": spec_json(mv.get("spec") or {})},
@@ -106,6 +109,8 @@ def build_env(mv: Mapping[str, Any], attempt: int, settings: Settings) -> list[d
         env.append({"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint})
     if settings.egress_allow_cidrs:
         env.append({"name": ENV_EGRESS_ALLOW, "value": settings.egress_allow_cidrs})
+    if max_predictions is not None:
+        env.append({"name": ENV_REPLICATE_MAX_PREDICTIONS, "value": str(max_predictions)})
     return env
 
 
@@ -148,6 +153,7 @@ def build_job(
     cpu: str,
     deadline_seconds: int,
     settings: Settings,
+    max_predictions: int | None = None,
 ) -> dict[str, Any]:
     """The Job of attempt `attempt` of MusicVideo `mv` (owned by it, so deleting `mv` deletes it)."""
     meta, spec = mv["metadata"], mv.get("spec") or {}
@@ -180,7 +186,7 @@ def build_job(
                 "image": settings.renderer_image,
                 "imagePullPolicy": settings.renderer_image_pull_policy,
                 "args": ["--from-env"],
-                "env": build_env(mv, attempt, settings),
+                "env": build_env(mv, attempt, settings, max_predictions),
                 "resources": {"requests": dict(resources), "limits": dict(resources)},
                 "terminationMessagePath": TERMINATION_LOG,
                 # A crash that never wrote the termination log still leaves its last log lines.

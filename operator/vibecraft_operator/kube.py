@@ -84,3 +84,20 @@ class Kube:
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         result = self._call(self._core.list_namespaced_pod, namespace, label_selector=selector) or {}
         return list(result.get("items") or [])
+
+    def get_configmap_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The ConfigMap's data, or None if it does not exist."""
+        result = self._call(self._core.read_namespaced_config_map, name, namespace, missing_ok=True)
+        return None if result is None else dict(result.get("data") or {})
+
+    def put_configmap_entry(self, namespace: str, name: str, key: str, value: str) -> None:
+        """Set one key of the ConfigMap's data, creating the ConfigMap if needed."""
+        patch = {"data": {key: value}}
+        if self._call(self._core.patch_namespaced_config_map, name, namespace, patch, missing_ok=True) is None:
+            body = {"metadata": {"name": name}, "data": {key: value}}
+            try:
+                self._call(self._core.create_namespaced_config_map, namespace, body)
+            except ApiException as exc:
+                if exc.status != 409:  # created meanwhile: patch it
+                    raise
+                self._call(self._core.patch_namespaced_config_map, name, namespace, patch)

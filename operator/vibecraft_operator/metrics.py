@@ -21,6 +21,13 @@ QUEUED = Gauge("vibecraft_renders_queued", "Renders waiting for a slot or for Ku
 OLDEST_QUEUED = Gauge(
     "vibecraft_oldest_queued_seconds", "Age of the oldest render waiting in phase Queued (0 when none wait)."
 )
+REPLICATE_PREDICTIONS = Counter(
+    "vibecraft_replicate_predictions_total", "Replicate predictions charged to finished attempts, by namespace.",
+    ["namespace"])
+REPLICATE_BUDGET_REMAINING = Gauge(
+    "vibecraft_replicate_budget_remaining",
+    "Replicate predictions a namespace may still create this month (namespaces with a budget; reservations of "
+    "running renders not subtracted).", ["namespace"])
 OOM_RETRIES = Counter("vibecraft_oom_retries_total", "Attempts retried with more memory after an OOM kill.")
 RETRIES = Counter("vibecraft_retries_total", "Attempts retried, by why.", ["kind"])
 RECONCILE_ERRORS = Counter(

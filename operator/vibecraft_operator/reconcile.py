@@ -21,6 +21,7 @@ from vibecraft_common.status import (
 
 from vibecraft_operator import mergepatch
 from vibecraft_operator import status as st
+from vibecraft_operator.budget import Allowance, uses_replicate
 from vibecraft_operator.classify import Failure, FailureKind, classify, job_finished, outgrown_storage
 from vibecraft_operator.constants import (
     COND_PROGRESSING,
@@ -28,6 +29,7 @@ from vibecraft_operator.constants import (
     JOB_FAILED,
     POD_FAILED,
     POD_SUCCEEDED,
+    R_AWAITING_BUDGET,
     R_CANCELLED,
     R_DEADLINE,
     R_INVALID_SPEC,
@@ -36,6 +38,7 @@ from vibecraft_operator.constants import (
     R_OOM_KILLED,
     R_QUEUED,
     R_RENDERING,
+    R_REPLICATE_BUDGET,
     R_SUCCEEDED,
 )
 from vibecraft_operator.errors import InvalidSpec
@@ -49,6 +52,7 @@ from vibecraft_operator.timeutil import parse_time
 
 DEADLINE_GRACE = timedelta(seconds=120)  # the Job's own activeDeadlineSeconds should fire first
 DELETION_POLL = 2.0  # seconds between checks that a deleted Job is gone
+BUDGET_RECHECK = timedelta(seconds=30)  # a render waiting for others' Replicate reservations looks again
 
 
 class Outcome(enum.Enum):
@@ -81,6 +85,7 @@ class Observation:
     now: datetime
     admission: Admission
     outputs: Outputs | None = None  # read from S3 when the Job completed
+    replicate: Allowance | None = None  # the namespace's Replicate budget; None = no budget
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class Plan:
     again: float | None = None  # 0 = at once; None = on the next change (or resync)
     first_job: bool = False  # the MusicVideo's first Job ever (for the apply→Job latency)
     prelude: dict[str, Any] = field(default_factory=dict)  # the folded status-only steps' patch, alone
+    predictions: int | None = None  # the Replicate predictions create_job's attempt may create
 
     @property
     def status_only(self) -> bool:
@@ -114,7 +120,7 @@ class Plan:
         """This status-only step followed by `nxt`, as one step (`base`: the status both start from)."""
         return Plan(status=mergepatch.compose(base, self.status, nxt.status), create_job=nxt.create_job,
                     delete_job=nxt.delete_job, events=[*self.events, *nxt.events], outcome=self.outcome or nxt.outcome,
-                    again=nxt.again, first_job=nxt.first_job, prelude=self.status)
+                    again=nxt.again, first_job=nxt.first_job, prelude=self.status, predictions=nxt.predictions)
 
     def info(self, reason: str, message: str) -> "Plan":
         """Add a Normal event."""
@@ -403,13 +409,35 @@ def _launch(obs: Observation, settings: Settings, generation: int, attempt: int)
         return _give_up(obs, generation, attempt, Failure(FailureKind.DEADLINE, R_DEADLINE, message))
     memory = str(status.get("memoryLimit") or resources.memory)
     number = attempt + 1
+    max_predictions = None
+    if uses_replicate(spec):
+        max_predictions = settings.replicate_max_predictions_per_render
+        if (allowance := obs.replicate) is not None:
+            if allowance.remaining <= 0:
+                message = allowance.exhausted_message(mv["metadata"]["namespace"])
+                if allowance.reserved:  # renders running now may leave some over: wait for them
+                    return _await_budget(obs, generation, message)
+                failure = Failure(FailureKind.PERMANENT, R_REPLICATE_BUDGET, message)
+                return _give_up(obs, generation, attempt, failure)
+            max_predictions = min(max_predictions, allowance.remaining)
     job = build_job(mv, attempt=number, memory=memory, cpu=resources.cpu, deadline_seconds=remaining,
-                    settings=settings)
+                    settings=settings, max_predictions=max_predictions)
     name = job_name(mv["metadata"]["name"], number)
     patch = st.launched(status, attempt=number, job_name=name, memory=memory, kueue=kueue,
                         generation=generation, now=now)
-    plan = Plan(patch, create_job=job, first_job=number == 1, again=None)
+    plan = Plan(patch, create_job=job, first_job=number == 1, again=None, predictions=max_predictions)
     return plan.info("JobCreated", f"attempt {number}: Job {name} ({memory} memory, {resources.cpu} cpu)")
+
+
+def _await_budget(obs: Observation, generation: int, message: str) -> Plan:
+    """No Replicate budget left but what running renders have reserved: look again when one ends."""
+    status = obs.mv.get("status") or {}
+    current = st.condition(status, COND_PROGRESSING) or {}
+    again = BUDGET_RECHECK.total_seconds()
+    if (current.get("reason"), current.get("message")) == (R_AWAITING_BUDGET, message):
+        return Plan(again=again)
+    patch = st.progressing(status, reason=R_AWAITING_BUDGET, message=message, generation=generation, now=obs.now)
+    return Plan(patch, again=again).info(R_AWAITING_BUDGET, message)
 
 
 def cancel(mv: Mapping[str, Any], now: datetime) -> Plan | None:

@@ -13,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 from vibecraft_common.resource import LABEL_ATTEMPT, LABEL_NAME
 from vibecraft_common.status import CANCELLED, QUEUED, RUNNING
 
-from vibecraft_operator import mergepatch, metrics
+from vibecraft_operator import budget, mergepatch, metrics
 from vibecraft_operator.constants import (
     ANNOTATION_SPEC_HASH,
     R_JOB_NAME_TAKEN,
@@ -37,6 +37,7 @@ from vibecraft_operator.reconcile import (
 from vibecraft_operator.settings import Settings
 from vibecraft_operator.status import attempt_skipped
 from vibecraft_operator.timeutil import parse_time, utcnow
+from vibecraft_operator.usage import UsageBook
 from vibecraft_operator.wakeups import Wakeups
 
 MAX_STEPS = 8  # steps per wake-up; a plan chain longer than this is looked at again a second later
@@ -156,8 +157,18 @@ class Runtime:
     ledger: Ledger = field(default_factory=Ledger)
     wakeups: Wakeups = field(default_factory=Wakeups)
     clocks: Clocks = field(default_factory=Clocks)
+    usage: UsageBook | None = None  # Replicate predictions per namespace and month (set in __post_init__)
     _observed: Callable[[], Iterable[QueueEntry]] | None = None
     _recount: asyncio.TimerHandle | None = None
+
+    def __post_init__(self) -> None:
+        if self.usage is None:
+            self.usage = UsageBook(self.kube, self.settings)
+
+    @property
+    def book(self) -> UsageBook:
+        assert self.usage is not None
+        return self.usage
 
     @property
     def limits(self) -> Limits:
@@ -193,6 +204,7 @@ class Runtime:
         """The MusicVideo `uid` is deleted."""
         self.ledger.forget(uid)
         self.clocks.forget(uid)
+        self.book.release(uid)
 
     async def reconcile(
         self,
@@ -242,13 +254,19 @@ class Runtime:
         outputs = None
         if wants_outputs(mv, job):
             outputs = await asyncio.to_thread(fetch_outputs, mv.get("spec") or {}, self.settings)
+        metered = budget.uses_replicate(mv.get("spec") or {}) and self.book.budget(namespace) is not None
+        if metered:
+            await asyncio.to_thread(self.book.load)  # raises while unreadable: no Replicate Job unbudgeted
 
-        # No await from here until the ledger notes the new phase: admission is decided atomically.
+        # No await from here until the ledger notes the new phase: admission is decided atomically (and the
+        # Replicate allowance with it, the reservation of what the new attempt may spend).
         entry = queue_entry(mv)
         entries = [e for e in self.ledger.entries(observed()) if e.uid != uid] + [entry]
         admission = admit(entry, entries, self.limits)
         now, tick = utcnow(), time.monotonic()  # the plan's time, on both clocks (for the metrics)
-        plan = decide_folded(Observation(mv, job, pods, now, admission, outputs), self.settings)
+        allowance = self.book.allowance(namespace, uid, now) if metered else None
+        plan = decide_folded(Observation(mv, job, pods, now, admission, outputs, allowance), self.settings)
+        self._reserve(uid, namespace, plan, allowance)
         old_phase, new_phase = str(status.get("phase") or ""), plan.status.get("phase")
         if new_phase:
             self.ledger.note(uid, new_phase)
@@ -262,6 +280,13 @@ class Runtime:
         if old_phase == RUNNING and new_phase and new_phase != RUNNING:
             self.wakeups.wake_all()
         return again
+
+    def _reserve(self, uid: str, namespace: str, plan: Plan, allowance: budget.Allowance | None) -> None:
+        """An attempt that ends gives back its reservation; one that starts takes what it may spend."""
+        if (plan.status.get("progress") or {}).get(budget.PREDICTIONS, 0) is None:  # progress cleared
+            self.book.release(uid)
+        if plan.create_job is not None and allowance is not None and plan.predictions is not None:
+            self.book.reserve(uid, namespace, plan.predictions)
 
     async def cancel(self, namespace: str, name: str, logger: kopf.Logger) -> None:
         """The MusicVideo is being deleted: say `Cancelled` if it had not finished (best effort)."""
@@ -322,7 +347,7 @@ class Runtime:
         """
         tick = time.monotonic() if tick is None else tick
         meta = mv["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
+        namespace = meta["namespace"]
         if plan.delete_job:
             await asyncio.to_thread(self.kube.delete_job, namespace, plan.delete_job)
             logger.info(f"Deleted Job {plan.delete_job}")
@@ -334,7 +359,7 @@ class Runtime:
                 status = mv.get("status") or {}
                 skipped = mergepatch.compose(status, plan.prelude, attempt_skipped(attempt))
                 self.ledger.note(meta["uid"], str(mergepatch.apply_patch(status, skipped).get("phase") or ""))
-                await asyncio.to_thread(self.kube.patch_musicvideo_status, namespace, name, skipped)
+                await self._patch_status(mv, skipped, logger)
                 kopf.event(as_body(mv), type="Warning", reason=R_JOB_NAME_TAKEN, message=str(exc))
                 return 0
             except ApiException as exc:  # refused (quota, admission, RBAC): say so where users look
@@ -342,14 +367,14 @@ class Runtime:
                     kopf.event(as_body(mv), type="Warning", reason="JobCreateFailed",
                                message=f"creating Job {plan.create_job['metadata']['name']}: {api_message(exc)}")
                 if plan.prelude:  # what was decided before the create still holds (e.g. accepted)
-                    await asyncio.to_thread(self.kube.patch_musicvideo_status, namespace, name, plan.prelude)
+                    await self._patch_status(mv, plan.prelude, logger)
                 raise
             if plan.first_job:
                 latency = self.clocks.apply_to_job(mv, time.monotonic())
                 if latency is not None:
                     metrics.APPLY_TO_JOB.observe(latency)
         if plan.status:
-            await asyncio.to_thread(self.kube.patch_musicvideo_status, namespace, name, plan.status)
+            await self._patch_status(mv, plan.status, logger)
             self.clocks.note_started(meta["uid"], plan.status, tick)
         for event in plan.events:
             kopf.event(as_body(mv), type=event.type, reason=event.reason, message=event.message)
@@ -357,6 +382,15 @@ class Runtime:
             log(f"{event.reason}: {event.message}")
         self._count(mv, plan, tick)
         return plan.again
+
+    async def _patch_status(self, mv: Mapping[str, Any], patch: Mapping[str, Any], logger: kopf.Logger) -> None:
+        """Write a status patch, with the Replicate cost of the attempt it ends (budget.charge) in the same write."""
+        namespace, name = mv["metadata"]["namespace"], mv["metadata"]["name"]
+        charged, spent = budget.charge(mv.get("status") or {}, patch)
+        await asyncio.to_thread(self.kube.patch_musicvideo_status, namespace, name, charged)
+        if spent:
+            await asyncio.to_thread(self.book.charge, namespace, spent, utcnow())
+            logger.info(f"Charged {spent} Replicate predictions to namespace {namespace}")
 
     async def _create_job(self, mv: Mapping[str, Any], job: Mapping[str, Any], logger: kopf.Logger) -> None:
         """Create the Job; an existing one of that name is fine if it is ours and renders this spec."""

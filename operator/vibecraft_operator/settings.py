@@ -38,6 +38,16 @@ class Settings(BaseSettings):
     # same env var. Empty: only public addresses (the renderer's egress guard, renderer/egress.py).
     egress_allow_cidrs: str = ""
 
+    # Replicate predictions per tenant namespace and calendar month (operator/budget.py): the default
+    # for every namespace (None = no budget), and per-namespace values (JSON object) that replace it.
+    # The count is kept in the ConfigMap `usage_configmap` in `usage_namespace` (the operator's own).
+    replicate_monthly_budget: int | None = Field(default=None, ge=0)
+    # The most predictions one attempt may create, budget or not (the renderer plans at most 24 images).
+    replicate_max_predictions_per_render: int = Field(default=24, ge=1)
+    replicate_namespace_budgets: dict[str, Annotated[int, Field(ge=0)]] = {}
+    usage_namespace: str = "vibecraft-system"
+    usage_configmap: str = "vibecraft-replicate-usage"
+
     # Concurrency: 0 means unlimited.
     max_running: int = Field(default=0, ge=0)
     max_running_per_namespace: int = Field(default=0, ge=0)

@@ -30,7 +30,8 @@ from vibecraft_operator.timeutil import format_time
 Status = Mapping[str, Any]
 Patch = dict[str, Any]
 # Merge-patch nulls: the renderer's fields of status.progress, removed between attempts.
-CLEARED_PROGRESS: Patch = {"stage": None, "percent": None, "framesDone": None, "framesTotal": None, "etaSeconds": None}
+CLEARED_PROGRESS: Patch = {"stage": None, "percent": None, "framesDone": None, "framesTotal": None, "etaSeconds": None,
+                           "predictions": None}
 
 
 def with_condition(

@@ -14,7 +14,12 @@ from typing import Any, Final, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 from vibecraft_common.limits import DEFAULT_CRF, DEFAULT_MODEL, DEFAULT_PRESET, Backend, CutEvery
-from vibecraft_common.resource import ENV_MEMORY_LIMIT_MB, ENV_SEGMENT_SECONDS, ENV_WORK_DIR
+from vibecraft_common.resource import (
+    ENV_MEMORY_LIMIT_MB,
+    ENV_REPLICATE_MAX_PREDICTIONS,
+    ENV_SEGMENT_SECONDS,
+    ENV_WORK_DIR,
+)
 from vibecraft_common.spec import AudioTiming, Style, Video
 
 from .errors import UsageError
@@ -88,6 +93,7 @@ class RuntimeOptions:
     replicate_concurrency: int = 3
     memory_limit_mb: float | None = None
     keep_segments: bool = False
+    max_predictions: int | None = None  # Replicate predictions this run may create (None: no budget)
 
 
 def _obj(value: object, where: str) -> Mapping[str, Any]:
@@ -179,6 +185,11 @@ def runtime_from_env(**overrides: Any) -> RuntimeOptions:
         values["memory_limit_mb"] = mem
     if os.environ.get(ENV_WORK_DIR):
         values["work_dir"] = os.environ[ENV_WORK_DIR]
+    budget = _env_float(ENV_REPLICATE_MAX_PREDICTIONS)
+    if budget is not None:
+        if budget < 0 or budget != int(budget):
+            raise UsageError(f"env {ENV_REPLICATE_MAX_PREDICTIONS} must be a whole number ≥ 0, got {budget}")
+        values["max_predictions"] = int(budget)
     values.update({k: v for k, v in overrides.items() if v is not None})
     opts = RuntimeOptions(**values)
     if not 1.0 <= opts.segment_seconds <= 3600.0:

@@ -12,6 +12,7 @@ from vibecraft_common.resource import (
     EXIT_INPUT_NOT_FOUND,
     EXIT_INTERNAL,
     EXIT_MEMORY_GUARD,
+    EXIT_REPLICATE_BUDGET,
     EXIT_REPLICATE_FAILED,
     EXIT_UPLOAD_FAILED,
     EXIT_USAGE,
@@ -67,6 +68,15 @@ class ReplicateFailedError(RenderError):
     """Image generation through Replicate failed (no token, model error, retries exhausted)."""
 
     exit_code = EXIT_REPLICATE_FAILED
+
+
+class ReplicateBudgetError(ReplicateFailedError):
+    """The render needs more new Replicate images than its namespace's monthly budget has left.
+
+    Permanent: the budget does not grow back before the month ends (docs/security.md).
+    """
+
+    exit_code = EXIT_REPLICATE_BUDGET
 
 
 class MemoryGuardError(RenderError):

@@ -59,7 +59,9 @@ def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Render
         work = Path(tmp)
         generator = None
         if spec.style.backend == "replicate":
-            generator = ReplicateImages(layout.cache, work, opts.replicate_concurrency)  # fails fast w/o token
+            generator = ReplicateImages(layout.cache, work, opts.replicate_concurrency,  # fails fast w/o token
+                                        max_predictions=opts.max_predictions,
+                                        on_prediction=progress.predictions_created)
         guard = MemoryGuard(opts.memory_limit_mb)
 
         song = storage.redact(spec.audio_url)  # what messages call the input, not its scratch copy

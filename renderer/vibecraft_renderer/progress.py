@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,10 +43,12 @@ class Snapshot:
     frames_total: int | None
     eta_seconds: int | None
     message: str
+    predictions: int | None = None  # Replicate predictions created so far (replicate backend only)
 
     def to_status(self) -> dict[str, Any]:
-        """camelCase fields of status.progress (None clears a field in a merge patch)."""
-        return {
+        """camelCase fields of status.progress (None clears a field in a merge patch); `predictions` only
+        once a Replicate prediction was created (the operator charges the last count an attempt reported)."""
+        status: dict[str, Any] = {
             "stage": self.stage,
             "percent": round(self.percent, 1),
             "framesDone": self.frames_done,
@@ -53,6 +56,9 @@ class Snapshot:
             "etaSeconds": self.eta_seconds,
             "message": self.message,
         }
+        if self.predictions is not None:
+            status["predictions"] = self.predictions
+        return status
 
 
 class Sink(Protocol):
@@ -87,6 +93,8 @@ class Progress:
         self.message = ""
         self._rate_start: tuple[float, int] | None = None
         self.last: Snapshot | None = None
+        self.predictions: int | None = None
+        self._emitting = threading.Lock()  # Replicate workers report predictions from their own threads
 
     def _percent(self) -> float:
         total = sum(self.weights.values())
@@ -117,11 +125,13 @@ class Progress:
         return None
 
     def _emit(self, important: bool) -> None:
-        pct = self._percent()
-        snap = Snapshot(self.stage_name, pct, self.frames_done, self.frames_total, self._eta(pct), self.message)
-        self.last = snap
-        for sink in self.sinks:
-            sink.emit(snap, important)
+        with self._emitting:
+            pct = self._percent()
+            snap = Snapshot(self.stage_name, pct, self.frames_done, self.frames_total, self._eta(pct), self.message,
+                            self.predictions)
+            self.last = snap
+            for sink in self.sinks:
+                sink.emit(snap, important)
 
     def stage(self, name: Stage, message: str = "") -> None:
         """Enter a stage (reported immediately)."""
@@ -156,6 +166,12 @@ class Progress:
         if message is not None:
             self.message = message
         self._emit(important=False)
+
+    def predictions_created(self, count: int) -> None:
+        """Replicate predictions created so far: billed, so reported at once (the operator charges the
+        namespace's budget with the last count the attempt reported)."""
+        self.predictions = count
+        self._emit(important=True)
 
     def restart_rate(self) -> None:
         """Frames skipped via checkpoints must not inflate the measured frame rate."""

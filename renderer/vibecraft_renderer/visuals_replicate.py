@@ -28,7 +28,7 @@ from typing import Any, Final
 from . import egress, storage
 from .analysis import Section
 from .config import RenderSpec
-from .errors import ReplicateFailedError
+from .errors import ReplicateBudgetError, ReplicateFailedError
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,8 @@ class ReplicateImages:
         token: str | None = None,
         base_url: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        max_predictions: int | None = None,
+        on_prediction: Callable[[int], None] | None = None,
     ) -> None:
         self.token = token if token is not None else os.environ.get("REPLICATE_API_TOKEN", "")
         if not self.token:
@@ -119,6 +121,11 @@ class ReplicateImages:
         self.created = 0
         self.cache_hits = 0
         self._lock = threading.Lock()
+        # The budget (None: none) counts predictions created; `_creating` those being created right now,
+        # so that concurrent workers cannot all take the last one.
+        self.max_predictions = max_predictions
+        self._creating = 0
+        self.on_prediction = on_prediction
 
     def _replicate(self) -> Any:
         if self._client is None:
@@ -140,6 +147,10 @@ class ReplicateImages:
         unique = list({r.key: r for r in requests}.values())
         results: dict[str, Path] = {}
         done = 0
+        if self.max_predictions is not None:  # fail before spending anything when the budget cannot cover it
+            new = sum(not storage.exists(self._cache_url(r)) for r in unique)
+            if new > self.max_predictions:
+                raise ReplicateBudgetError(self._over_budget(new))
 
         def one(req: ImageRequest) -> tuple[str, Path]:
             return req.key, self._image(req)
@@ -155,7 +166,7 @@ class ReplicateImages:
 
     def _image(self, req: ImageRequest) -> Path:
         local = self.work_dir / f"img-{req.key[:16]}.img"
-        cache_url = storage.join(self.cache_prefix, f"{req.key}.img")
+        cache_url = self._cache_url(req)
         if storage.exists(cache_url):
             storage.get_file(cache_url, local)
             with self._lock:
@@ -166,6 +177,33 @@ class ReplicateImages:
         local.write_bytes(data)
         storage.put_file(local, cache_url, "application/octet-stream")
         return local
+
+    def _cache_url(self, req: ImageRequest) -> str:
+        return storage.join(self.cache_prefix, f"{req.key}.img")
+
+    def _over_budget(self, needed: int) -> str:
+        return (f"this render needs {needed} new Replicate images, but its namespace's monthly prediction budget "
+                f"allows {self.max_predictions} more (cached images are free; ask for fewer images or wait for "
+                "the next month)")
+
+    def _create_within_budget(self, req: ImageRequest) -> Any:
+        """`_create`, counted against the budget: a slot is taken before the request and kept if it created one."""
+        with self._lock:
+            if self.max_predictions is not None and self.created + self._creating >= self.max_predictions:
+                raise ReplicateBudgetError(self._over_budget(self.created + self._creating + 1))
+            self._creating += 1
+        created = False
+        try:
+            prediction = self._create(req)
+            created = True
+            return prediction
+        finally:
+            with self._lock:
+                self._creating -= 1
+                self.created += created
+                count = self.created
+            if created and self.on_prediction:
+                self.on_prediction(count)
 
     def _create(self, req: ImageRequest) -> Any:
         import httpx
@@ -206,9 +244,7 @@ class ReplicateImages:
         return float(min(MAX_BACKOFF_S, 0.5 * 2 ** (attempt - 1) * (1 + 0.25 * random.random())))
 
     def _predict(self, req: ImageRequest) -> bytes:
-        prediction = self._create(req)
-        with self._lock:
-            self.created += 1
+        prediction = self._create_within_budget(req)
         deadline = time.monotonic() + PREDICTION_TIMEOUT_S
         poll = float(os.environ.get("REPLICATE_POLL_INTERVAL", "0.5"))
         try:

@@ -4,6 +4,8 @@ Scenarios (comma-separated, `@N` limits a step to attempt N):
   oom@1        allocate far beyond the memory limit (the cgroup OOM-kills us) on attempt 1
   fail:11@1    exit 11 with a termination message on attempt 1 (any attempt without @)
   sleep:30     sleep 30 seconds
+  predict:3    as the replicate backend creating 3 predictions: report them in status.progress, or fail as
+               ReplicateBudgetExceeded (exit 16, nothing created) when the Job allows fewer
   ok           upload video.mp4, thumbnail.jpg and analysis.json to spec.output.url, exit 0
 """
 
@@ -50,6 +52,19 @@ for step in spec["style"].get("prompt", "ok").split(","):
         sys.exit(int(arg))
     elif name == "sleep":
         time.sleep(float(arg))
+    elif name == "predict":
+        wanted, allowed = int(arg), int(os.environ.get("VIBECRAFT_REPLICATE_MAX_PREDICTIONS", arg))
+        if wanted > allowed:
+            Path(os.environ.get("VIBECRAFT_TERMINATION_LOG", "/dev/termination-log")).write_text(
+                f"this render needs {wanted} new Replicate images, but its namespace's monthly prediction "
+                f"budget allows {allowed} more\n")
+            sys.exit(16)
+        from vibecraft_renderer.progress import KubeStatusSink, Snapshot  # what the real renderer reports with
+
+        sink = KubeStatusSink(os.environ["VIBECRAFT_MUSICVIDEO_NAME"], os.environ["VIBECRAFT_MUSICVIDEO_NAMESPACE"])
+        sink.emit(Snapshot("generating", 20.0, None, None, None, f"image {wanted}/{wanted}", wanted), important=True)
+        sink.close()
+        assert sink.sent == 1, "the progress patch was refused"
     elif name == "ok":
         upload()
 sys.exit(0)

@@ -82,7 +82,7 @@ def test_kube_sink_patches_only_status_progress_throttled() -> None:
     assert len(api.calls) == 2
     clock.now += 0.1
     p.update(frames_done=61, frames_total=100, message="segment 3/4")
-    p.close()  # flushes the pending update
+    sink.close()  # flushes the pending update
     assert len(api.calls) == 3
     call = api.calls[-1]
     assert call["gvp"] == ("vibecraft.io", "v1alpha1", "musicvideos")
@@ -93,6 +93,9 @@ def test_kube_sink_patches_only_status_progress_throttled() -> None:
     assert set(progress) == {"stage", "percent", "framesDone", "framesTotal", "etaSeconds", "message"}
     assert progress["framesDone"] == 61 and progress["message"] == "segment 3/4"
     assert 0 <= progress["percent"] <= 100
+    clock.now += 0.1
+    p.predictions_created(2)  # billed: sent at once, throttle or not
+    assert len(api.calls) == 4 and api.calls[-1]["body"]["status"]["progress"]["predictions"] == 2
 
 
 def test_kube_patch_failures_are_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:

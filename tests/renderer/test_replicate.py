@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -12,9 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vibecraft_common.resource import ENV_EGRESS_ALLOW, EXIT_REPLICATE_FAILED
+from vibecraft_common.resource import (
+    ENV_EGRESS_ALLOW,
+    ENV_REPLICATE_MAX_PREDICTIONS,
+    EXIT_REPLICATE_BUDGET,
+    EXIT_REPLICATE_FAILED,
+)
 from vibecraft_renderer import visuals_replicate
-from vibecraft_renderer.errors import ReplicateFailedError
+from vibecraft_renderer.errors import ReplicateBudgetError, ReplicateFailedError
 from vibecraft_renderer.visuals_replicate import ImageRequest, ReplicateImages
 
 from tests.fakes.replicate_server import FakeReplicate
@@ -172,7 +178,7 @@ def test_a_huge_output_image_fails_the_render_without_being_read(tmp_path: Path)
         script = (
             "import sys\n"
             "from pathlib import Path\n"
-            "from vibecraft_renderer.errors import ReplicateFailedError\n"
+            "from vibecraft_renderer.errors import ReplicateBudgetError, ReplicateFailedError\n"
             "from vibecraft_renderer.visuals_replicate import ImageRequest, ReplicateImages\n"
             f"images = ReplicateImages({str(tmp_path / 'cache')!r}, Path({str(tmp_path)!r}), token={server.token!r},"
             f" base_url={server.url!r}, sleep=lambda s: None)\n"
@@ -190,3 +196,53 @@ def test_a_huge_output_image_fails_the_render_without_being_read(tmp_path: Path)
     peak = int(res.stdout.split("PEAK_MB")[1])
     assert peak < 200, f"peak RSS {peak} MB"
     assert sent < 200 * 1024**2, f"the server streamed {sent >> 20} MiB before the renderer hung up"
+
+
+def _requests(n: int) -> list[ImageRequest]:
+    return [ImageRequest(i, 0, f"prompt {i}", i, "16:9", "fake/model") for i in range(n)]
+
+
+def test_a_budget_too_small_for_the_new_images_fails_before_any_prediction(tmp_path: Path) -> None:
+    """The namespace's budget (VIBECRAFT_REPLICATE_MAX_PREDICTIONS) counts new predictions only: images in
+    the cache are free, and a render whose new images do not fit fails at once, spending nothing."""
+    with FakeReplicate(throttle_first=0) as server:
+        def images(budget: int | None, seen: list[int] | None = None) -> ReplicateImages:
+            return ReplicateImages(str(tmp_path / "cache"), tmp_path, token=server.token, base_url=server.url,
+                                   sleep=lambda s: None, max_predictions=budget,
+                                   on_prediction=None if seen is None else seen.append)
+        with pytest.raises(ReplicateBudgetError, match=r"needs 3 new Replicate images, .* allows 2 more"):
+            images(2).generate(_requests(3))
+        assert server.stats.creates == 0
+        seen: list[int] = []
+        images(3, seen).generate(_requests(3))  # exactly enough, concurrently (3 workers)
+        assert server.stats.creates == 3 and sorted(seen) == [1, 2, 3]
+        done = images(1)  # two of these three are cached now: one new prediction fits a budget of 1
+        done.generate([*_requests(2)[1:], ImageRequest(9, 0, "new", 9, "16:9", "fake/model")])
+        assert (server.stats.creates, done.created, done.cache_hits) == (4, 1, 1)
+        images(0).generate(_requests(3))  # all cached: a used-up budget costs nothing here
+
+
+def test_the_budget_bounds_predictions_even_when_the_cache_lies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """The up-front count can be wrong (cached images deleted meanwhile): creating stays bounded anyway."""
+    calls = itertools.count()
+    monkeypatch.setattr(visuals_replicate.storage, "exists", lambda url: next(calls) < 5)  # cached, then gone
+    with FakeReplicate(throttle_first=0) as server:
+        images = ReplicateImages(str(tmp_path / "cache"), tmp_path, token=server.token, base_url=server.url,
+                                 sleep=lambda s: None, max_predictions=2)
+        with pytest.raises(ReplicateBudgetError):
+            images.generate(_requests(5))
+        assert server.stats.creates == 2 == images.created
+
+
+def test_the_renderer_reads_its_budget_from_the_job_env(fake: FakeReplicate, click100: tuple[Path, np.ndarray],
+                                                        tmp_path: Path) -> None:
+    log = tmp_path / "termination-log"
+    before = fake.stats.creates
+    res = run_render([str(click100[0]), "-o", str(tmp_path / "out"), *ARGS, "--prompt", "a budget of one"],
+                     env=env_for(fake, VIBECRAFT_TERMINATION_LOG=str(log), **{ENV_REPLICATE_MAX_PREDICTIONS: "1"}))
+    assert res.returncode == EXIT_REPLICATE_BUDGET, res.stderr
+    assert "monthly prediction budget allows 1 more" in log.read_text() and fake.stats.creates == before
+    res = run_render([str(click100[0]), "-o", str(tmp_path / "out"), *ARGS],
+                     env=env_for(fake, **{ENV_REPLICATE_MAX_PREDICTIONS: "-1"}))
+    assert res.returncode != 0 and "must be a whole number" in res.stderr
