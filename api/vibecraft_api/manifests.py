@@ -149,6 +149,7 @@ def to_public(obj: dict[str, Any], bucket: str) -> VideoPublic:
         deadlineSeconds=_int(spec.get("deadlineSeconds")),
         progress=_lenient(ProgressPublic, status.get("progress")),
         attempts=_int(status.get("attempts")) or 0,
+        replicatePredictions=_int(status.get("replicatePredictions")) or 0,
         failure=_lenient(FailurePublic, status.get("lastFailure")),
         output=output,
         analysis=_lenient(AnalysisPublic, status.get("analysis")),

@@ -168,6 +168,9 @@ def test_build_and_read_back_a_musicvideo() -> None:
     assert is_active(obj)
     obj["status"]["phase"] = "Failed"
     assert not is_active(obj)
+    obj["status"].update(replicatePredictions=7, progress={"percent": 20.0, "predictions": 2})
+    public = to_public(obj, "b")  # what Replicate cost, charged and in the running attempt
+    assert public.replicatePredictions == 7 and public.progress is not None and public.progress.predictions == 2
 
 
 @pytest.fixture

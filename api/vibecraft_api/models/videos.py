@@ -145,6 +145,8 @@ class VideoPublic(BaseModel):
     deadlineSeconds: int | None = None
     progress: ProgressPublic | None = None
     attempts: int = 0
+    replicatePredictions: int = Field(default=0, description="Replicate predictions charged to this video's finished "
+                                                             "attempts (they count against the tenant's monthly budget)")
     failure: FailurePublic | None = None
     output: OutputPublic | None = None
     analysis: AnalysisPublic | None = None
