@@ -34,6 +34,7 @@ SONGS = Path("/usr/share/hyperrogue/music")
 PREFERRED_SONG = "hr3-crossroads.ogg"
 RELEASE, NAMESPACE = "vibecraft", "vibecraft-system"
 DEMO_TENANT = "demo"
+TENANT_NAMESPACE = f"vc-{DEMO_TENANT}"  # the chart's api.namespacePrefix default + the tenant
 KEYS_SECRET = "vibecraft-api-keys"  # the chart's api.keysSecret default
 API_KEY_FILE = "demo-api-key"  # in the cluster's state dir, never in the clone
 
@@ -74,6 +75,14 @@ def chart_values(lc: LocalCluster, ports: dict[str, int]) -> dict[str, Any]:
         "renderer": {"namespaces": ["default"]},
         "api": {"tenants": [DEMO_TENANT]},
     }
+    # Renders get storage keys the S3 server limits to what they read and write (docs/security.md); the
+    # bucket-wide key stays with the operator and the API. kubectl renders in `default` read the demo's
+    # songs/ and write under videos/demo/ (examples/musicvideo.yaml); the API tenant's read its uploads.
+    scoped = {"default": lc.s3_identity("demo-default", read=["songs/"], write=[f"videos/{DEMO_TENANT}/"]),
+              TENANT_NAMESPACE: lc.s3_identity(f"tenant-{DEMO_TENANT}", read=[f"uploads/{DEMO_TENANT}/"],
+                                               write=[f"videos/{DEMO_TENANT}/"])}
+    values["s3"]["namespaceCredentials"] = {ns: {"accessKeyId": key, "secretAccessKey": secret}
+                                            for ns, (key, secret) in scoped.items()}
     if c.node == "kubelet":
         values["image"] = {"registry": "localhost/", "tag": version("vibecraft")}
     else:

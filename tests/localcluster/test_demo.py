@@ -52,3 +52,28 @@ def test_demo_key_is_made_here_and_kept_as_a_digest(cluster: Cluster, namespace:
     assert key not in base64.b64decode(data[demo.DEMO_TENANT]).decode()  # only the digest is stored
     assert parse_secret(data, "vc-") == {digest(key): demo.DEMO_TENANT}
     assert demo.demo_api_key(apply, tmp_path, namespace=namespace) == key  # a later demo keeps the key
+
+
+def test_demo_renders_get_storage_keys_limited_to_their_prefixes(cluster: Cluster) -> None:
+    """The demo's render namespaces (kubectl's `default`, the API tenant's) get keys the S3 server limits;
+    the bucket-wide key stays with the operator and the API."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    creds = demo.chart_values(cluster.lc, {"metrics": 0, "health": 0, "api": 0})["s3"]["namespaceCredentials"]
+    assert set(creds) == {"default", demo.TENANT_NAMESPACE}
+    bucket = cluster.s3.bucket
+    cluster.s3.client().put_object(Bucket=bucket, Key="songs/demo-test.ogg", Body=b"song")
+    for ns, can_read, can_write in (("default", "songs/demo-test.ogg", "videos/demo/t/video.mp4"),
+                                    (demo.TENANT_NAMESPACE, None, "videos/demo/t2/video.mp4")):
+        scoped = boto3.client("s3", endpoint_url=cluster.s3.endpoint, region_name=cluster.s3.region,
+                              aws_access_key_id=creds[ns]["accessKeyId"],
+                              aws_secret_access_key=creds[ns]["secretAccessKey"])
+        assert creds[ns]["accessKeyId"] != cluster.s3.access_key
+        if can_read:
+            assert scoped.get_object(Bucket=bucket, Key=can_read)["Body"].read() == b"song"
+        scoped.put_object(Bucket=bucket, Key=can_write, Body=b"mp4")
+        with pytest.raises(ClientError, match="AccessDenied"):
+            scoped.put_object(Bucket=bucket, Key="videos/alice/x/video.mp4", Body=b"x")
+        with pytest.raises(ClientError, match="AccessDenied"):
+            scoped.get_object(Bucket=bucket, Key="uploads/alice/song.ogg")
