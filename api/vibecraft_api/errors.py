@@ -77,6 +77,16 @@ class PayloadTooLarge(ProblemError):
     status, slug, title = 413, "too-large", "File too large"
 
 
+class BodyTooLarge(ProblemError):
+    """A request body (other than a streamed upload) beyond VIBECRAFT_API_MAX_BODY_BYTES."""
+
+    status, slug, title = 413, "body-too-large", "Request body too large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request body is larger than the limit of {limit // 1024} KiB.",
+                         headers={"Connection": "close"})
+
+
 class UnsupportedMedia(ProblemError):
     """The upload is not an audio file we can render."""
 

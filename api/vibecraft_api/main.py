@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from pydantic import ValidationError
 
 from vibecraft_api import openapi, problems
+from vibecraft_api.bodylimit import BodyLimitMiddleware
 from vibecraft_api.metrics import Metrics, MetricsMiddleware
 from vibecraft_api.routes import events, health, metrics, uploads, videos
 from vibecraft_api.runtime import Runtime
@@ -20,6 +21,7 @@ from vibecraft_api.settings import Settings
 CORS_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"]
 CORS_EXPOSED = ["Location", "Retry-After", "Idempotent-Replayed", "WWW-Authenticate"]
 GRACEFUL_SHUTDOWN_SECONDS = 5
+STREAMED_BODIES = ("/v1/uploads/file",)  # bounded by max_upload_bytes while streaming, not by max_body_bytes
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -40,6 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     problems.install(app)
     openapi.install(app)
+    # Innermost of the middlewares: a refused body is still counted and gets CORS headers.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, exempt=STREAMED_BODIES)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=CORS_HEADERS,

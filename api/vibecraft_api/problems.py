@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from vibecraft_api.errors import PROBLEM_BASE, BadRequest, FieldIssue, ProblemError
+from vibecraft_api.errors import PROBLEM_BASE, BadRequest, BodyTooLarge, FieldIssue, ProblemError
 from vibecraft_api.models.problems import FieldError, Problem
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,8 @@ async def on_validation(request: Request, exc: Exception) -> JSONResponse:
 
 async def on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if (limit := getattr(exc, "limit", None)) is not None:  # bodylimit.BodyOverLimit
+        return await on_problem(request, BodyTooLarge(limit))
     phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else "Error"
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
     if exc.status_code == 404 and detail is None:

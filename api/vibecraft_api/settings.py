@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     namespace_prefix: str = Field(default="vc-", min_length=1, max_length=40)
 
     max_upload_bytes: int = Field(default=1024 * MiB, ge=1)
+    # Every request body but a streamed upload's (JSON): enforced while reading, before authentication.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=MiB)
     upload_part_bytes: int = Field(default=8 * MiB, ge=MIN_PART_BYTES, le=512 * MiB)
     multipart_threshold_bytes: int = Field(default=64 * MiB, ge=MIN_PART_BYTES)
     presign_expiry_seconds: int = Field(default=900, ge=60, le=7 * 24 * 3600)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import secrets
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,7 +27,7 @@ from vibecraft_api.main import create_app
 from vibecraft_api.settings import Settings
 
 from tests.conftest import Cluster, S3Server
-from tests.harness import ROOT, free_port, wait_for
+from tests.harness import ROOT, Service, free_port, wait_for
 
 RBAC = ROOT / "api" / "rbac.yaml"
 SECRET_NAME = "vibecraft-api-keys"
@@ -220,3 +223,21 @@ def anon(api_server: ServerThread) -> Iterator[httpx.Client]:
 def admin(cluster: Cluster) -> Any:
     """An admin kubernetes ApiClient (to play the operator's and renderer's part)."""
     return cluster.api_client()
+
+
+@pytest.fixture
+def api_process(api_system: ApiSystem) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`python -m vibecraft_api` (what the container runs) in a subprocess (its memory can be measured),
+    limits raised for big files."""
+    port = free_port()
+    env = {**os.environ, **api_system.env(host="127.0.0.1", port=port, max_upload_bytes=600 * MiB,
+                                          upload_part_bytes=8 * MiB, multipart_threshold_bytes=64 * MiB,
+                                          log_level="warning")}
+    url = f"http://127.0.0.1:{port}"
+    api = Service([sys.executable, "-m", "vibecraft_api"], env, url + "/healthz", name="the API process")
+    api.start(timeout=30, interval=0.1)
+    assert api.proc is not None
+    try:
+        yield api.proc, url
+    finally:
+        api.stop(timeout=10)

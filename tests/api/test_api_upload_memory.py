@@ -2,50 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http import HTTPStatus
 
 import httpx
 import pytest
 
 from tests.api.conftest import ApiSystem, TenantHandle
-from tests.api.utils import MiB, audio_stream
-from tests.harness import Service, free_port
+from tests.api.utils import MiB, audio_stream, vm
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3]
 
 UPLOAD_BYTES = 500 * MiB
 RSS_LIMIT_KB = 150 * 1024
-
-
-def vm(pid: int, field: str) -> int:
-    """A /proc/<pid>/status field in kB (VmHWM: peak resident set size)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise AssertionError(f"{field} not in /proc/{pid}/status")
-
-
-@pytest.fixture
-def api_process(api_system: ApiSystem) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """`python -m vibecraft_api` (what the container runs) in a subprocess, limits raised for the big file."""
-    port = free_port()
-    env = {**os.environ, **api_system.env(host="127.0.0.1", port=port, max_upload_bytes=600 * MiB,
-                                          upload_part_bytes=8 * MiB, multipart_threshold_bytes=64 * MiB,
-                                          log_level="warning")}
-    url = f"http://127.0.0.1:{port}"
-    api = Service([sys.executable, "-m", "vibecraft_api"], env, url + "/healthz", name="the API process")
-    api.start(timeout=30, interval=0.1)
-    assert api.proc is not None
-    try:
-        yield api.proc, url
-    finally:
-        api.stop(timeout=10)
 
 
 def test_500mb_streamed_upload_stays_under_150mb_rss(api_process: tuple[subprocess.Popen[bytes], str],

@@ -146,3 +146,12 @@ def patch_status(api_client: Any, namespace: str, name: str, status: dict[str, A
 
     client.CustomObjectsApi(api_client).patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, PLURAL, name, {"status": status})
+
+
+def vm(pid: int, field: str) -> int:
+    """A /proc/<pid>/status field in kB (VmHWM: peak resident set size)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"{field} not in /proc/{pid}/status")

@@ -352,3 +352,9 @@ def test_renderer_network_policy_selects_render_pods_and_keeps_them_off_private_
     assert v6["ipBlock"]["cidr"] == "::/0" and {"fc00::/7", "fe80::/10", "::1/128"} <= set(v6["ipBlock"]["except"])
     assert rest == [{"ipBlock": {"cidr": "10.20.0.0/16"}}] and allowed == json.loads(extra)
     assert not [d for d in render("default") if d["kind"] == "NetworkPolicy"]  # off unless asked for
+
+
+def test_the_ingress_routes_only_the_api_not_metrics_or_probes() -> None:
+    (ingress,) = [d for d in render("default", "--set", "api.ingress.enabled=true") if d["kind"] == "Ingress"]
+    paths = [(p["path"], p["pathType"]) for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert paths == [("/v1", "Prefix")]  # a Prefix match is by path element: /v1x, /metrics, /readyz stay out
