@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 from botocore.exceptions import ClientError
+from vibecraft_common.spec import S3_KEY_SEGMENT
 
 from vibecraft_api.audio import SNIFF_BYTES, content_type, sniff
 from vibecraft_api.auth import Tenant
@@ -31,12 +32,15 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def safe_filename(name: str) -> str:
-    """The last path component, reduced to characters safe in an S3 key and a URL."""
-    base = re.split(r"[/\\]", name)[-1]
-    cleaned = _UNSAFE.sub("_", base).lstrip("._")
+    """The last path component, reduced to one segment of the key grammar (vibecraft_common.spec.S3_KEY_SEGMENT):
+    characters safe in an S3 key and a URL, single dots, none first or last."""
+    def segment(text: str) -> str:
+        return re.sub(r"\.{2,}", ".", text).lstrip("._").rstrip(".")
+
+    cleaned = segment(_UNSAFE.sub("_", re.split(r"[/\\]", name)[-1]))
     if len(cleaned) > 128:
         stem, dot, ext = cleaned.rpartition(".")
-        cleaned = (stem[: 127 - len(ext)] + dot + ext) if dot and len(ext) < 16 else cleaned[:128]
+        cleaned = segment((stem[: 127 - len(ext)] + dot + ext) if dot and len(ext) < 16 else cleaned[:128])
     return cleaned or "audio"
 
 
@@ -145,7 +149,9 @@ async def ticket(storage: Storage, settings: Settings, tenant: Tenant, req: Uplo
 
 
 def own_key(tenant: Tenant, key: str) -> bool:
-    return key.startswith(upload_prefix(tenant.name))
+    """Whether `key` is one this API gives the tenant (`uploads/<tenant>/<32 hex>/<file>`), in the one key
+    grammar: a prefix check alone let `uploads/alice/../bob/...` through."""
+    return re.fullmatch(rf"uploads/{re.escape(tenant.name)}/[0-9a-f]{{32}}/{S3_KEY_SEGMENT}", key) is not None
 
 
 async def check_upload(storage: Storage, key: str, limit: int) -> tuple[int, str, str] | None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from vibecraft_common.spec import S3_KEY
 from vibecraft_common.status import SUCCEEDED, THUMBNAIL_NAME, VIDEO_NAME
 
 from vibecraft_api.auth import Tenant
@@ -120,7 +122,8 @@ class Renders:
         """The output's key: status.output's URL when it points into this video's prefix, else the default."""
         prefix = output_prefix(tenant.name, video_id)
         parsed = split_s3_url(status_url) if isinstance(status_url, str) else None
-        if parsed and parsed[0] == self.storage.bucket and parsed[1].startswith(prefix):
+        if (parsed and parsed[0] == self.storage.bucket and parsed[1].startswith(prefix)
+                and re.fullmatch(S3_KEY, parsed[1])):  # the key grammar: no `..` walking out of the prefix
             return parsed[1]
         return prefix + name
 

@@ -19,8 +19,14 @@ from pydantic_core import PydanticCustomError
 from . import limits as L
 
 S3_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
-AUDIO_S3_PATTERN = rf"^s3://{S3_BUCKET}/.+"
-OUTPUT_URL_PATTERN = rf"^s3://{S3_BUCKET}(/.*)?$"
+# One grammar for every object key a tenant names (issue 18), in the API (upload keys) and the CRD (s3://
+# URLs): segments of letters, digits, `_` and `-` joined by single dots, separated by single slashes. So no
+# `.` or `..` segment, no `//`, no `%` escapes, no backslash, space or control character: a key means the
+# same to every store, proxy and prefix check. (RE2 syntax: the API server's CEL uses it too.)
+S3_KEY_SEGMENT = r"[A-Za-z0-9_-]+([.][A-Za-z0-9_-]+)*"  # no backslash: CEL string literals would need it doubled
+S3_KEY = rf"{S3_KEY_SEGMENT}(/{S3_KEY_SEGMENT})*"
+AUDIO_S3_PATTERN = rf"^s3://{S3_BUCKET}/{S3_KEY}$"
+OUTPUT_URL_PATTERN = rf"^s3://{S3_BUCKET}(/({S3_KEY}/?)?)?$"
 MODEL_PATTERN = r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(:[A-Za-z0-9]+)?$"  # Replicate's owner/name[:version]
 K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 K8S_DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
@@ -80,13 +86,14 @@ class Audio(AudioTiming):
 
     url: str = Field(
         min_length=L.AUDIO_URL_MIN_LENGTH, max_length=L.AUDIO_URL_MAX_LENGTH,
-        pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|https?://.+)$",
+        pattern=rf"^(s3://{S3_BUCKET}/{S3_KEY}|https?://.+)$",
         description="The song, as an s3://, https:// or http:// URL.",
         json_schema_extra=cel(
             ("self.startsWith('s3://') || self.startsWith('https://') || self.startsWith('http://')",
              "audio.url must be an s3://, https:// or http:// URL"),
             (f"!self.startsWith('s3://') || self.matches('{AUDIO_S3_PATTERN}')",
-             "audio.url must name a bucket and an object: s3://bucket/path/song.ogg"),
+             "audio.url must name a bucket and an object: s3://bucket/path/song.ogg, the key made of letters, "
+             "digits, '_', '-' and single dots between single slashes"),
         ) | CEL_INSTEAD,
     )
 
@@ -184,7 +191,8 @@ class Output(_Strict):
         max_length=L.OUTPUT_URL_MAX_LENGTH, pattern=OUTPUT_URL_PATTERN,
         description="S3 prefix the renderer writes video.mp4, thumbnail.jpg and analysis.json under.",
         json_schema_extra=cel((f"self.matches('{OUTPUT_URL_PATTERN}')",
-                               "output.url must be an s3:// prefix such as s3://bucket/videos/name/")) | CEL_INSTEAD,
+                               "output.url must be an s3:// prefix such as s3://bucket/videos/name/ (letters, digits, "
+                               "'_', '-' and single dots between single slashes)")) | CEL_INSTEAD,
     )
 
 

@@ -4,18 +4,23 @@ they are read, before authentication."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from vibecraft_api.auth import Tenant
+from vibecraft_api.uploads import own_key, safe_filename, upload_key
+from vibecraft_common.spec import AUDIO_S3_PATTERN, OUTPUT_URL_PATTERN, S3_KEY_SEGMENT
 
-from tests.api.utils import MiB, vm
-
-pytestmark = [pytest.mark.cluster]
+from tests.api.conftest import TenantHandle
+from tests.api.utils import MiB, assert_problem, vm
 
 JSON_ENDPOINTS = ("/v1/videos", "/v1/uploads", "/v1/uploads/multipart/complete")
 HUGE = 300 * 1000 * 1000  # bytes a client offers
@@ -67,6 +72,7 @@ def _length(response: bytes) -> int:
     return 0
 
 
+@pytest.mark.cluster
 def test_huge_bodies_are_refused_while_read_before_authentication(
         api_process: tuple[subprocess.Popen[bytes], str]) -> None:
     """300 MB without a key to each JSON endpoint, declared and chunked: 413 problem+json at once, the body
@@ -83,5 +89,58 @@ def test_huge_bodies_are_refused_while_read_before_authentication(
             assert problem["detail"] == "The request body is larger than the limit of 64 KiB."
             assert sent < 64 * MiB, f"{path}: the client could send {sent} bytes: the server kept reading"
     peak_growth_kb = vm(proc.pid, "VmHWM") - before
-    print(f"6 × 300 MB refused in {time.monotonic() - started:.1f} s; API peak RSS grew {peak_growth_kb} kB")
+    print(f"6 x 300 MB refused in {time.monotonic() - started:.1f} s; API peak RSS grew {peak_growth_kb} kB")
     assert peak_growth_kb < 10 * 1024
+
+
+# Keys naming alice's uploads, or looking as if they did, that must not be taken for one (issue 18).
+OWN = "uploads/alice/0123456789abcdef0123456789abcdef/song.mp3"
+TRAVERSALS = [
+    "uploads/alice/../bob/0123456789abcdef0123456789abcdef/song.mp3",
+    "uploads/alice/0123456789abcdef0123456789abcdef/../../bob/x/song.mp3",
+    "uploads/alice/%2e%2e/bob/0123456789abcdef0123456789abcdef/song.mp3",
+    "uploads/alice/0123456789abcdef0123456789abcdef/%2e%2e%2fsong.mp3",
+    "uploads/alice//0123456789abcdef0123456789abcdef/song.mp3",
+    "uploads/alice/0123456789abcdef0123456789abcdef/..\\..\\bob.mp3",
+    "uploads/alice/0123456789abcdef0123456789abcdef/song.mp3\n",
+    "uploads/alice/0123456789abcdef0123456789abcdef/so\x00ng.mp3",
+    "uploads/alice/./0123456789abcdef0123456789abcdef/song.mp3",
+    "/uploads/alice/0123456789abcdef0123456789abcdef/song.mp3",
+    "uploads/alicebob/0123456789abcdef0123456789abcdef/song.mp3",
+    "uploads/alice/0123456789abcdef0123456789abcdef/song..mp3",
+    "uploads/alice/0123456789abcdef0123456789abcdef/so ng.mp3",
+    "uploads/alice/0123456789abcdef0123456789abcdef/.hidden",
+]
+
+
+def re2_matches(pattern: str, text: str) -> bool:
+    """`pattern` as RE2 (the API server's CEL, pydantic) reads it: `$` is the end of the text (in Python's re
+    it also matches before a final newline)."""
+    return re.search(pattern.removesuffix("$") + r"\Z", text) is not None
+
+
+def test_one_key_grammar_for_what_a_tenant_names() -> None:
+    alice = Tenant(name="alice", namespace="vc-alice", key_id="k")
+    assert own_key(alice, OWN) and own_key(alice, upload_key("alice", "My Song (final).mp3"))
+    assert [k for k in TRAVERSALS if own_key(alice, k)] == []
+    # The same grammar in the CRD's s3:// URLs (its CEL rules are made from these patterns).
+    assert re2_matches(AUDIO_S3_PATTERN, f"s3://vibecraft/{OWN}")
+    assert re2_matches(OUTPUT_URL_PATTERN, "s3://vibecraft/videos/a/")
+    assert [k for k in TRAVERSALS if re2_matches(AUDIO_S3_PATTERN, f"s3://vibecraft/{k}")] == [
+        "uploads/alicebob/0123456789abcdef0123456789abcdef/song.mp3"]  # well-formed: whose it is, is the VAP's call
+    for bad in ("s3://vibecraft/videos/../bob/", "s3://vibecraft/videos//x/", "s3://vibecraft/videos/%2e%2e/"):
+        assert not re2_matches(OUTPUT_URL_PATTERN, bad), bad
+    # Whatever name a client sends, the key the API makes from it is in the grammar.
+    for name in ("..", "...mp3", "a..b.mp3", "._.x", "x.", "C:\\Users\\me\\..\\song.mp3", "\x00\n.mp3",
+                 "%2e%2e", "ü.mp3", "a" * 300 + "..mp3", "_" * 10, "-.-.mp3"):
+        assert re.fullmatch(S3_KEY_SEGMENT, safe_filename(name)), (name, safe_filename(name))
+
+
+@pytest.mark.cluster
+def test_traversal_keys_are_422(new_tenant: Callable[..., TenantHandle]) -> None:
+    t = new_tenant()
+    for key in TRAVERSALS:
+        key = key.replace("alice", t.name)
+        problem = assert_problem(t.client.post("/v1/videos", json={"audio": {"key": key}}),
+                                 HTTPStatus.UNPROCESSABLE_ENTITY, "invalid-input")
+        assert problem["errors"][0]["field"] == "audio.key", (key, problem)

@@ -80,6 +80,11 @@ INVALID = [
      "spec.audio.beatOffsetSeconds in body should be greater than or equal to 0"),
     ({"audio": {"url": "s3://vibecraft/songs/demo.ogg", "beatOffsetSeconds": 0.5}},
      "audio.beatOffsetSeconds requires audio.bpm"),
+    # The one key grammar (issue 18): no `..`, `//`, `%` escapes or backslashes in what a tenant names.
+    ({"audio": {"url": "s3://vibecraft/uploads/alice/../bob/song.mp3"}}, "audio.url must name a bucket and an object"),
+    ({"audio": {"url": "s3://vibecraft/uploads/alice/%2e%2e/bob/song.mp3"}}, "the key made of letters, digits"),
+    ({"output": {"url": "s3://vibecraft/videos/alice//bob/"}}, "output.url must be an s3:// prefix"),
+    ({"output": {"url": "s3://vibecraft/videos/a\\..\\b/"}}, "single dots between single slashes"),
 ]
 
 
