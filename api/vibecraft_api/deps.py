@@ -20,6 +20,7 @@ from vibecraft_api.musicvideos import MusicVideos
 from vibecraft_api.runtime import Runtime
 from vibecraft_api.settings import Settings
 from vibecraft_api.storage import Storage
+from vibecraft_api.uploads import UploadGate
 from vibecraft_api.videos import Renders
 from vibecraft_api.watches import Subscription, WatchHub
 
@@ -49,6 +50,7 @@ KeysDep = Annotated[KeyStore, Depends(_part("keys"))]
 HubDep = Annotated[WatchHub, Depends(_part("hub"))]
 RendersDep = Annotated[Renders, Depends(_part("renders"))]
 MetricsDep = Annotated[Metrics, Depends(_part("metrics"))]
+UploadGateDep = Annotated[UploadGate, Depends(_part("uploads"))]
 
 
 async def current_tenant(keys: KeysDep,

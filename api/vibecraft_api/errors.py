@@ -104,10 +104,20 @@ class RateLimited(ProblemError):
 
     status, slug, title = 429, "rate-limited", "Too many requests"
 
-    def __init__(self, retry_after: float) -> None:
+    def __init__(self, retry_after: float, what: str = "new videos") -> None:
         seconds = max(1, math.ceil(retry_after))
-        super().__init__(f"Too many new videos in a short time; try again in {seconds} s.",
+        super().__init__(f"Too many {what} in a short time; try again in {seconds} s.",
                          headers={"Retry-After": str(seconds)})
+
+
+class TooManyUploads(ProblemError):
+    """Streamed uploads at their limit (per tenant, or of this API process): each holds memory."""
+
+    status, slug, title = 429, "too-many-uploads", "Too many uploads at once"
+    RETRY_AFTER: ClassVar[int] = 5
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Retry-After": str(self.RETRY_AFTER)})
 
 
 class TooManyRenders(ProblemError):

@@ -31,7 +31,9 @@ class TokenBucket:
 class RateLimiter:
     """One bucket per key id; raises RateLimited (429 with Retry-After) when the bucket is empty."""
 
-    def __init__(self, per_minute: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, per_minute: float, burst: int, clock: Callable[[], float] = time.monotonic,
+                 what: str = "new videos") -> None:
+        self.what = what  # for the 429's detail
         self.rate = per_minute / 60.0
         self.burst = float(burst)
         self.clock = clock
@@ -44,7 +46,7 @@ class RateLimiter:
             bucket = self.buckets[key_id] = TokenBucket(self.rate, self.burst, self.burst, now)
         wait = bucket.take(now)
         if wait > 0:
-            raise RateLimited(wait)
+            raise RateLimited(wait, self.what)
 
     def refund(self, key_id: str) -> None:
         """Give back the token of a request that created nothing."""

@@ -15,6 +15,7 @@ from vibecraft_api.musicvideos import MusicVideos
 from vibecraft_api.ratelimit import RateLimiter
 from vibecraft_api.settings import Settings
 from vibecraft_api.storage import Storage
+from vibecraft_api.uploads import UploadGate
 from vibecraft_api.videos import Renders
 from vibecraft_api.watches import WatchHub
 
@@ -33,6 +34,7 @@ class Runtime:
     keys: KeyStore
     hub: WatchHub
     renders: Renders
+    uploads: UploadGate
     reloader: asyncio.Task[None] | None = None
 
     @classmethod
@@ -50,7 +52,7 @@ class Runtime:
         metrics.watches.set_function(lambda: hub.watch_count)
         metrics.subscribers.set_function(lambda: hub.subscriber_count)
         renders = Renders(settings, videos, storage, RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst))
-        rt = cls(settings, metrics, kube, videos, storage, keys, hub, renders)
+        rt = cls(settings, metrics, kube, videos, storage, keys, hub, renders, UploadGate.from_settings(settings))
         rt.reloader = asyncio.create_task(keys.run_reloader(), name="api-keys reloader")
         return rt
 

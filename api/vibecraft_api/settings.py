@@ -59,6 +59,13 @@ class Settings(BaseSettings):
 
     rate_limit_per_minute: float = Field(default=10.0, gt=0)
     rate_limit_burst: int = Field(default=5, ge=1)
+    # Presigned upload tickets per API key (each may open a multipart upload in S3).
+    upload_tickets_per_minute: float = Field(default=60.0, gt=0)
+    upload_tickets_burst: int = Field(default=20, ge=1)
+    # Streamed uploads (POST /v1/uploads/file) at once, in this process and per tenant: each holds up to two
+    # parts (2 x upload_part_bytes) in memory, ~22 MB at the default 8 MiB parts.
+    max_streamed_uploads: int = Field(default=4, ge=1)
+    max_streamed_uploads_per_tenant: int = Field(default=2, ge=1)
     max_concurrent_renders: int = Field(default=3, ge=1)
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

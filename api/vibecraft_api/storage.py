@@ -62,15 +62,16 @@ class Storage:
             raise Unavailable("Storage is unreachable; try again shortly.") from exc
 
     # Presigning (no network).
-    def presign_put(self, key: str, content_type: str) -> str:
-        return str(self.presigner.generate_presigned_url(
-            "put_object", Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
-            ExpiresIn=self.expiry, HttpMethod="PUT"))
+    # Content-Length is a signed header (SigV4): the storage server refuses a body of any other size.
+    def presign_put(self, key: str, content_type: str, size: int) -> str:
+        params = {"Bucket": self.bucket, "Key": key, "ContentType": content_type, "ContentLength": size}
+        return str(self.presigner.generate_presigned_url("put_object", Params=params, ExpiresIn=self.expiry,
+                                                         HttpMethod="PUT"))
 
-    def presign_part(self, key: str, upload_id: str, part: int) -> str:
-        return str(self.presigner.generate_presigned_url(
-            "upload_part", Params={"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": part},
-            ExpiresIn=self.expiry, HttpMethod="PUT"))
+    def presign_part(self, key: str, upload_id: str, part: int, size: int) -> str:
+        params = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": part, "ContentLength": size}
+        return str(self.presigner.generate_presigned_url("upload_part", Params=params, ExpiresIn=self.expiry,
+                                                         HttpMethod="PUT"))
 
     def presign_get(self, key: str, *, filename: str | None = None) -> str:
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}

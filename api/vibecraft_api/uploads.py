@@ -7,7 +7,8 @@ import contextlib
 import math
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from botocore.exceptions import ClientError
@@ -15,7 +16,14 @@ from vibecraft_common.spec import S3_KEY_SEGMENT
 
 from vibecraft_api.audio import SNIFF_BYTES, content_type, sniff
 from vibecraft_api.auth import Tenant
-from vibecraft_api.errors import FieldIssue, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMedia
+from vibecraft_api.errors import (
+    FieldIssue,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    TooManyUploads,
+    UnsupportedMedia,
+)
 from vibecraft_api.models.uploads import (
     MultipartComplete,
     MultipartTicket,
@@ -24,6 +32,7 @@ from vibecraft_api.models.uploads import (
     UploadPublic,
     UploadTicket,
 )
+from vibecraft_api.ratelimit import RateLimiter
 from vibecraft_api.settings import Settings
 from vibecraft_api.storage import Storage, error_code
 
@@ -130,19 +139,58 @@ async def _abort(storage: Storage, key: str, upload_id: str, pending: asyncio.Ta
         await storage.abort_multipart(key, upload_id)
 
 
+@dataclass
+class UploadGate:
+    """What bounds uploads in one API process: presigned tickets per API key (a token bucket: each may open
+    a multipart upload in S3), and streamed uploads at once, in total and per tenant (each holds memory)."""
+
+    tickets: RateLimiter
+    max_streams: int
+    max_streams_per_tenant: int
+    streams: dict[str, int] = field(default_factory=dict)  # tenant: streamed uploads running
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UploadGate:
+        tickets = RateLimiter(settings.upload_tickets_per_minute, settings.upload_tickets_burst, what="upload tickets")
+        return cls(tickets, settings.max_streamed_uploads, settings.max_streamed_uploads_per_tenant)
+
+    @contextlib.contextmanager
+    def stream(self, tenant: str) -> Iterator[None]:
+        """A slot for one streamed upload (TooManyUploads, 429, when none is free); given back at the end."""
+        if self.streams.get(tenant, 0) >= self.max_streams_per_tenant:
+            raise TooManyUploads(f"You have {self.max_streams_per_tenant} uploads streaming (the limit); "
+                                 "wait for one to finish, or upload with a presigned ticket (POST /v1/uploads).")
+        if sum(self.streams.values()) >= self.max_streams:
+            raise TooManyUploads("The API is streaming as many uploads as it can; try again shortly, or upload "
+                                 "with a presigned ticket (POST /v1/uploads).")
+        self.streams[tenant] = self.streams.get(tenant, 0) + 1
+        try:
+            yield
+        finally:
+            self.streams[tenant] -= 1
+            if not self.streams[tenant]:
+                del self.streams[tenant]
+
+
 async def ticket(storage: Storage, settings: Settings, tenant: Tenant, req: UploadCreate) -> UploadTicket:
-    """Presigned PUT for small files, a presigned multipart upload above the threshold."""
+    """Presigned PUT for small files, a presigned multipart upload above the threshold.
+
+    Each URL signs the Content-Length of what it takes (the file, or that part): the storage server
+    refuses a body of any other size, so a ticket for 1 byte cannot carry 5 GiB.
+    """
     if req.sizeBytes > settings.max_upload_bytes:
         raise too_large(settings.max_upload_bytes)
     key = upload_key(tenant.name, req.filename)
     expires = datetime.now(UTC) + timedelta(seconds=settings.presign_expiry_seconds)
     if req.sizeBytes <= settings.multipart_threshold_bytes:
-        return UploadTicket(key=key, url=storage.presign_put(key, req.contentType),
+        return UploadTicket(key=key, url=storage.presign_put(key, req.contentType, req.sizeBytes),
                             headers={"Content-Type": req.contentType}, expiresAt=expires)
     part_size = max(settings.upload_part_bytes, math.ceil(req.sizeBytes / MAX_PARTS))
+    count = math.ceil(req.sizeBytes / part_size)
     upload_id = await storage.create_multipart(key, req.contentType)
-    parts = [PresignedPart(partNumber=n, url=storage.presign_part(key, upload_id, n))
-             for n in range(1, math.ceil(req.sizeBytes / part_size) + 1)]
+    parts = [PresignedPart(partNumber=n, url=storage.presign_part(
+                 key, upload_id, n, part_size if n < count else req.sizeBytes - part_size * (count - 1)))
+             for n in range(1, count + 1)]
     return UploadTicket(key=key, expiresAt=expires, multipart=MultipartTicket(
         uploadId=upload_id, partSize=part_size, parts=parts,
         completeUrl="/v1/uploads/multipart/complete", abortUrl="/v1/uploads/multipart/abort"))

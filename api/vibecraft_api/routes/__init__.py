@@ -15,7 +15,7 @@ DESCRIPTIONS = {
     413: "File too large",
     415: "Not an audio file",
     422: "Invalid input; `errors` lists the fields",
-    429: "Rate limit or concurrent-render limit; see Retry-After",
+    429: "Rate limit, or a concurrent-render or concurrent-upload limit; see Retry-After",
     503: "Kubernetes API or S3 unavailable; see Retry-After",
 }
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}}

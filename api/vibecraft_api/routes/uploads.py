@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from vibecraft_api import uploads
 from vibecraft_api.audio import content_type
-from vibecraft_api.deps import MetricsDep, SettingsDep, StorageDep, TenantDep
+from vibecraft_api.deps import MetricsDep, SettingsDep, StorageDep, TenantDep, UploadGateDep
 from vibecraft_api.errors import UnsupportedMedia
 from vibecraft_api.models.uploads import MultipartAbort, MultipartComplete, UploadCreate, UploadPublic, UploadTicket
 from vibecraft_api.routes import AUTHED, problems
@@ -23,16 +23,20 @@ BINARY_BODY = {"requestBody": {"required": True, "description": "The audio file,
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=UploadTicket,
-             responses=problems(*AUTHED, 413))
-async def create_upload(req: UploadCreate, tenant: TenantDep, storage: StorageDep, settings: SettingsDep) -> UploadTicket:
-    """A presigned URL to PUT the song straight to S3 (multipart above the threshold, for large files)."""
+             responses=problems(*AUTHED, 413, 429))
+async def create_upload(req: UploadCreate, tenant: TenantDep, storage: StorageDep, settings: SettingsDep,
+                        gate: UploadGateDep) -> UploadTicket:
+    """A presigned URL to PUT the song straight to S3 (multipart above the threshold, for large files).
+
+    Each URL takes exactly the declared size (or that part's size): S3 refuses any other."""
+    gate.tickets.check(tenant.key_id)
     return await uploads.ticket(storage, settings, tenant, req)
 
 
 @router.post("/file", status_code=status.HTTP_201_CREATED, response_model=UploadPublic, openapi_extra=BINARY_BODY,
-             responses=problems(*AUTHED, 413, 415))
+             responses=problems(*AUTHED, 413, 415, 429))
 async def upload_file(request: Request, tenant: TenantDep, storage: StorageDep, settings: SettingsDep,
-                      metrics: MetricsDep,
+                      metrics: MetricsDep, gate: UploadGateDep,
                       filename: Annotated[str, Query(min_length=1, max_length=255, description="Original file name")],
                       ) -> UploadPublic:
     """Stream the request body to S3 (never buffered whole; 413 past the size limit, 415 if not audio)."""
@@ -43,8 +47,9 @@ async def upload_file(request: Request, tenant: TenantDep, storage: StorageDep, 
     if not declared.startswith(ACCEPTED_TYPES):
         raise UnsupportedMedia(f"Content-Type {declared} is not audio; send audio/* or application/octet-stream.")
     key = uploads.upload_key(tenant.name, filename)
-    size, fmt = await uploads.stream_to_s3(request.stream(), storage, key, limit=settings.max_upload_bytes,
-                                           part_size=settings.upload_part_bytes)
+    with gate.stream(tenant.name):  # a slot before a byte is read (429 when none is free)
+        size, fmt = await uploads.stream_to_s3(request.stream(), storage, key, limit=settings.max_upload_bytes,
+                                               part_size=settings.upload_part_bytes)
     metrics.upload_bytes.inc(size)
     return UploadPublic(key=key, sizeBytes=size, contentType=content_type(fmt), format=fmt)
 
