@@ -13,7 +13,7 @@ from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from vibecraft_api.auth import KeyStore, Tenant
-from vibecraft_api.errors import Unauthorized
+from vibecraft_api.errors import TooManyStreams, Unauthorized
 from vibecraft_api.metrics import Metrics
 from vibecraft_api.models.videos import VIDEO_ID
 from vibecraft_api.musicvideos import MusicVideos
@@ -72,14 +72,20 @@ IdempotencyKey = Annotated[str | None, Header(
     description="Any unique string (e.g. a UUID): retrying the POST with it returns the same video")]
 
 
-async def video_subscription(id: VideoId, tenant: TenantDep, hub: HubDep,
-                             videos: VideosDep) -> AsyncIterator[tuple[Subscription, dict[str, object]]]:
+async def video_subscription(id: VideoId, tenant: TenantDep, hub: HubDep, videos: VideosDep,
+                             settings: SettingsDep) -> AsyncIterator[tuple[Subscription, dict[str, object]]]:
     """Subscribed to the video's events, then its current state (404 or 503 before the stream starts).
 
     The video is read first, so a missing video or tenant namespace is answered as GET /v1/videos/{id}
     answers it, at once, without starting a watch; and again once subscribed, so no change is missed.
     """
     await videos.get(tenant.namespace, id)
+    # Counted and registered with no await in between (subscribe registers before it awaits).
+    if hub.namespace_subscriber_count(tenant.namespace) >= settings.max_event_streams_per_tenant:
+        raise TooManyStreams(f"You have {settings.max_event_streams_per_tenant} event streams open (the limit); "
+                             "close one, or poll GET /v1/videos/{id}.")
+    if hub.subscriber_count >= settings.max_event_streams:
+        raise TooManyStreams("The API has as many event streams open as it can; try again shortly.")
     sub = await hub.subscribe(tenant.namespace, id)
     try:
         obj = await videos.get(tenant.namespace, id)

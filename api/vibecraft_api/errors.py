@@ -120,6 +120,16 @@ class TooManyUploads(ProblemError):
         super().__init__(detail, headers={"Retry-After": str(self.RETRY_AFTER)})
 
 
+class TooManyStreams(ProblemError):
+    """Event streams at their limit (per tenant, or of this API process)."""
+
+    status, slug, title = 429, "too-many-streams", "Too many event streams"
+    RETRY_AFTER: ClassVar[int] = 10
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Retry-After": str(self.RETRY_AFTER)})
+
+
 class TooManyRenders(ProblemError):
     """The tenant already has the maximum number of renders in progress."""
 

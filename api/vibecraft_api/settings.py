@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     # parts (2 x upload_part_bytes) in memory, ~22 MB at the default 8 MiB parts.
     max_streamed_uploads: int = Field(default=4, ge=1)
     max_streamed_uploads_per_tenant: int = Field(default=2, ge=1)
+    # Event streams (GET /v1/videos/{id}/events) open at once, in this process and per tenant, and how long
+    # one lasts: then the server closes it and the client reconnects (EventSource does, with Last-Event-ID).
+    max_event_streams: int = Field(default=500, ge=1)
+    max_event_streams_per_tenant: int = Field(default=20, ge=1)
+    event_stream_max_seconds: float = Field(default=3600.0, gt=0)
     max_concurrent_renders: int = Field(default=3, ge=1)
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

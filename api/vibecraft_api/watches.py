@@ -199,6 +199,11 @@ class WatchHub:
     def watch_count(self) -> int:
         return len(self.watches)
 
+    def namespace_subscriber_count(self, namespace: str) -> int:
+        """Open subscriptions of one tenant's namespace."""
+        watch = self.watches.get(namespace)
+        return 0 if watch is None else watch.subscriber_count
+
     @property
     def subscriber_count(self) -> int:
         return sum(w.subscriber_count for w in self.watches.values())

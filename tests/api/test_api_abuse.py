@@ -20,8 +20,9 @@ from vibecraft_api.auth import Tenant
 from vibecraft_api.uploads import own_key, safe_filename, upload_key
 from vibecraft_common.spec import AUDIO_S3_PATTERN, OUTPUT_URL_PATTERN, S3_KEY_SEGMENT
 
-from tests.api.conftest import TenantHandle
-from tests.api.utils import MiB, assert_problem, vm
+from tests.api.conftest import ApiSystem, ServerThread, TenantHandle
+from tests.api.utils import MiB, SseEvent, assert_problem, parse_sse, vm
+from tests.harness import wait_for
 
 JSON_ENDPOINTS = ("/v1/videos", "/v1/uploads", "/v1/uploads/multipart/complete")
 HUGE = 300 * 1000 * 1000  # bytes a client offers
@@ -199,3 +200,66 @@ def test_a_presigned_put_takes_exactly_the_declared_size_and_tickets_are_rate_li
     limited = [a for a in answers if a.status_code == HTTPStatus.TOO_MANY_REQUESTS]
     assert created < 30 and created + len(limited) == 100 and int(limited[0].headers["Retry-After"]) >= 1
     assert "Too many upload tickets" in limited[0].json()["detail"]
+
+
+@pytest.mark.cluster
+def test_event_streams_are_capped_per_tenant_and_memory_stays_flat(
+        api_process: tuple[subprocess.Popen[bytes], str], new_tenant: Callable[..., TenantHandle]) -> None:
+    """1000 event streams at once from one tenant: 20 (the per-tenant cap) open, 980 get 429 at once; the
+    API's peak memory barely moves; closed streams free their places."""
+    proc, url = api_process
+    t = new_tenant()
+    headers = {"Authorization": f"Bearer {t.key}"}
+    video = httpx.post(f"{url}/v1/videos", headers=headers, json={"audio": {"url": "https://example.com/a.mp3"}})
+    assert video.status_code == HTTPStatus.CREATED, video.text
+    path = f"/v1/videos/{video.json()['id']}/events"
+    Path(f"/proc/{proc.pid}/clear_refs").write_text("5")
+    before = vm(proc.pid, "VmRSS")
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    opened: list[socket.socket] = []
+    statuses: list[int] = []
+    try:
+        for _ in range(1000):
+            sock = socket.create_connection((host, port), timeout=30)
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {t.key}\r\n\r\n".encode())
+            status = int(sock.recv(4096).split(b" ", 2)[1])
+            statuses.append(status)
+            if status == HTTPStatus.OK:
+                opened.append(sock)  # held open: a stream following the video
+            else:
+                sock.close()
+        growth = vm(proc.pid, "VmHWM") - before
+        print(f"1000 streams: {statuses.count(200)} open, {statuses.count(429)} refused; peak RSS +{growth} kB")
+        assert (statuses.count(200), statuses.count(429)) == (20, 980)
+        assert growth < 10 * 1024
+    finally:
+        for sock in opened:
+            sock.close()
+    def status_now() -> int:
+        with httpx.stream("GET", f"{url}{path}", headers=headers, timeout=5) as resp:
+            return resp.status_code  # (the stream itself is not read)
+
+    again = wait_for(lambda: (code := status_now()) != HTTPStatus.TOO_MANY_REQUESTS and code,
+                     timeout=30, interval=0.5, what="closed streams to free their places")
+    assert again == HTTPStatus.OK
+
+
+@pytest.mark.cluster
+def test_a_stream_ends_after_its_lifetime_and_a_reconnect_resumes_from_last_event_id(
+        api_system: ApiSystem, new_tenant: Callable[..., TenantHandle]) -> None:
+    t = new_tenant()
+    video = t.client.post("/v1/videos", json={"audio": {"url": "https://example.com/a.mp3"}}).json()
+    with ServerThread(api_system.settings(event_stream_max_seconds=1.5)) as server, \
+            httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {t.key}"}) as client:
+        def follow(**headers: str) -> tuple[list[SseEvent], float]:
+            started = time.monotonic()
+            with client.stream("GET", f"/v1/videos/{video['id']}/events", headers=headers,
+                               timeout=httpx.Timeout(10, read=30)) as resp:
+                assert resp.status_code == HTTPStatus.OK
+                events = list(parse_sse(resp.iter_lines()))
+            return events, time.monotonic() - started
+
+        events, lasted = follow()
+        assert [e.event for e in events] == ["video"] and 1.4 < lasted < 10  # closed at its lifetime, no `end`
+        again, _ = follow(**{"Last-Event-ID": events[0].id or ""})
+        assert again == []  # nothing changed since that event: not sent again

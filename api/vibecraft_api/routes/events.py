@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from vibecraft_api.deps import SettingsDep, SubscriptionDep
@@ -34,15 +35,27 @@ def _version(obj: dict[str, Any]) -> int | None:
     200: {"description": "`video` events (the whole video as JSON, id = its version) on every change, then one "
                          "`end` event; the stream closes after it. Idle streams get `: ping` comments.",
           "content": {"text/event-stream": {"schema": {"type": "string"}, "example": SSE_EXAMPLE}}},
-    **problems(*AUTHED, 404)})
-async def video_events(stream: SubscriptionDep, settings: SettingsDep) -> AsyncIterator[ServerSentEvent]:
-    """Follow a video's phase and progress live until the render ends (succeeded, failed or cancelled)."""
+    **problems(*AUTHED, 404, 429)})
+async def video_events(stream: SubscriptionDep, settings: SettingsDep,
+                       last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,
+                       ) -> AsyncIterator[ServerSentEvent]:
+    """Follow a video's phase and progress live until the render ends (succeeded, failed or cancelled).
+
+    A stream lasts at most VIBECRAFT_API_EVENT_STREAM_MAX_SECONDS; then it closes without an `end` event and
+    the client reconnects (EventSource does so itself, sending Last-Event-ID: a video unchanged since that
+    event is not sent again)."""
     sub, obj = stream
     last = _version(obj)
-    yield ServerSentEvent(event="video", id=str(last or ""), retry=RECONNECT_MS,
-                          raw_data=to_public(obj, settings.s3_bucket).model_dump_json())
+    if last is None or last_event_id != str(last):
+        yield ServerSentEvent(event="video", id=str(last or ""), retry=RECONNECT_MS,
+                              raw_data=to_public(obj, settings.s3_bucket).model_dump_json())
+    deadline = asyncio.get_running_loop().time() + settings.event_stream_max_seconds
     while phase_of(obj) not in TERMINAL:
-        event = await sub.next()
+        try:
+            event = await asyncio.wait_for(sub.next(), deadline - asyncio.get_running_loop().time())
+        except TimeoutError:
+            return  # the lifetime is up: the client reconnects
+
         if event.type == "DELETED":
             yield ServerSentEvent(event="end", raw_data=StreamEnd(id=sub.name, phase=phase_of(obj),
                                                                   reason="deleted").model_dump_json())
