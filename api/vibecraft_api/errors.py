@@ -130,6 +130,12 @@ class TooManyStreams(ProblemError):
         super().__init__(detail, headers={"Retry-After": str(self.RETRY_AFTER)})
 
 
+class QuotaExceeded(ProblemError):
+    """The tenant namespace's ResourceQuota refused a new MusicVideo (too many kept)."""
+
+    status, slug, title = 429, "quota-exceeded", "Quota exceeded"
+
+
 class TooManyRenders(ProblemError):
     """The tenant already has the maximum number of renders in progress."""
 

@@ -18,6 +18,7 @@ from vibecraft_api.errors import (
     InvalidInput,
     KubeError,
     NotFound,
+    QuotaExceeded,
     TenantNotProvisioned,
     Unavailable,
 )
@@ -133,6 +134,11 @@ class MusicVideos:
                 raise not_provisioned(namespace) from None
             if (refused := policy_denial(exc)) is not None:
                 raise refused from None
+            if exc.code == 403 and "exceeded quota" in exc.message:
+                raise QuotaExceeded("Your account keeps as many videos as its quota allows; delete some, "
+                                    f"then try again (limited: {exc.message.rsplit(': ', 1)[-1]}).") from None
+            if exc.code == 403 and "status unknown for quota" in exc.message:  # a new quota not counted yet
+                raise Unavailable("Your account's quota is being counted; try again in a few seconds.") from None
             if exc.code == 422:
                 # A rule the API's models missed: the API server's own words, per field.
                 issues = [FieldIssue(c.get("field", "").removeprefix("spec."), c.get("message", exc.message))

@@ -22,6 +22,7 @@ from vibecraft_common.spec import AUDIO_S3_PATTERN, OUTPUT_URL_PATTERN, S3_KEY_S
 
 from tests.api.conftest import ApiSystem, ServerThread, TenantHandle
 from tests.api.utils import MiB, SseEvent, assert_problem, parse_sse, vm
+from tests.conftest import Cluster
 from tests.harness import wait_for
 
 JSON_ENDPOINTS = ("/v1/videos", "/v1/uploads", "/v1/uploads/multipart/complete")
@@ -263,3 +264,21 @@ def test_a_stream_ends_after_its_lifetime_and_a_reconnect_resumes_from_last_even
         assert [e.event for e in events] == ["video"] and 1.4 < lasted < 10  # closed at its lifetime, no `end`
         again, _ = follow(**{"Last-Event-ID": events[0].id or ""})
         assert again == []  # nothing changed since that event: not sent again
+
+
+@pytest.mark.cluster
+def test_a_tenant_namespace_quota_is_a_clear_429(cluster: Cluster, new_tenant: Callable[..., TenantHandle]) -> None:
+    """The chart's api.tenantQuota (a ResourceQuota) bounds what a tenant keeps; the API says so plainly."""
+    t = new_tenant()
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "vibecraft-tenant"},
+             "spec": {"hard": {"count/musicvideos.vibecraft.io": "1"}}}
+    cluster.kubectl("apply", "-n", t.namespace, "-f", "-", input=json.dumps(quota))
+    wait_for(lambda: "count/musicvideos.vibecraft.io" in cluster.kubectl(
+        "get", "resourcequota", "vibecraft-tenant", "-n", t.namespace, "-o", "jsonpath={.status.used}").stdout,
+        timeout=60, what=lambda: "the quota controller to count the namespace: " + cluster.kubectl(
+            "get", "resourcequota", "vibecraft-tenant", "-n", t.namespace, "-o", "json").stdout[-1500:])
+    first = t.client.post("/v1/videos", json={"audio": {"url": "https://example.com/a.mp3"}})
+    assert first.status_code == HTTPStatus.CREATED, first.text
+    problem = assert_problem(t.client.post("/v1/videos", json={"audio": {"url": "https://example.com/b.mp3"}}),
+                             HTTPStatus.TOO_MANY_REQUESTS, "quota-exceeded")
+    assert "as many videos as its quota allows" in problem["detail"] and "limited: count/musicvideos" in problem["detail"]

@@ -358,3 +358,11 @@ def test_the_ingress_routes_only_the_api_not_metrics_or_probes() -> None:
     (ingress,) = [d for d in render("default", "--set", "api.ingress.enabled=true") if d["kind"] == "Ingress"]
     paths = [(p["path"], p["pathType"]) for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
     assert paths == [("/v1", "Prefix")]  # a Prefix match is by path element: /v1x, /metrics, /readyz stay out
+
+
+def test_each_tenant_namespace_gets_a_resource_quota() -> None:
+    docs = render("default", "--set", "api.tenants={alice,bob}")
+    quotas = {d["metadata"]["namespace"]: d["spec"]["hard"] for d in docs if d["kind"] == "ResourceQuota"}
+    assert set(quotas) == {"vc-alice", "vc-bob"} and quotas["vc-alice"]["count/musicvideos.vibecraft.io"] == "1000"
+    assert not [d for d in render("default", "--set", "api.tenants={alice}", "--set", "api.tenantQuota=null")
+                if d["kind"] == "ResourceQuota"]

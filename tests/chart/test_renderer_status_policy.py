@@ -109,7 +109,7 @@ def test_each_renderer_changes_only_its_own_progress_and_only_while_running(
     assert rc == 0, err
     assert _patch(cluster, ns, {"progress": {"percent": 41.0}}, who=indexed)[0] == 0
     for forged in ({"phase": "Succeeded"}, {"attempts": 7}, {"lastFailure": {"reason": "X", "message": "y"}},
-                   {"output": {"videoUrl": "s3://vibecraft/videos/b/video.mp4"}}):
+                   {"output": {"videoUrl": "s3://vibecraft/videos/b/video.mp4"}}, {"replicatePredictions": 0}):
         rc, err = _patch(cluster, ns, {**progress, **forged}, who=current)
         assert rc != 0 and "may change only status.progress" in err, (forged, err)
 
