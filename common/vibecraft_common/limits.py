@@ -90,3 +90,9 @@ def frame_size(width: int | None, height: int | None, aspect_ratio: str | None) 
         return width, h
     num, den = ratio(aspect_ratio or "16:9")
     return max(2, int(h * num / den / 2.0 + 0.5) * 2), h  # half up: 405 -> 406, whatever round() does
+
+# ffmpeg demuxers the renderer opens a tenant's audio with (ffprobe's format_name; the formats the API's
+# upload check recognises). Anything else is refused before decoding: an `ffconcat` script or a playlist
+# posing as a song would make ffmpeg open further files (docs/security.md, T5).
+AUDIO_DEMUXERS: Final = frozenset({"mp3", "aac", "ogg", "wav", "flac", "mov", "mp4", "m4a", "aiff", "matroska",
+                                   "webm", "caf", "amr"})

@@ -18,6 +18,7 @@ from typing import IO, Final
 
 import numpy as np
 import numpy.typing as npt
+from vibecraft_common.limits import AUDIO_DEMUXERS
 
 from .errors import BadAudioError
 
@@ -64,7 +65,7 @@ def _ffmpeg_reason(stderr: str, path: Path, fallback: str) -> str:
 def probe_command(path: Path) -> list[str]:
     """The ffprobe command probe() runs: stream and format facts as JSON, headers only."""
     return ["ffprobe", "-v", "error", "-show_entries",
-            "stream=codec_type,codec_name,sample_rate,channels,duration:format=duration",
+            "stream=codec_type,codec_name,sample_rate,channels,duration:format=duration,format_name",
             "-of", "json", *untrusted_input(path)]  # fmt: skip
 
 
@@ -85,6 +86,10 @@ def probe(path: Path, name: str | None = None) -> AudioInfo:
     if proc.returncode != 0:
         raise BadAudioError(f"{shown} is not decodable audio: {_ffmpeg_reason(proc.stderr, path, 'unknown format')}")
     data = json.loads(proc.stdout or "{}")
+    demuxer = str(data.get("format", {}).get("format_name") or "")
+    if not AUDIO_DEMUXERS.intersection(demuxer.split(",")):
+        raise BadAudioError(f"{shown} is not an audio file this renderer reads (ffmpeg sees {demuxer or 'nothing'}; "
+                            f"accepted: {', '.join(sorted(AUDIO_DEMUXERS))})")
     audio = [s for s in data.get("streams", []) if s.get("codec_type") == "audio"]
     if not audio:
         raise BadAudioError(f"{shown} has no audio stream (not an audio file?)")

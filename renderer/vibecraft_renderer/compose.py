@@ -38,8 +38,24 @@ def load_image_command(path: Path, width: int, height: int) -> list[str]:
             "-f", "rawvideo", "-pix_fmt", "gbrp", "pipe:1"]  # fmt: skip
 
 
+IMAGE_MAGIC: Final = {"PNG": (b"\x89PNG\r\n\x1a\n",), "JPEG": (b"\xff\xd8\xff",), "GIF": (b"GIF87a", b"GIF89a")}
+
+
+def image_format(head: bytes) -> str | None:
+    """PNG, JPEG, WebP or GIF from a file's first bytes (what image models answer), else None."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for name, magics in IMAGE_MAGIC.items() if head.startswith(magics)), None)
+
+
 def load_image(path: Path, width: int, height: int) -> U8:
-    """Decode any image ffmpeg reads, cover-fit to width x height, as planar GBR uint8."""
+    """Decode a PNG, JPEG, WebP or GIF, cover-fit to width x height, as planar GBR uint8.
+
+    The format is checked first: ffmpeg would read many more, some of which (playlists, concat
+    scripts) name further files to open."""
+    with open(path, "rb") as f:
+        if image_format(f.read(16)) is None:
+            raise ReplicateFailedError(f"generated image {path.name} is not a PNG, JPEG, WebP or GIF image")
     proc = subprocess.run(load_image_command(path, width, height), capture_output=True, check=False, timeout=120)
     expected = 3 * width * height
     if proc.returncode != 0 or len(proc.stdout) != expected:

@@ -561,3 +561,25 @@ def test_a_playlist_posing_as_audio_fetches_nothing(tmp_path: Path, canary: Cana
     assert info.sample_rate == 8000 and info.duration is not None and abs(info.duration - 2.0) < 0.01
     with contextlib.closing(audio.decode_blocks(song)) as blocks:
         assert sum(b.size for b in blocks) == pytest.approx(2.0 * audio.SAMPLE_RATE, abs=100)
+
+
+def test_only_audio_demuxers_and_image_formats_are_opened(tmp_path: Path) -> None:
+    """A concat script posing as a song names local files ffmpeg would open (the protocol whitelist allows
+    files): refused by its demuxer. A "generated image" that is not PNG, JPEG, WebP or GIF: refused unread."""
+    song = tmp_path / "tone.wav"
+    with wave.open(str(song), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes((3000 * np.sin(np.arange(16000) * 0.2)).astype(np.int16).tobytes())
+    script = tmp_path / "song.ogg"
+    script.write_text("ffconcat version 1.0\nfile 'tone.wav'\n")  # a relative name: the demuxer's safe mode allows it
+    with pytest.raises(BadAudioError, match=r"not an audio file this renderer reads \(ffmpeg sees concat"):
+        audio.probe(script)
+    assert audio.probe(song).sample_rate == 8000  # the file it named is fine on its own
+    svg = tmp_path / "img-1.img"
+    svg.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="64" height="36"/>')
+    with pytest.raises(ReplicateFailedError, match="not a PNG, JPEG, WebP or GIF image"):
+        compose.load_image(svg, 64, 36)
+    assert compose.image_format(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "WebP"
+    assert compose.image_format(b"\x89PNG\r\n\x1a\n\x00") == "PNG" and compose.image_format(b"<html>") is None
