@@ -43,6 +43,10 @@ def governed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
     helm("install", release, str(CHART), "-n", system, "--create-namespace", "-f", str(vf),
          kubeconfig=cluster.kubeconfig)
     names = {"alice": f"{prefix}alice", "bob": f"{prefix}bob", "team": team, "free": free}
+    for tenant in ("alice", "bob"):  # the chart's tenant quota refuses creates until it has been counted
+        wait_for(lambda ns=names[tenant]: "musicvideos" in cluster.kubectl(
+            "get", "resourcequota", "-n", ns, "-o", "jsonpath={.items[*].status.used}").stdout,
+            timeout=90, what=f"the quota of {names[tenant]} to be counted")
     try:
         yield names
     finally:
@@ -61,9 +65,6 @@ REFUSED = [  # (namespace key, manifest, what the message must say)
      "spec.audio.url s3://vibecraft/uploads/bob/song.ogg is outside this namespace's storage"),
     ("alice", _mv(A_IN, "s3://vibecraft/videos/bob/v1/"), "spec.output.url s3://vibecraft/videos/bob/v1/ is outside"),
     ("alice", _mv(A_IN, "s3://other-bucket/videos/alice/v1/"), "must start with s3://vibecraft/videos/alice/"),
-    ("alice", _mv("s3://vibecraft/uploads/alice/../bob/song.ogg", A_OUT), "must not contain '.' or '..' segments"),
-    ("alice", _mv("s3://vibecraft/uploads/alice/%2e%2e/bob/song.ogg", A_OUT), "an encoded '.' or '/'"),
-    ("alice", _mv(A_IN, "s3://vibecraft/videos/alice/./../bob/"), "must not contain '.' or '..' segments"),
     ("alice", _mv("http://169.254.169.254/latest/meta-data/song.ogg", A_OUT),
      "must start with s3://vibecraft/uploads/alice/ or https://"),
     ("alice", _mv(A_IN, A_OUT, style={"backend": "replicate", "prompt": "x", "model": "someone/expensive-model"}),
@@ -75,6 +76,13 @@ REFUSED = [  # (namespace key, manifest, what the message must say)
      "must start with s3://vibecraft/teams/a/in/"),
     ("team", _mv("s3://vibecraft/teams/a/in/song.ogg", "s3://vibecraft/teams/a/"),
      "must start with s3://vibecraft/teams/a/out/"),
+]
+# Traversal: the CRD's key grammar (issue 18) refuses these in every namespace, before the policy (whose own
+# checks for `.`/`..` segments and encoded dots stay as a second wall) is asked.
+REFUSED_BY_THE_CRD = [
+    ("alice", _mv("s3://vibecraft/uploads/alice/../bob/song.ogg", A_OUT), "audio.url must name a bucket and an object"),
+    ("alice", _mv("s3://vibecraft/uploads/alice/%2e%2e/bob/song.ogg", A_OUT), "the key made of letters, digits"),
+    ("alice", _mv(A_IN, "s3://vibecraft/videos/alice/./../bob/"), "output.url must be an s3:// prefix"),
 ]
 ACCEPTED = [
     ("alice", _mv(A_IN, A_OUT)),
@@ -95,6 +103,9 @@ def test_manifests_leaving_their_namespace_are_refused_with_a_message(cluster: C
     for (key, rc, err), (_, mv, expected) in zip(said, REFUSED, strict=True):
         assert rc != 0 and expected in err, (key, mv["spec"], err)
         assert "ValidatingAdmissionPolicy" in err, err  # the chart's policy, not the CRD's schema
+    for key, mv, expected in REFUSED_BY_THE_CRD:
+        rc, err = _apply(cluster, governed[key], mv)
+        assert rc != 0 and expected in err and "is invalid" in err, (key, mv["spec"], err)
 
 
 def test_manifests_inside_their_namespace_are_accepted(cluster: Cluster, crd: None, governed: dict[str, str]) -> None:
