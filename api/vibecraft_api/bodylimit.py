@@ -9,13 +9,13 @@ exempt: they have their own cap, checked while they stream to S3.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vibecraft_api.errors import BodyTooLarge
+from vibecraft_api.models.problems import Problem
 
 PROBLEM_JSON = b"application/problem+json"
 
@@ -33,8 +33,8 @@ class BodyOverLimit(HTTPException):
 def problem_body(limit: int, path: str) -> bytes:
     """BodyTooLarge as problem+json (what problems.py would write), for an answer sent from here."""
     problem = BodyTooLarge(limit)
-    return json.dumps({"type": problem.type, "title": problem.title, "status": problem.status,
-                       "detail": problem.detail, "instance": path}).encode()
+    body = Problem(type=problem.type, title=problem.title, status=problem.status, detail=problem.detail, instance=path)
+    return body.model_dump_json(exclude_none=True).encode()
 
 
 class BodyLimitMiddleware:

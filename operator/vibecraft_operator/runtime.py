@@ -157,18 +157,12 @@ class Runtime:
     ledger: Ledger = field(default_factory=Ledger)
     wakeups: Wakeups = field(default_factory=Wakeups)
     clocks: Clocks = field(default_factory=Clocks)
-    usage: UsageBook | None = None  # Replicate predictions per namespace and month (set in __post_init__)
+    book: UsageBook = field(init=False)  # Replicate predictions per namespace and month
     _observed: Callable[[], Iterable[QueueEntry]] | None = None
     _recount: asyncio.TimerHandle | None = None
 
     def __post_init__(self) -> None:
-        if self.usage is None:
-            self.usage = UsageBook(self.kube, self.settings)
-
-    @property
-    def book(self) -> UsageBook:
-        assert self.usage is not None
-        return self.usage
+        self.book = UsageBook(self.kube, self.settings)
 
     @property
     def limits(self) -> Limits:

@@ -9,7 +9,7 @@ restart, renders already running are not reserved (their predictions are still c
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from vibecraft_operator import metrics
 from vibecraft_operator.budget import Allowance, Usage, budget_of, month_of
@@ -40,7 +40,7 @@ class UsageBook:
         decided only after it was read: a book that cannot be read stops Replicate renders, not the budget."""
         if self._usage is None:
             data = self.kube.get_configmap_data(self.settings.usage_namespace, self.settings.usage_configmap) or {}
-            month = month_of(datetime.now().astimezone())
+            month = month_of(datetime.now(UTC))
             self._usage = {ns: Usage.from_json(text, month) for ns, text in data.items()}
 
     def used(self, namespace: str, month: str) -> int:

@@ -53,7 +53,9 @@ for step in spec["style"].get("prompt", "ok").split(","):
     elif name == "sleep":
         time.sleep(float(arg))
     elif name == "predict":
-        wanted, allowed = int(arg), int(os.environ.get("VIBECRAFT_REPLICATE_MAX_PREDICTIONS", arg))
+        from vibecraft_common.resource import ENV_REPLICATE_MAX_PREDICTIONS
+
+        wanted, allowed = int(arg), int(os.environ.get(ENV_REPLICATE_MAX_PREDICTIONS, arg))
         if wanted > allowed:
             Path(os.environ.get("VIBECRAFT_TERMINATION_LOG", "/dev/termination-log")).write_text(
                 f"this render needs {wanted} new Replicate images, but its namespace's monthly prediction "
