@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: tests.harness
@@ -177,19 +178,24 @@ def run(cfg: ClusterConfig) -> int:
     return 0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def cluster_main(run: Callable[[ClusterConfig], int], description: str, node_name: str) -> int:
+    """`run` against a running local cluster (--cluster-dir) or a private one started and stopped here."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cluster-dir", type=Path, help="reuse a running local cluster (its state dir)")
     args = parser.parse_args()
     if args.cluster_dir:
         return run(ClusterConfig.load(args.cluster_dir))
-    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
-        lc = LocalCluster(ClusterConfig(state_dir=Path(tmp), ports=Ports.random(), node_name="bench-api"))
+    with tempfile.TemporaryDirectory(prefix=f"{node_name}-") as tmp:
+        lc = LocalCluster(ClusterConfig(state_dir=Path(tmp), ports=Ports.random(), node_name=node_name))
         lc.up()
         try:
             return run(lc.cfg)
         finally:
             lc.down()
+
+
+def main() -> int:
+    return cluster_main(run, __doc__ or "", "bench-api")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,16 @@ def test_one_bound_changes_the_crd_the_api_and_the_renderer_together(fps_max: in
         assert video["properties"]["fps"]["maximum"] == want
 
 
+def test_the_charts_ttl_bound_is_the_contracts() -> None:
+    """values.schema.json is JSON, not generated: its bound of operator.ttlSecondsAfterFinished is checked here."""
+    schema = json.loads((ROOT / "charts/vibecraft/values.schema.json").read_text())
+    ttl = schema["properties"]["operator"]["properties"]["ttlSecondsAfterFinished"]
+    crd_ttl = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
+        "ttlSecondsAfterFinished"]
+    assert ttl["maximum"] == crd_ttl["maximum"] == limits.TTL_AFTER_FINISHED_MAX_SECONDS
+    assert ttl["minimum"] == crd_ttl["minimum"] == 0
+
+
 def test_vocabularies_reach_the_crd() -> None:
     schema = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
     video = schema["spec"]["properties"]["video"]["properties"]
@@ -101,7 +111,8 @@ def test_vocabularies_reach_the_crd() -> None:
 # --------------------------------------------------------------------- no copies outside vibecraft_common
 
 CONTRACT_ENV = {v for k, v in vars(resource).items() if k.startswith("ENV_")}
-CONTRACT_STRINGS = {*status.PHASES, *status.OUTPUT_NAMES, *CONTRACT_ENV}
+CONTRACT_STRINGS = {*status.PHASES, *status.OUTPUT_NAMES, *CONTRACT_ENV, resource.LABEL_FINISHED,
+                    resource.ANNOTATION_DELETE_OUTPUTS}
 # Kubernetes' own words that happen to look like ours (Pod phases, Job condition types), each named
 # once in the operator's constants; and the local node agent, a kubelet stand-in that speaks Pod phases.
 KUBERNETES_VOCABULARY = {("operator/vibecraft_operator/constants.py", name) for name in

@@ -9,7 +9,7 @@ import time
 from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from vibecraft_common.resource import API_VERSION, GROUP, KIND
+from vibecraft_common.resource import ANNOTATION_DELETE_OUTPUTS, API_VERSION, GROUP, KIND, LABEL_FINISHED
 from vibecraft_common.status import PENDING
 
 from vibecraft_api.models.videos import (
@@ -85,14 +85,21 @@ def build_musicvideo(*, name: str, tenant: str, req: VideoCreate, bucket: str, a
         spec["retries"] = req.retries
     if req.deadlineSeconds is not None:
         spec["deadlineSeconds"] = req.deadlineSeconds
+    if req.ttlSecondsAfterFinished is not None:
+        spec["ttlSecondsAfterFinished"] = req.ttlSecondsAfterFinished
     labels = {LABEL_TENANT: tenant, LABEL_CREATED_BY: CREATED_BY}
-    annotations = {ANNOTATION_REQUEST_HASH: request_hash(req)}
+    # A video the API made goes with its files, however it is deleted (API, TTL or kubectl).
+    annotations = {ANNOTATION_REQUEST_HASH: request_hash(req), ANNOTATION_DELETE_OUTPUTS: "true"}
     if idempotency:
         labels[LABEL_IDEMPOTENCY] = idempotency
     if req.audio.key:
         annotations[ANNOTATION_AUDIO_KEY] = req.audio.key
     return {"apiVersion": API_VERSION, "kind": KIND,
             "metadata": {"name": name, "labels": labels, "annotations": annotations}, "spec": spec}
+
+
+# Renders that may count against the concurrent-render limit: the operator labels finished ones.
+ACTIVE_SELECTOR: Final = f"!{LABEL_FINISHED}"
 
 
 def phase_of(obj: dict[str, Any]) -> Phase:
@@ -102,8 +109,9 @@ def phase_of(obj: dict[str, Any]) -> Phase:
 
 
 def is_active(obj: dict[str, Any]) -> bool:
-    """Counts against the concurrent-render limit: not finished and not being deleted."""
-    return phase_of(obj) not in TERMINAL and not obj.get("metadata", {}).get("deletionTimestamp")
+    """Counts against the concurrent-render limit: not finished, or being deleted (its render may still run
+    and its files are still being removed until the object is gone)."""
+    return phase_of(obj) not in TERMINAL or bool((obj.get("metadata") or {}).get("deletionTimestamp"))
 
 
 def _lenient(cls: type[M], data: Any) -> M | None:
@@ -147,6 +155,7 @@ def to_public(obj: dict[str, Any], bucket: str) -> VideoPublic:
         video=_lenient(VideoOptionsPublic, spec.get("video")) or VideoOptionsPublic(),
         retries=_int(spec.get("retries")),
         deadlineSeconds=_int(spec.get("deadlineSeconds")),
+        ttlSecondsAfterFinished=_int(spec.get("ttlSecondsAfterFinished")),
         progress=_lenient(ProgressPublic, status.get("progress")),
         attempts=_int(status.get("attempts")) or 0,
         replicatePredictions=_int(status.get("replicatePredictions")) or 0,

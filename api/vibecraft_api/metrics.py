@@ -30,6 +30,8 @@ class Metrics:
                                     registry=self.registry)
         self.watches = Gauge("vibecraft_api_watches", "Shared Kubernetes watches (one per namespace followed)",
                              registry=self.registry)
+        self.swept = Counter("vibecraft_api_swept", "Objects the upload sweeper removed from uploads/, by kind",
+                             ["kind"], registry=self.registry)
         self.subscribers = Gauge("vibecraft_api_event_streams", "Open event streams", registry=self.registry)
 
 

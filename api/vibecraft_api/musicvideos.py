@@ -146,16 +146,24 @@ class MusicVideos:
                 raise InvalidInput("; ".join(f"{i.field}: {i.detail}" for i in issues), errors=issues) from None
             raise unavailable(exc) from None
 
-    async def delete(self, namespace: str, name: str) -> None:
+    async def delete(self, namespace: str, name: str) -> Obj | None:
+        """Delete the video: the object while finalizers hold it, None once it is gone.
+
+        The operator's finalizer stops the render, waits for its pods, then removes its files: all of
+        them for a video the API made (ANNOTATION_DELETE_OUTPUTS, set at creation: the API cannot
+        patch MusicVideos), and the object goes only then. Until that moment it is listed (the operator
+        takes LABEL_FINISHED off it) and counts as a render in progress.
+        """
         try:
             # Background: the operator's finalizer and the garbage collector stop and remove the Job.
-            await self.kube.request("DELETE", f"{collection(namespace)}/{name}",
-                                    body={"propagationPolicy": "Background"})
+            gone = await self.kube.request("DELETE", f"{collection(namespace)}/{name}",
+                                           body={"propagationPolicy": "Background"})
         except KubeError as exc:
             if exc.code == 404:
                 await self.check_namespace(namespace)
                 raise NotFound(f"There is no video {name}.") from None
             raise unavailable(exc) from None
+        return gone if gone.get("kind") == KIND else None  # a Status once the object is gone already
 
     async def _list(self, namespace: str, params: dict[str, Any]) -> Obj:
         try:
@@ -169,21 +177,19 @@ class MusicVideos:
                 raise BadRequest("The continue token is not valid; start the listing again without it.") from None
             raise unavailable(exc) from None
 
-    async def all(self, namespace: str, label_selector: str | None = None) -> list[Obj]:
-        """Every MusicVideo in the namespace (optionally with the labels), following pagination."""
-        items: list[Obj] = []
-        token = ""
-        while True:
-            params: dict[str, Any] = {"limit": LIST_PAGE}
-            if label_selector:
-                params["labelSelector"] = label_selector
-            if token:
-                params["continue"] = token
-            page = await self._list(namespace, params)
-            items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue") or ""
-            if not token:
-                return items
+    async def selected(self, namespace: str, label_selector: str, not_older_than: str | None = None) -> list[Obj]:
+        """The MusicVideos with these labels, from the API server's watch cache, at least as new as the
+        resourceVersion `not_older_than` (this process's last write there; None: any recent state).
+
+        Not a plain consistent list: kube-apiserver serves that from etcd when it cannot prove its cache
+        current (etcd before 3.5.13, as here), and a label selector is applied after reading the whole
+        namespace, 250 objects a page: 5 s for 10 000 finished videos when 3 match. From the cache the
+        same answer takes milliseconds, and NotOlderThan our own last write still includes it. Unpaged:
+        the selectors used match few objects (and the tenant's ResourceQuota bounds them all).
+        """
+        params = {"labelSelector": label_selector, "resourceVersion": not_older_than or "0",
+                  "resourceVersionMatch": "NotOlderThan"}
+        return list((await self._list(namespace, params)).get("items") or [])
 
     async def page(self, namespace: str, *, limit: int, token: str | None,
                    keep: Callable[[Obj], bool]) -> tuple[list[Obj], str | None]:

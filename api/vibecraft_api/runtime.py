@@ -7,6 +7,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+from vibecraft_api import sweeper
 from vibecraft_api.auth import KeyStore
 from vibecraft_api.errors import KubeError
 from vibecraft_api.kube import Kube, load_config
@@ -36,6 +37,7 @@ class Runtime:
     renders: Renders
     uploads: UploadGate
     reloader: asyncio.Task[None] | None = None
+    sweeper: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, settings: Settings, metrics: Metrics) -> Runtime:
@@ -54,12 +56,15 @@ class Runtime:
         renders = Renders(settings, videos, storage, RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst))
         rt = cls(settings, metrics, kube, videos, storage, keys, hub, renders, UploadGate.from_settings(settings))
         rt.reloader = asyncio.create_task(keys.run_reloader(), name="api-keys reloader")
+        if settings.sweep_interval_seconds > 0:
+            rt.sweeper = asyncio.create_task(sweeper.run(storage, settings, metrics), name="upload sweeper")
         return rt
 
     async def stop(self) -> None:
-        if self.reloader is not None:
-            self.reloader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.reloader
+        for task in (self.reloader, self.sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.hub.close()
         await self.kube.aclose()

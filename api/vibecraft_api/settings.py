@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     upload_part_bytes: int = Field(default=8 * MiB, ge=MIN_PART_BYTES, le=512 * MiB)
     multipart_threshold_bytes: int = Field(default=64 * MiB, ge=MIN_PART_BYTES)
     presign_expiry_seconds: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+    # The upload sweeper (sweeper.py; a bucket lifecycle rule does the same on S3): every
+    # sweep_interval_seconds (0: never), multipart uploads begun longer ago than
+    # incomplete_upload_max_age_seconds are aborted and songs older than upload_retention_seconds
+    # (0: kept) deleted.
+    sweep_interval_seconds: float = Field(default=3600.0, ge=0)
+    incomplete_upload_max_age_seconds: int = Field(default=24 * 3600, ge=60)
+    upload_retention_seconds: int = Field(default=7 * 24 * 3600, ge=0)
 
     rate_limit_per_minute: float = Field(default=10.0, gt=0)
     rate_limit_burst: int = Field(default=5, ge=1)
@@ -120,6 +127,9 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
             raise ValueError("set both s3_access_key_id and s3_secret_access_key, or neither")
+        if self.incomplete_upload_max_age_seconds <= self.presign_expiry_seconds:
+            raise ValueError("incomplete_upload_max_age_seconds must be above presign_expiry_seconds (the sweeper "
+                             "would abort uploads whose tickets are still valid)")
         if self.multipart_threshold_bytes < self.upload_part_bytes:
             raise ValueError("multipart_threshold_bytes must be at least upload_part_bytes")
         return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -117,9 +118,50 @@ class Storage:
         await self._call(self.client.abort_multipart_upload, Key=key, UploadId=upload_id)
 
     async def delete_prefix(self, prefix: str) -> int:
-        """Delete every object under prefix; how many there were."""
-        resp = await self._call(self.client.list_objects_v2, Prefix=prefix, MaxKeys=1000)
-        keys = [{"Key": o["Key"]} for o in resp.get("Contents", [])]
-        if keys:
-            await self._call(self.client.delete_objects, Delete={"Objects": keys, "Quiet": True})
-        return len(keys)
+        """Delete every object under prefix (page by page) and abort the multipart uploads begun under it;
+        how many objects and uploads that was."""
+        gone = 0
+        token: dict[str, str] = {}
+        while True:
+            resp = await self._call(self.client.list_objects_v2, Prefix=prefix, MaxKeys=1000, **token)
+            keys = [{"Key": o["Key"]} for o in resp.get("Contents", [])]
+            if keys:
+                await self._call(self.client.delete_objects, Delete={"Objects": keys, "Quiet": True})
+                gone += len(keys)
+            if not resp.get("IsTruncated"):
+                break
+            token = {"ContinuationToken": str(resp["NextContinuationToken"])}
+        gone += await self.abort_uploads(prefix)
+        return gone
+
+    async def delete_older(self, prefix: str, before: datetime) -> int:
+        """Delete the objects under prefix last written before `before`; how many."""
+        gone = 0
+        token: dict[str, str] = {}
+        while True:
+            resp = await self._call(self.client.list_objects_v2, Prefix=prefix, MaxKeys=1000, **token)
+            keys = [{"Key": o["Key"]} for o in resp.get("Contents", []) if o["LastModified"] < before]
+            if keys:
+                await self._call(self.client.delete_objects, Delete={"Objects": keys, "Quiet": True})
+                gone += len(keys)
+            if not resp.get("IsTruncated"):
+                return gone
+            token = {"ContinuationToken": str(resp["NextContinuationToken"])}
+
+    async def abort_uploads(self, prefix: str, *, started_before: datetime | None = None) -> int:
+        """Abort the multipart uploads begun under prefix (before `started_before`, when given); how many."""
+        aborted = 0
+        markers: dict[str, str] = {}
+        while True:
+            resp = await self._call(self.client.list_multipart_uploads, Prefix=prefix, **markers)
+            for upload in resp.get("Uploads", []):
+                if started_before is None or upload["Initiated"] < started_before:
+                    try:
+                        await self.abort_multipart(upload["Key"], upload["UploadId"])
+                        aborted += 1
+                    except ClientError:  # completed or aborted meanwhile
+                        pass
+            if not resp.get("IsTruncated"):
+                return aborted
+            markers = {"KeyMarker": str(resp.get("NextKeyMarker") or ""),
+                       "UploadIdMarker": str(resp.get("NextUploadIdMarker") or "")}

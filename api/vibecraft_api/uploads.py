@@ -37,6 +37,7 @@ from vibecraft_api.settings import Settings
 from vibecraft_api.storage import Storage, error_code
 
 MAX_PARTS = 10000  # S3's limit
+UPLOADS_ROOT = "uploads/"  # every tenant's songs, under uploads/<tenant>/ (swept by sweeper.py)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -54,7 +55,7 @@ def safe_filename(name: str) -> str:
 
 
 def upload_prefix(tenant: str) -> str:
-    return f"uploads/{tenant}/"
+    return f"{UPLOADS_ROOT}{tenant}/"
 
 
 def upload_key(tenant: str, filename: str) -> str:
@@ -199,7 +200,7 @@ async def ticket(storage: Storage, settings: Settings, tenant: Tenant, req: Uplo
 def own_key(tenant: Tenant, key: str) -> bool:
     """Whether `key` is one this API gives the tenant (`uploads/<tenant>/<32 hex>/<file>`), in the one key
     grammar: a prefix check alone let `uploads/alice/../bob/...` through."""
-    return re.fullmatch(rf"uploads/{re.escape(tenant.name)}/[0-9a-f]{{32}}/{S3_KEY_SEGMENT}", key) is not None
+    return re.fullmatch(rf"{re.escape(upload_prefix(tenant.name))}[0-9a-f]{{32}}/{S3_KEY_SEGMENT}", key) is not None
 
 
 async def check_upload(storage: Storage, key: str, limit: int) -> tuple[int, str, str] | None:

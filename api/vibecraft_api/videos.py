@@ -17,6 +17,7 @@ from vibecraft_common.status import SUCCEEDED, THUMBNAIL_NAME, VIDEO_NAME
 from vibecraft_api.auth import Tenant
 from vibecraft_api.errors import FieldIssue, InvalidInput, NotReady, TooManyRenders, Unavailable
 from vibecraft_api.manifests import (
+    ACTIVE_SELECTOR,
     ANNOTATION_REQUEST_HASH,
     LABEL_IDEMPOTENCY,
     build_musicvideo,
@@ -47,6 +48,9 @@ class Renders:
     limiter: RateLimiter
     # Count-then-create and idempotency lookups are serialised per tenant (within this replica).
     locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    # The resourceVersion of this replica's last create per namespace: its lists are read from the API
+    # server's cache no older than that, so they include what this replica just made.
+    written: dict[str, str] = field(default_factory=dict)
 
     async def audio_url(self, tenant: Tenant, req: VideoCreate) -> str:
         """The spec's audio.url; an upload key must be the tenant's own, present, and audio."""
@@ -75,12 +79,16 @@ class Renders:
             self.limiter.check(tenant.key_id)
             try:
                 audio_url = await self.audio_url(tenant, req)
-                active = sum(1 for obj in await self.videos.all(ns) if is_active(obj))
+                # Finished videos are labelled by the operator: a namespace of 10 000 of them is not listed.
+                found = await self.videos.selected(ns, ACTIVE_SELECTOR, self.written.get(ns))
+                active = sum(1 for obj in found if is_active(obj))
                 if active >= self.settings.max_concurrent_renders:
                     raise TooManyRenders(active, self.settings.max_concurrent_renders)
                 body = build_musicvideo(name=new_video_id(), tenant=tenant.name, req=req, bucket=self.storage.bucket,
                                         audio_url=audio_url, idempotency=label)
                 created = await self.videos.create(ns, body)
+                if version := str(created["metadata"].get("resourceVersion") or ""):
+                    self.written[ns] = version
             except BaseException:
                 self.limiter.refund(tenant.key_id)
                 raise
@@ -89,7 +97,7 @@ class Renders:
             return created, True
 
     async def _idempotent(self, ns: str, label: str, req: VideoCreate) -> dict[str, Any] | None:
-        found = await self.videos.all(ns, f"{LABEL_IDEMPOTENCY}={label}")
+        found = await self.videos.selected(ns, f"{LABEL_IDEMPOTENCY}={label}", self.written.get(ns))
         if not found:
             return None
         first = min(found, key=lambda o: str(o["metadata"]["name"]))
@@ -99,8 +107,12 @@ class Renders:
         return first
 
     async def _dedupe(self, ns: str, label: str, created: dict[str, Any]) -> dict[str, Any]:
-        """Two replicas racing on one key both create; the oldest name wins and the other deletes its own."""
-        found = await self.videos.all(ns, f"{LABEL_IDEMPOTENCY}={label}")
+        """Two replicas racing on one key both create; the oldest name wins and the other deletes its own.
+
+        Listed no older than our create: whatever the other replica created before it is in the answer.
+        """
+        found = await self.videos.selected(ns, f"{LABEL_IDEMPOTENCY}={label}",
+                                           str(created["metadata"].get("resourceVersion") or "") or None)
         winner = min(found or [created], key=lambda o: str(o["metadata"]["name"]))
         mine = str(created["metadata"]["name"])
         if winner["metadata"]["name"] != mine:
@@ -109,14 +121,20 @@ class Renders:
             return winner
         return created
 
-    async def delete(self, tenant: Tenant, video_id: str) -> None:
-        """Cancel (deleting the MusicVideo stops its Job) and remove its outputs from S3."""
-        await self.videos.delete(tenant.namespace, video_id)
-        try:
-            await self.storage.delete_prefix(output_prefix(tenant.name, video_id))
-        except Unavailable as exc:
-            # The resource is gone, which is what the client asked; a lifecycle rule catches the rest.
-            log.warning("outputs of %s/%s not deleted: %s", tenant.name, video_id, exc.detail)
+    async def delete(self, tenant: Tenant, video_id: str) -> dict[str, Any] | None:
+        """Cancel the render and delete the video with its files (MusicVideos.delete): the video while
+        the operator removes them, None when it is gone already.
+
+        Gone at once means no operator had put its finalizer on it, which it does before it creates any
+        Job: no render can write there, and the API removes the files itself.
+        """
+        obj = await self.videos.delete(tenant.namespace, video_id)
+        if obj is None:
+            try:
+                await self.storage.delete_prefix(output_prefix(tenant.name, video_id))
+            except Unavailable as exc:  # the video is gone, which is what the client asked
+                log.warning("files of %s/%s not deleted: %s", tenant.name, video_id, exc.detail)
+        return obj
 
     def _output_key(self, tenant: Tenant, video_id: str, status_url: Any, name: str) -> str:
         """The output's key: status.output's URL when it points into this video's prefix, else the default."""

@@ -52,6 +52,8 @@ DEFAULT_RETRIES: Final = 2
 DEADLINE_MIN_SECONDS: Final = 60
 DEADLINE_MAX_SECONDS: Final = 7 * 24 * 3600
 DEFAULT_DEADLINE_SECONDS: Final = 3600
+# spec.ttlSecondsAfterFinished (and the operator-wide default): how long a finished MusicVideo stays.
+TTL_AFTER_FINISHED_MAX_SECONDS: Final = 366 * 24 * 3600
 
 # status.progress.message and status.lastFailure.message (etcd objects stay small).
 PROGRESS_MESSAGE_MAX_LENGTH: Final = 2048

@@ -38,6 +38,16 @@ LABEL_NAME: Final = f"{GROUP}/musicvideo"
 LABEL_ATTEMPT: Final = f"{GROUP}/attempt"
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 
+# On MusicVideos. The operator keeps LABEL_FINISHED ("true") on every finished one that is not being
+# deleted, so a client counting renders in progress lists `!vibecraft.io/finished` instead of a whole
+# namespace of finished videos.
+LABEL_FINISHED: Final = f"{GROUP}/finished"
+FINISHED: Final = "true"
+# "true": deleting the MusicVideo deletes everything under its output prefix, the finished video too
+# (the API sets it: a video deleted through the API goes with its files). Without it a Succeeded
+# video's outputs are kept; checkpoints, cache and unfinished outputs always go.
+ANNOTATION_DELETE_OUTPUTS: Final = f"{GROUP}/delete-outputs"
+
 # Renderer exit codes (also written as a one-line reason to the termination log).
 EXIT_OK: Final = 0
 EXIT_USAGE: Final = 2

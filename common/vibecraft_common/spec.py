@@ -231,10 +231,14 @@ Retries = Annotated[int, Field(ge=L.RETRIES_MIN, le=L.RETRIES_MAX,
                                            "without counting).")]
 DeadlineSeconds = Annotated[int, Field(ge=L.DEADLINE_MIN_SECONDS, le=L.DEADLINE_MAX_SECONDS,
                                        description="Time budget of the whole render, all attempts together.")]
+TtlSecondsAfterFinished = Annotated[int, Field(
+    ge=0, le=L.TTL_AFTER_FINISHED_MAX_SECONDS,
+    description="Seconds a finished MusicVideo (Succeeded, Failed or Cancelled) is kept before the operator "
+                "deletes it; unset: the operator's default (none unless configured). Editing it does not render again.")]
 
 
 class MusicVideoSpec(_Strict):
-    """What to render. Editing it (except suspend) renders again as a new attempt."""
+    """What to render. Editing it (except suspend and ttlSecondsAfterFinished) renders again as a new attempt."""
 
     audio: Audio
     style: Style = Field(default_factory=Style, json_schema_extra={"default": {}})
@@ -244,6 +248,7 @@ class MusicVideoSpec(_Strict):
     retries: Retries = L.DEFAULT_RETRIES
     deadlineSeconds: DeadlineSeconds = L.DEFAULT_DEADLINE_SECONDS
     suspend: bool = Field(default=False, description="Stop the render (its Job is deleted) until set back to false.")
+    ttlSecondsAfterFinished: TtlSecondsAfterFinished | None = None
     queueName: str | None = Field(default=None, max_length=63, pattern=K8S_NAME_PATTERN,
                                   description="Kueue LocalQueue; the Job is created suspended for Kueue to admit.")
     priorityClassName: str | None = Field(default=None, max_length=253, pattern=K8S_DNS_SUBDOMAIN_PATTERN,

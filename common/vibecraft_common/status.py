@@ -149,8 +149,8 @@ class MusicVideoStatus(_Open):
     replicatePredictions: int | None = Field(
         default=None, ge=0, description="Replicate predictions charged to this MusicVideo over its finished attempts "
                                         "(they count against its namespace's monthly budget).")
-    specHash: str | None = Field(default=None,
-                                 description="Hash of the spec being rendered (without suspend); a change renders again.")
+    specHash: str | None = Field(default=None, description="Hash of the spec being rendered (without suspend and "
+                                                           "ttlSecondsAfterFinished); a change renders again.")
     nextAttemptAt: str | None = Field(default=None, description="When the next attempt starts after a failure.",
                                       json_schema_extra={"format": "date-time"})
     startedAt: str | None = _date_time("When the first attempt started.")

@@ -167,10 +167,11 @@ async def musicvideo_cleanup(namespace: str | None, name: str, memo: Any, logger
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def musicvideo_event(
-    type: str, body: kopf.Body, namespace: str | None, name: str, uid: str, memo: Any,
+    type: str, body: kopf.Body, namespace: str | None, name: str, uid: str, memo: Any, logger: kopf.Logger,
     musicvideo_queue: QueueIndex | None = None, **_: Any,
 ) -> None:
-    """Spec edits wake the reconciler; a deleted MusicVideo frees its slot; every change recounts the gauges."""
+    """Spec edits wake the reconciler; a deleted MusicVideo frees its slot; every change recounts the gauges
+    and keeps the finished label and the TTL's deletion up to date."""
     runtime = runtime_of(memo)
     if type == "DELETED":
         runtime.forget(uid)
@@ -179,6 +180,7 @@ async def musicvideo_event(
         runtime.saw(body)
         if body.get("metadata", {}).get("generation") != body.get("status", {}).get("observedGeneration"):
             runtime.wakeups.wake((namespace or "", name))
+        await runtime.keep_finished(body, logger)
     index = musicvideo_queue
     if index is not None:  # kopf applied this event to the index before calling us
         runtime.changed(lambda: [entry for store in index.values() for entry in store])

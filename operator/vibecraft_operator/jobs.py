@@ -41,7 +41,7 @@ MAX_NAME = 63  # label values (the pods' `job-name` label among them) are capped
 # renderer by its pod's name (the ServiceAccount token carries it), so the name must arrive whole:
 # 52 leaves room for a 4-digit completion index.
 MAX_JOB_NAME = 52
-SPEC_FIELDS_NOT_RENDERED = ("suspend",)  # editing these does not restart the render
+SPEC_FIELDS_NOT_RENDERED = ("suspend", "ttlSecondsAfterFinished")  # editing these does not restart the render
 RENDERER_UID = 65532  # "nonroot" in distroless-style images
 
 

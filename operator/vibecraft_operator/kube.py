@@ -61,6 +61,32 @@ class Kube:
         self._call(api.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name,
                    {"status": dict(patch)}, _content_type=MERGE_PATCH, missing_ok=True)
 
+    def patch_musicvideo_metadata(self, namespace: str, name: str, metadata: Mapping[str, Any],
+                                  resource_version: str | None = None) -> None:
+        """Merge-patch metadata (labels, annotations; None values delete keys); a vanished MusicVideo is fine.
+
+        With `resource_version` the patch applies only to that version (409 otherwise: the caller's view was old).
+        """
+        meta = {**metadata, **({"resourceVersion": resource_version} if resource_version else {})}
+        self._call(self._custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name,
+                   {"metadata": meta}, _content_type=MERGE_PATCH, missing_ok=True)
+
+    def delete_musicvideo(self, namespace: str, name: str, uid: str) -> None:
+        """Delete that MusicVideo (the uid guards against a new one of the same name); gone already is fine."""
+        body = {"propagationPolicy": "Background", "preconditions": {"uid": uid}}
+        try:
+            self._call(self._custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name,
+                       body=body, missing_ok=True)
+        except ApiException as exc:
+            if exc.status != 409:  # 409: another object of that name now
+                raise
+
+    def list_jobs(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Jobs with all of `labels`."""
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        result = self._call(self._batch.list_namespaced_job, namespace, label_selector=selector) or {}
+        return list(result.get("items") or [])
+
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Job, or None."""
         return self._call(self._batch.read_namespaced_job, name, namespace, missing_ok=True)

@@ -28,6 +28,8 @@ REPLICATE_BUDGET_REMAINING = Gauge(
     "vibecraft_replicate_budget_remaining",
     "Replicate predictions a namespace may still create this month (namespaces with a budget; reservations of "
     "running renders not subtracted).", ["namespace"])
+EXPIRED = Counter("vibecraft_musicvideos_expired_total",
+                  "Finished MusicVideos deleted because their ttlSecondsAfterFinished passed.")
 OOM_RETRIES = Counter("vibecraft_oom_retries_total", "Attempts retried with more memory after an OOM kill.")
 RETRIES = Counter("vibecraft_retries_total", "Attempts retried, by why.", ["kind"])
 RECONCILE_ERRORS = Counter(

@@ -56,7 +56,9 @@ def fetch_outputs(spec: Mapping[str, Any], settings: Settings) -> Outputs:
 
 
 def delete_objects(cleanup: Cleanup, settings: Settings) -> int:
-    """Delete everything under `cleanup.prefixes` (listed page by page) and `cleanup.objects`; how many keys.
+    """Delete everything under `cleanup.prefixes` (listed page by page, deleted 1000 keys a request) and
+    `cleanup.objects`, and abort the multipart uploads begun under `cleanup.uploads`; how many keys and
+    uploads that was.
 
     Raises botocore's errors (the caller retries, then gives up with a warning).
     """
@@ -65,11 +67,28 @@ def delete_objects(cleanup: Cleanup, settings: Settings) -> int:
     for url in cleanup.prefixes:
         bucket, prefix = split_s3_url(url)
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents") or []:
-                client.delete_object(Bucket=bucket, Key=obj["Key"])
-                deleted += 1
+            keys = [{"Key": obj["Key"]} for obj in page.get("Contents") or []]
+            if keys:
+                deleted += _delete_batch(client, bucket, keys)
     for url in cleanup.objects:
         bucket, key = split_s3_url(url)
         client.delete_object(Bucket=bucket, Key=key)  # a missing key is not an error
         deleted += 1
+    for url in cleanup.uploads:
+        bucket, prefix = split_s3_url(url)
+        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
+            for upload in page.get("Uploads") or []:
+                client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                deleted += 1
     return deleted
+
+
+def _delete_batch(client: Any, bucket: str, keys: list[dict[str, str]]) -> int:
+    """DeleteObjects for up to 1000 keys; a key the server could not delete is an error (retried)."""
+    resp = client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+    errors = [e for e in resp.get("Errors") or [] if e.get("Code") != "NoSuchKey"]
+    if errors:
+        first = errors[0]
+        raise OSError(f"S3 did not delete {len(errors)} of {len(keys)} keys "
+                      f"({first.get('Key')}: {first.get('Code')} {first.get('Message')})")
+    return len(keys)

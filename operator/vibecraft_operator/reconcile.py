@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from vibecraft_common.limits import DEFAULT_DEADLINE_SECONDS, DEFAULT_RETRIES
+from vibecraft_common.resource import ANNOTATION_DELETE_OUTPUTS
 from vibecraft_common.status import (
     ANALYSIS_NAME,
     PENDING,
@@ -189,6 +190,9 @@ def decide(obs: Observation, settings: Settings) -> Plan:
     phase = str(status.get("phase") or "")
     wanted = spec_hash(spec)
 
+    if meta.get("deletionTimestamp"):
+        # Being deleted: the deletion handler stops the render; a step must not start another.
+        return Plan()
     if not status.get("specHash"):
         return Plan(st.accepted(status, spec_hash=wanted, generation=generation, now=now), again=0)
     if status["specHash"] != wanted:
@@ -478,14 +482,18 @@ def needs_reconciler(body: Mapping[str, Any], **_: Any) -> bool:
 
 @dataclass(frozen=True)
 class Cleanup:
-    """What deleting a MusicVideo removes from S3 (s3:// URLs): everything under `prefixes`, and `objects`."""
+    """What deleting a MusicVideo removes from S3 (s3:// URLs): everything under `prefixes`, and `objects`;
+    multipart uploads begun under `uploads` and never completed (a render killed while uploading) are aborted."""
 
     prefixes: tuple[str, ...]
     objects: tuple[str, ...] = ()
+    uploads: tuple[str, ...] = ()
+    whole: bool = False  # everything under the output prefix, the finished video too
 
 
 def cleanup_on_delete(mv: Mapping[str, Any]) -> Cleanup | None:
-    """The MusicVideo is being deleted: its checkpoints and cache always go, its outputs unless it succeeded.
+    """The MusicVideo is being deleted: its checkpoints and cache always go, its outputs unless it succeeded,
+    and everything under its output prefix when it says so (ANNOTATION_DELETE_OUTPUTS: the API's videos).
 
     None without an output prefix that names a key (never clean a whole bucket's segments/).
     """
@@ -493,11 +501,15 @@ def cleanup_on_delete(mv: Mapping[str, Any]) -> Cleanup | None:
     bucket_and_key = prefix.removeprefix("s3://")
     if not prefix.startswith("s3://") or "/" not in bucket_and_key or not bucket_and_key.split("/", 1)[1]:
         return None
+    annotations = (mv.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(ANNOTATION_DELETE_OUTPUTS) == "true":
+        return Cleanup((f"{prefix}/",), uploads=(f"{prefix}/",), whole=True)
     prefixes = tuple(f"{prefix}/{name}/" for name in SCRATCH_DIRS)
-    if (mv.get("status") or {}).get("phase") == SUCCEEDED:
-        return Cleanup(prefixes)
     outputs = default_outputs(mv.get("spec") or {}).output
-    return Cleanup(prefixes, tuple(str(outputs[k]) for k in ("videoUrl", "thumbnailUrl", "analysisUrl")))
+    files = tuple(str(outputs[k]) for k in ("videoUrl", "thumbnailUrl", "analysisUrl"))
+    if (mv.get("status") or {}).get("phase") == SUCCEEDED:
+        return Cleanup(prefixes, uploads=prefixes)
+    return Cleanup(prefixes, files, uploads=prefixes + files)
 
 
 def render_stopped(pods: Sequence[Mapping[str, Any]]) -> bool:

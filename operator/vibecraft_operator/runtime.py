@@ -13,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 from vibecraft_common.resource import LABEL_ATTEMPT, LABEL_NAME
 from vibecraft_common.status import CANCELLED, QUEUED, RUNNING
 
-from vibecraft_operator import budget, mergepatch, metrics
+from vibecraft_operator import budget, finished, mergepatch, metrics
 from vibecraft_operator.constants import (
     ANNOTATION_SPEC_HASH,
     R_JOB_NAME_TAKEN,
@@ -44,6 +44,7 @@ MAX_STEPS = 8  # steps per wake-up; a plan chain longer than this is looked at a
 RECOUNT_DELAY = 0.1  # seconds: a burst of MusicVideo changes costs one census, not one each
 TIMESTAMP_RESOLUTION = 1.0  # seconds: Kubernetes timestamps are cut to whole seconds
 CLEANUP_STOP_TIMEOUT = 120.0  # seconds a deleted render's pods get to stop before S3 is cleaned anyway
+CLEANUP_RECONCILER_TIMEOUT = 75.0  # a stopping reconciler finishes its step within kopf's 60 s (+10 s cancel)
 CLEANUP_ATTEMPTS = 3  # tries at cleaning S3 before giving up with a warning (deletion must not wedge)
 CLEANUP_BACKOFF = 2.0  # seconds before the second try, doubling
 
@@ -160,6 +161,8 @@ class Runtime:
     book: UsageBook = field(init=False)  # Replicate predictions per namespace and month
     _observed: Callable[[], Iterable[QueueEntry]] | None = None
     _recount: asyncio.TimerHandle | None = None
+    _expiries: dict[str, asyncio.TimerHandle] = field(default_factory=dict)  # uid: the TTL's deletion
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)  # deletions under way (kept referenced)
 
     def __post_init__(self) -> None:
         self.book = UsageBook(self.kube, self.settings)
@@ -194,8 +197,44 @@ class Runtime:
         """The watch delivered a MusicVideo: a new render's apply→Job latency is timed from its first sight."""
         self.clocks.saw(body, time.monotonic())
 
+    async def keep_finished(self, body: Mapping[str, Any], logger: kopf.Logger) -> None:
+        """The watch delivered a MusicVideo: keep LABEL_FINISHED right, and its TTL's deletion scheduled."""
+        meta = body.get("metadata") or {}
+        namespace, name, uid = str(meta.get("namespace") or ""), str(meta.get("name") or ""), str(meta.get("uid") or "")
+        if (patch := finished.label_patch(body)) is not None:
+            try:  # only onto the version seen: an older view must not undo a newer one (its event follows)
+                await asyncio.to_thread(self.kube.patch_musicvideo_metadata, namespace, name, patch,
+                                        str(meta.get("resourceVersion") or "") or None)
+            except (ApiException, ApiUnavailable) as exc:
+                logger.debug(f"finished label not updated ({exc}); the next event tries again")
+        if (old := self._expiries.pop(uid, None)) is not None:
+            old.cancel()
+        at = finished.expires_at(body, self.settings.ttl_seconds_after_finished)
+        if at is not None:
+            delay = max(0.0, (at - utcnow()).total_seconds())
+            self._expiries[uid] = asyncio.get_running_loop().call_later(
+                delay, self._expire, namespace, name, uid, logger)
+
+    def _expire(self, namespace: str, name: str, uid: str, logger: kopf.Logger) -> None:
+        self._expiries.pop(uid, None)
+
+        async def delete() -> None:
+            try:
+                await asyncio.to_thread(self.kube.delete_musicvideo, namespace, name, uid)
+            except (ApiException, ApiUnavailable) as exc:  # the next resync's event schedules it again
+                logger.warning(f"ttlSecondsAfterFinished passed, but deleting {name} failed: {exc}")
+                return
+            metrics.EXPIRED.inc()
+            logger.info(f"ttlSecondsAfterFinished passed: deleted MusicVideo {name}")
+
+        task = asyncio.get_running_loop().create_task(delete())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def forget(self, uid: str) -> None:
         """The MusicVideo `uid` is deleted."""
+        if (expiry := self._expiries.pop(uid, None)) is not None:
+            expiry.cancel()
         self.ledger.forget(uid)
         self.clocks.forget(uid)
         self.book.release(uid)
@@ -296,18 +335,28 @@ class Runtime:
 
     async def clean_up(self, namespace: str, name: str, logger: kopf.Logger) -> None:
         """The MusicVideo is being deleted: stop its render, then clean its output prefix in S3 (best effort:
-        after CLEANUP_ATTEMPTS failures a warning, and the deletion goes on)."""
+        after CLEANUP_ATTEMPTS failures a warning, and the deletion goes on).
+
+        In this order, so nothing written by the render reappears after the clean-up: the reconciler
+        stops (kopf told it to; a step in flight may still create a Job), every Job of this MusicVideo
+        is deleted, its pods have stopped (bounded), and only then S3 is cleaned.
+        """
         mv = await asyncio.to_thread(self.kube.get_musicvideo, namespace, name)
         if mv is None:
             return
-        job_name = (mv.get("status") or {}).get("jobName")
-        if job_name:  # ownerReferences only collect it once the MusicVideo is gone, after this finalizer
-            job = await asyncio.to_thread(self.kube.get_job, namespace, job_name)
-            if job is not None and owned_by(job, mv["metadata"]["uid"]):
-                await asyncio.to_thread(self.kube.delete_job, namespace, job_name)
+        uid = mv["metadata"]["uid"]
         labels = {LABEL_NAME: label_value(name)}
+        deadline = time.monotonic() + CLEANUP_RECONCILER_TIMEOUT
+        while self.wakeups.running((namespace, name)) and time.monotonic() < deadline:
+            await asyncio.sleep(DELETION_POLL / 4)
         deadline = time.monotonic() + CLEANUP_STOP_TIMEOUT
-        while not render_stopped(await asyncio.to_thread(self.kube.list_pods, namespace, labels)):
+        while True:
+            jobs = [j for j in await asyncio.to_thread(self.kube.list_jobs, namespace, labels) if owned_by(j, uid)]
+            for job in jobs:  # ownerReferences only collect them once the MusicVideo is gone, after this finalizer
+                if not job["metadata"].get("deletionTimestamp"):
+                    await asyncio.to_thread(self.kube.delete_job, namespace, job["metadata"]["name"])
+            if render_stopped(await asyncio.to_thread(self.kube.list_pods, namespace, labels)):
+                break
             if time.monotonic() > deadline:
                 logger.warning(f"the render's pods did not stop within {CLEANUP_STOP_TIMEOUT:.0f}s: cleaning S3 anyway")
                 break
@@ -329,8 +378,9 @@ class Runtime:
                 kopf.event(as_body(mv), type="Warning", reason="CleanupFailed", message=message)
                 logger.warning(message)
                 return
-            what = "checkpoints and cache" + ("" if not cleanup.objects else ", and the unfinished outputs")
-            logger.info(f"Cleaned S3 of the {what} ({deleted} objects)")
+            what = ("everything under the output prefix" if cleanup.whole
+                    else "the checkpoints and cache" + ("" if not cleanup.objects else ", and the unfinished outputs"))
+            logger.info(f"Cleaned S3 of {what} ({deleted} objects and open uploads)")
             return
 
     async def apply(self, mv: Mapping[str, Any], plan: Plan, logger: kopf.Logger, tick: float | None = None,

@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from vibecraft_common.limits import TTL_AFTER_FINISHED_MAX_SECONDS
 
 from vibecraft_operator.quantities import parse_quantity
 
@@ -24,6 +25,8 @@ class Settings(BaseSettings):
     s3_endpoint: str = ""  # AWS_ENDPOINT_URL for the renderer and the operator; "" = AWS
     s3_region: str = "us-east-1"
     job_ttl_seconds: int = Field(default=86400, ge=0)
+    # Seconds a finished MusicVideo is kept when its spec.ttlSecondsAfterFinished is unset; None: forever.
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0, le=TTL_AFTER_FINISHED_MAX_SECONDS)
 
     # Resources when spec.resources leaves them out.
     default_memory: str = "512Mi"  # the base every render needs

@@ -22,6 +22,10 @@ class Wakeups:
         """The reconciler of `key` stopped."""
         self._events.pop(key, None)
 
+    def running(self, key: Key) -> bool:
+        """Whether `key` has a reconciler (one that may still be in the middle of a step)."""
+        return key in self._events
+
     def wake(self, key: Key) -> None:
         """Make the reconciler of `key` look again now (no-op if it has none)."""
         event = self._events.get(key)

@@ -3,6 +3,7 @@ they are read, before authentication."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -282,3 +283,32 @@ def test_a_tenant_namespace_quota_is_a_clear_429(cluster: Cluster, new_tenant: C
     problem = assert_problem(t.client.post("/v1/videos", json={"audio": {"url": "https://example.com/b.mp3"}}),
                              HTTPStatus.TOO_MANY_REQUESTS, "quota-exceeded")
     assert "as many videos as its quota allows" in problem["detail"] and "limited: count/musicvideos" in problem["detail"]
+
+
+@pytest.mark.s3
+def test_the_sweeper_aborts_stale_multipart_uploads_and_expires_old_songs(api_system: ApiSystem) -> None:
+    """What a bucket lifecycle rule does, for servers without one: a week later the song is gone and the
+    multipart upload a ticket began and nobody finished is aborted; today both are left alone."""
+    from datetime import UTC, datetime, timedelta
+
+    from vibecraft_api.storage import Storage
+    from vibecraft_api.sweeper import sweep
+
+    settings = api_system.settings()
+    storage, s3 = Storage(settings), api_system.s3.client()
+    root = f"uploads/sweep{time.time_ns()}/"
+    song, pending = f"{root}{'0' * 32}/song.mp3", f"{root}{'1' * 32}/big.wav"
+    s3.put_object(Bucket=api_system.s3.bucket, Key=song, Body=b"\xff\xfb\x90\x64")
+    upload_id = s3.create_multipart_upload(Bucket=api_system.s3.bucket, Key=pending)["UploadId"]
+    s3.upload_part(Bucket=api_system.s3.bucket, Key=pending, UploadId=upload_id, PartNumber=1, Body=b"x" * 1024)
+
+    def listed() -> tuple[list[str], list[str]]:
+        objects = s3.list_objects_v2(Bucket=api_system.s3.bucket, Prefix=root).get("Contents") or []
+        uploads = s3.list_multipart_uploads(Bucket=api_system.s3.bucket, Prefix=root).get("Uploads") or []
+        return [o["Key"] for o in objects], [u["Key"] for u in uploads]
+
+    today = asyncio.run(sweep(storage, settings, root=root))
+    assert (today.aborted_uploads, today.deleted_songs) == (0, 0) and listed() == ([song], [pending])
+    later = asyncio.run(sweep(storage, settings, datetime.now(UTC) + timedelta(days=8), root=root))
+    assert (later.aborted_uploads, later.deleted_songs) == (1, 1)
+    assert listed() == ([], [])

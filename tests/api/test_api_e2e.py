@@ -21,7 +21,7 @@ import pytest
 from tests.api.conftest import TenantHandle
 from tests.api.utils import SseReader, wav_bytes
 from tests.conftest import Cluster, S3Server, provision_renders
-from tests.harness import OperatorProcess
+from tests.harness import OperatorProcess, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3]
 
@@ -88,4 +88,10 @@ def test_upload_render_follow_download(new_tenant: Callable[..., TenantHandle], 
     assert sorted(s["codec_name"] for s in info["streams"]) == ["aac", "h264"]
     assert abs(float(info["format"]["duration"]) - 3.0) < 0.2
     assert httpx.get(links["thumbnailUrl"]).content[:2] == b"\xff\xd8"
-    assert t.client.delete(video["links"]["self"]).status_code == HTTPStatus.NO_CONTENT
+    # Deleting: 202 while the operator removes the files (the finished video too: the API made it), then 404.
+    deleted = t.client.delete(video["links"]["self"])
+    assert deleted.status_code == HTTPStatus.ACCEPTED and deleted.json()["deleting"] is True, deleted.text
+    wait_for(lambda: t.client.get(video["links"]["self"]).status_code == HTTPStatus.NOT_FOUND, timeout=120,
+             what="the deleted video to go")
+    prefix = f"videos/{t.name}/{video['id']}/"
+    assert "Contents" not in s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=prefix)

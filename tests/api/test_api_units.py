@@ -29,6 +29,7 @@ from vibecraft_api.ratelimit import RateLimiter
 from vibecraft_api.settings import Settings
 from vibecraft_api.uploads import safe_filename
 from vibecraft_common.limits import BEAT_OFFSET_MAX_SECONDS, BPM_MAX, BPM_MIN, DEFAULT_PRESET
+from vibecraft_common.resource import ANNOTATION_DELETE_OUTPUTS
 
 from tests.api.utils import PROBLEM_JSON, wav_bytes
 
@@ -156,6 +157,12 @@ def test_build_and_read_back_a_musicvideo() -> None:
                                      "preset": DEFAULT_PRESET},
                            "output": {"url": "s3://b/videos/acme/mv-1/"}, "retries": 0}
     assert obj["metadata"]["labels"]["vibecraft.io/idempotency-key"] == "abc"
+    # However it is deleted (API, TTL, kubectl), a video the API made goes with all its files.
+    assert obj["metadata"]["annotations"][ANNOTATION_DELETE_OUTPUTS] == "true"
+    ttl = VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3"}, "ttlSecondsAfterFinished": 3600})
+    built = build_musicvideo(name="mv-3", tenant="acme", req=ttl, bucket="b", audio_url="https://e.example/a.mp3")
+    assert built["spec"]["ttlSecondsAfterFinished"] == 3600
+    assert to_public(built, "b").ttlSecondsAfterFinished == 3600
     obj["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
     # Status from other components may be odd: odd parts are dropped, never a 500.
     obj["status"] = {"phase": "Exploded", "progress": {"percent": "lots"}, "attempts": True,
@@ -168,6 +175,9 @@ def test_build_and_read_back_a_musicvideo() -> None:
     assert is_active(obj)
     obj["status"]["phase"] = "Failed"
     assert not is_active(obj)
+    obj["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"  # its files are still being removed
+    assert is_active(obj) and to_public(obj, "b").deleting
+    del obj["metadata"]["deletionTimestamp"]
     obj["status"].update(replicatePredictions=7, progress={"percent": 20.0, "predictions": 2})
     public = to_public(obj, "b")  # what Replicate cost, charged and in the running attempt
     assert public.replicatePredictions == 7 and public.progress is not None and public.progress.predictions == 2

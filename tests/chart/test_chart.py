@@ -366,3 +366,28 @@ def test_each_tenant_namespace_gets_a_resource_quota() -> None:
     assert set(quotas) == {"vc-alice", "vc-bob"} and quotas["vc-alice"]["count/musicvideos.vibecraft.io"] == "1000"
     assert not [d for d in render("default", "--set", "api.tenants={alice}", "--set", "api.tenantQuota=null")
                 if d["kind"] == "ResourceQuota"]
+
+
+def _env(docs: list[dict[str, Any]], component: str) -> dict[str, str]:
+    (deploy,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith(f"-{component}")]
+    return {e["name"]: e.get("value") for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_finished_video_ttl_and_the_upload_sweeper_reach_their_settings() -> None:
+    """The values reach the settings the components read (names from their Settings classes)."""
+    from vibecraft_api.settings import Settings as ApiSettings
+    from vibecraft_operator.settings import Settings as OperatorSettings
+
+    default = render("default")
+    assert "VIBECRAFT_TTL_SECONDS_AFTER_FINISHED" not in _env(default, "operator")  # unset: kept forever
+    api = _env(default, "api")
+    swept = ApiSettings.model_validate({k.removeprefix("VIBECRAFT_API_").lower(): v for k, v in api.items()
+                                        if k.removeprefix("VIBECRAFT_API_").lower() in ApiSettings.model_fields})
+    assert (swept.upload_retention_seconds, swept.incomplete_upload_max_age_seconds, swept.sweep_interval_seconds) == \
+        (604800, 86400, 3600.0)
+    ttl = _env(render("default", "--set", "operator.ttlSecondsAfterFinished=86400",
+                      "--set", "api.sweepIntervalSeconds=0"), "operator")
+    assert OperatorSettings.model_validate({"ttl_seconds_after_finished": ttl["VIBECRAFT_TTL_SECONDS_AFTER_FINISHED"]}
+                                           ).ttl_seconds_after_finished == 86400
+    res = helm("template", "vc", str(CHART), "--set", "operator.ttlSecondsAfterFinished=-1", check=False)
+    assert res.returncode != 0 and "ttlSecondsAfterFinished" in res.stderr

@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from vibecraft_common.resource import ANNOTATION_DELETE_OUTPUTS
 from vibecraft_operator.queue import Admission
 from vibecraft_operator.reconcile import (
     Cleanup,
@@ -371,14 +372,33 @@ def test_needs_reconciler():
 
 def test_deleting_an_unfinished_render_cleans_its_scratch_and_partial_outputs():
     mv = musicvideo(output={"url": "s3://bucket/videos/demo/"}, status={"phase": "Cancelled"})
-    assert cleanup_on_delete(mv) == Cleanup(
-        ("s3://bucket/videos/demo/segments/", "s3://bucket/videos/demo/cache/"),
-        ("s3://bucket/videos/demo/video.mp4", "s3://bucket/videos/demo/thumbnail.jpg",
-         "s3://bucket/videos/demo/analysis.json"))
+    scratch = ("s3://bucket/videos/demo/segments/", "s3://bucket/videos/demo/cache/")
+    files = ("s3://bucket/videos/demo/video.mp4", "s3://bucket/videos/demo/thumbnail.jpg",
+             "s3://bucket/videos/demo/analysis.json")
+    # Multipart uploads a killed renderer began (the MP4 is uploaded in parts) are aborted too.
+    assert cleanup_on_delete(mv) == Cleanup(scratch, files, uploads=scratch + files)
     mv["status"]["phase"] = "Succeeded"  # its outputs stay
-    assert cleanup_on_delete(mv) == Cleanup(("s3://bucket/videos/demo/segments/", "s3://bucket/videos/demo/cache/"))
+    assert cleanup_on_delete(mv) == Cleanup(scratch, uploads=scratch)
     for url in ("s3://bucket", "s3://bucket/", "s3://bucket//", ""):  # never a whole bucket's segments/
         assert cleanup_on_delete(musicvideo(output={"url": url})) is None, url
+
+
+def test_a_video_marked_to_go_with_its_files_is_purged_whole_even_when_it_succeeded():
+    mv = musicvideo(output={"url": "s3://bucket/videos/acme/mv-1/"}, status={"phase": "Succeeded"})
+    mv["metadata"]["annotations"] = {ANNOTATION_DELETE_OUTPUTS: "true"}
+    # The trailing slash keeps mv-10's files out of mv-1's purge.
+    assert cleanup_on_delete(mv) == Cleanup(("s3://bucket/videos/acme/mv-1/",), uploads=("s3://bucket/videos/acme/mv-1/",),
+                                            whole=True)
+    mv["metadata"]["annotations"] = {ANNOTATION_DELETE_OUTPUTS: "false"}
+    assert cleanup_on_delete(mv) is not None and cleanup_on_delete(mv).prefixes[0].endswith("/segments/")
+
+
+def test_nothing_starts_for_a_musicvideo_being_deleted():
+    mv = accepted()
+    assert step(mv).create_job is not None  # admitted: the next step would create the Job
+    mv["metadata"]["deletionTimestamp"] = "2025-01-01T12:00:00Z"
+    plan = step(mv)  # a step that read the object after the delete began
+    assert plan.create_job is None and plan.delete_job is None and not plan.status
 
 
 def test_the_render_has_stopped_once_no_pod_can_still_write():

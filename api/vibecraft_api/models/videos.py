@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 from vibecraft_common.limits import AUDIO_URL_MAX_LENGTH, AUDIO_URL_MIN_LENGTH
-from vibecraft_common.spec import AudioTiming, DeadlineSeconds, Retries, Style, Video, rule_error
+from vibecraft_common.spec import AudioTiming, DeadlineSeconds, Retries, Style, TtlSecondsAfterFinished, Video, rule_error
 from vibecraft_common.status import PHASES, TERMINAL_PHASES, Phase
 from vibecraft_common.status import AnalysisSummary as AnalysisPublic
 from vibecraft_common.status import Failure as FailurePublic
@@ -84,6 +84,7 @@ class VideoCreate(BaseModel):
     video: Video = Field(default_factory=Video)
     retries: Retries | None = None
     deadlineSeconds: DeadlineSeconds | None = None
+    ttlSecondsAfterFinished: TtlSecondsAfterFinished | None = None
 
 
 class AudioPublic(BaseModel):
@@ -143,6 +144,8 @@ class VideoPublic(BaseModel):
     video: VideoOptionsPublic
     retries: int | None = None
     deadlineSeconds: int | None = None
+    ttlSecondsAfterFinished: int | None = Field(default=None, description="Seconds the finished video is kept "
+                                                "before it is deleted with its files; null: the installation's default")
     progress: ProgressPublic | None = None
     attempts: int = 0
     replicatePredictions: int = Field(default=0, description="Replicate predictions charged to this video's finished "

@@ -60,11 +60,25 @@ async def get_video(id: VideoId, tenant: TenantDep, videos: VideosDep, settings:
     return to_public(await videos.get(tenant.namespace, id), settings.s3_bucket)
 
 
-@router.delete("/{id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
-               responses=problems(*AUTHED, 404))
-async def delete_video(id: VideoId, tenant: TenantDep, renders: RendersDep) -> None:
-    """Cancel the render if it runs, and delete the video and its files."""
-    await renders.delete(tenant, id)
+@router.delete("/{id}", status_code=status.HTTP_202_ACCEPTED, response_model=VideoPublic,
+               responses={202: {"description": "Deletion started: GET the video until it answers 404 (until then "
+                                               "it shows `deleting: true` and counts as a render in progress)",
+                                "headers": {"Location": {"description": "The video", "schema": {"type": "string"}}}},
+                          204: {"description": "The video was already gone with its files"},
+                          **problems(*AUTHED, 404)})
+async def delete_video(id: VideoId, tenant: TenantDep, renders: RendersDep, settings: SettingsDep,
+                       response: Response) -> VideoPublic | Response:
+    """Cancel the render if it runs, then delete the video and all its files.
+
+    The render is stopped and its pods waited for before the files go, so nothing reappears; that
+    takes seconds to a few minutes, during which the video is still listed with `deleting: true`.
+    """
+    obj = await renders.delete(tenant, id)
+    if obj is None:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    video = to_public(obj, settings.s3_bucket)
+    response.headers["Location"] = video.links.self
+    return video
 
 
 @router.get("/{id}/download", response_model=DownloadLinks, responses=problems(*AUTHED, 404, 409))
