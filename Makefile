@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export NUMBA_CACHE_DIR ?= $(or $(VIBECRAFT_CACHE),$(HOME)/.cache/vibecraft)/numba/$(shell printf %s "$(CURDIR)" | sha1sum | cut -c1-12)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: bootstrap cluster-up cluster-down cluster-status test test-fast lint bench demo clean crds chart-docs
+.PHONY: bootstrap cluster-up cluster-down cluster-status test test-fast lint bench chaos demo clean crds chart-docs
 
 bootstrap:  ## install apt packages, the venv and the Go-built binaries (cached)
 	@bash localcluster/bootstrap.sh
@@ -32,7 +32,10 @@ lint: bootstrap  ## ruff + mypy
 	$(VENV)/bin/mypy
 
 test: bootstrap lint  ## every test, against a private local cluster and S3
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
+
+chaos: bootstrap  ## the operator's chaos suite, bigger than in make test (VIBECRAFT_CHAOS_SCALE=5), with its figures
+	VIBECRAFT_CHAOS_SCALE=$${VIBECRAFT_CHAOS_SCALE:-5} $(PY) -m pytest -q -s -m chaos tests/operator
 
 bench: bootstrap  ## performance and sync figures (against baselines measured in the same run); every bench runs, a missed target fails at the end
 	@rc=0; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || rc=1; done; exit $$rc

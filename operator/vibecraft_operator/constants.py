@@ -35,6 +35,7 @@ R_JOB_VANISHED: Final = "JobVanished"
 R_DEADLINE: Final = "DeadlineExceeded"
 R_INVALID_SPEC: Final = "InvalidSpec"  # the spec passed the CRD but the operator cannot render it
 R_JOB_NAME_TAKEN: Final = "JobNameTaken"
+R_JOB_REFUSED: Final = "JobRefused"  # the API server refused the Job for good (RBAC, admission, quota past the wait)
 R_OUTPUTS_UNAVAILABLE: Final = "OutputsUnavailable"
 R_ERROR: Final = "Error"
 

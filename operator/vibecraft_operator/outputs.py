@@ -42,6 +42,7 @@ def fetch_outputs(spec: Mapping[str, Any], settings: Settings) -> Outputs:
         bucket, key = split_s3_url(f"{output_prefix(spec)}/{VIDEO_NAME}")
         head = client.head_object(Bucket=bucket, Key=key)
         output["sizeBytes"] = int(head.get("ContentLength") or 0)
+        written = head.get("LastModified")
         bucket, key = split_s3_url(str(output["analysisUrl"]))
         body = client.get_object(Bucket=bucket, Key=key)["Body"].read(MAX_ANALYSIS_BYTES)
         doc = json.loads(body)
@@ -50,7 +51,7 @@ def fetch_outputs(spec: Mapping[str, Any], settings: Settings) -> Outputs:
         analysis, duration = summary_of(doc)
         if duration is not None:
             output["durationSeconds"] = round(duration, 3)
-        return Outputs(output, analysis or None)
+        return Outputs(output, analysis or None, video_written=written)
     except (BotoCoreError, ClientError, OutputsUnavailable, ValueError) as exc:
         return Outputs(output, None, f"could not read the render's outputs from S3: {exc}")
 

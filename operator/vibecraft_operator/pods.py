@@ -1,10 +1,12 @@
 """What a running attempt's pod is doing, for the Progressing condition (pure)."""
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from vibecraft_operator.classify import decisive_pod
 from vibecraft_operator.constants import POD_RUNNING, R_RENDERING
+from vibecraft_operator.timeutil import parse_time
 
 # Waiting reasons that need a human (or at least a look): surfaced as Warning events.
 STUCK_REASONS = frozenset({
@@ -15,6 +17,17 @@ STUCK_REASONS = frozenset({
     "CreateContainerError",
     "RunContainerError",
 })
+
+
+def stuck_since(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str, datetime] | None:
+    """(reason, message, since) when the newest pod cannot start: unschedulable, its image not pulled,
+    its container not created (a missing Secret); since its creation, the moment it began waiting."""
+    activity = pod_activity(pods)
+    pod = decisive_pod(pods)
+    if activity is None or activity[0] == R_RENDERING or pod is None:
+        return None
+    created = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
+    return None if created is None else (*activity, created)
 
 
 def pod_activity(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:

@@ -1,6 +1,6 @@
-"""Admission of renders under the cluster-wide and per-namespace limits, first come first served."""
+"""Admission of renders under the cluster-wide and per-namespace limits, fair between namespaces."""
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,6 +23,7 @@ class QueueEntry:
     phase: str
     suspended: bool = False
     kueue: bool = False  # Kueue admits it, not this queue
+    started: str = ""  # status.startedAt (RFC 3339) of its render, kept once it finished: when its namespace last got a slot
 
     @property
     def running(self) -> bool:
@@ -74,36 +75,59 @@ def queue_entry(body: Mapping[str, Any]) -> QueueEntry:
         phase=str(status.get("phase") or ""),
         suspended=bool(spec.get("suspend")),
         kueue=bool(spec.get("queueName")),
+        started=str(status.get("startedAt") or ""),
     )
 
 
+def fair_order(entries: Iterable[QueueEntry], limits: Limits) -> list[QueueEntry]:
+    """The waiting renders in the order free slots go to them.
+
+    Fair between namespaces (tenants): each next slot goes to the namespace with the fewest renders
+    running (counting those placed before it); among those, round robin: to the one that got a slot
+    least recently (the latest startedAt of its renders; never beats any), then the one whose oldest
+    waiting render is oldest. Within a namespace, oldest first. So a tenant who queues 10 renders while
+    another queues one does not make the other wait for all 10: the other's render takes the next slot
+    that frees, even with a single slot. A namespace at its own cap gets no more (its renders are left out).
+    """
+    entries = list(entries)
+    running = Counter(e.namespace for e in entries if e.running)
+    last_slot: dict[str, str] = {}
+    for e in entries:
+        if e.started > last_slot.get(e.namespace, ""):
+            last_slot[e.namespace] = e.started
+    queues: dict[str, deque[QueueEntry]] = {}
+    for entry in sorted((e for e in entries if e.waiting), key=lambda e: e.order):
+        queues.setdefault(entry.namespace, deque()).append(entry)
+    order: list[QueueEntry] = []
+    while queues:
+        open_ = [ns for ns in queues if not (limits.namespace and running[ns] >= limits.namespace)]
+        if not open_:
+            break
+        ns = min(open_, key=lambda n: (running[n], last_slot.get(n, ""), queues[n][0].order))
+        order.append(queues[ns].popleft())
+        running[ns] += 1
+        last_slot[ns] = f"~{len(order):09d}"  # placed now: after every real timestamp, in placing order
+        if not queues[ns]:
+            del queues[ns]
+    return order
+
+
 def admit(target: QueueEntry, entries: Iterable[QueueEntry], limits: Limits) -> Admission:
-    """Admit `target` iff it is among the waiting renders the free slots go to, oldest first.
+    """Admit `target` iff it is among the waiting renders the free slots go to (fair_order).
 
     A full namespace does not block other namespaces; a full cluster blocks everyone.
     """
-    others = [e for e in entries if e.uid != target.uid]
-    everyone = [*others, target]
-    running = [e for e in everyone if e.running]
-    used = len(running)
-    per_ns = Counter(e.namespace for e in running)
-    for entry in sorted((e for e in everyone if e.waiting), key=lambda e: e.order):
-        if limits.cluster and used >= limits.cluster:
-            break
-        if limits.namespace and per_ns[entry.namespace] >= limits.namespace:
-            continue
-        if entry.uid == target.uid:
-            return Admission(True)
-        used += 1
-        per_ns[entry.namespace] += 1
-    if limits.cluster and used >= limits.cluster:
-        message = f"waiting for a render slot ({limits.cluster} may run cluster-wide)"
-        return Admission(False, R_QUEUED, message)
-    if limits.namespace and per_ns[target.namespace] >= limits.namespace:
-        return Admission(
-            False, R_QUEUED, f"waiting for a render slot ({limits.namespace} may run in this namespace)"
-        )
-    return Admission(False, R_QUEUED, "waiting for older renders to start first")
+    everyone = [*(e for e in entries if e.uid != target.uid), target]
+    used = sum(1 for e in everyone if e.running)
+    free = max(0, limits.cluster - used) if limits.cluster else len(everyone)
+    order = fair_order(everyone, limits)
+    index = next((i for i, e in enumerate(order) if e.uid == target.uid), None)
+    if index is not None and index < free:
+        return Admission(True)
+    if index is None:  # its namespace is at its own cap
+        return Admission(False, R_QUEUED, f"waiting for a render slot ({limits.namespace} may run in this namespace)")
+    # Beyond the free slots (there are only so many with a cluster-wide limit): the cluster is full.
+    return Admission(False, R_QUEUED, f"waiting for a render slot ({limits.cluster} may run cluster-wide)")
 
 
 class Ledger:

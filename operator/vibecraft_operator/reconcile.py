@@ -34,6 +34,7 @@ from vibecraft_operator.constants import (
     R_CANCELLED,
     R_DEADLINE,
     R_INVALID_SPEC,
+    R_JOB_REFUSED,
     R_JOB_VANISHED,
     R_KUEUE,
     R_OOM_KILLED,
@@ -44,7 +45,7 @@ from vibecraft_operator.constants import (
 )
 from vibecraft_operator.errors import InvalidSpec
 from vibecraft_operator.jobs import build_job, job_name, spec_hash
-from vibecraft_operator.pods import pod_activity
+from vibecraft_operator.pods import pod_activity, stuck_since
 from vibecraft_operator.quantities import escalate_memory
 from vibecraft_operator.queue import Admission
 from vibecraft_operator.resources import render_resources
@@ -74,6 +75,7 @@ class Outputs:
     output: Mapping[str, Any]
     analysis: Mapping[str, Any] | None = None
     warning: str | None = None
+    video_written: datetime | None = None  # video.mp4's LastModified: the renderer uploads it last, when done
 
 
 @dataclass(frozen=True)
@@ -150,8 +152,20 @@ def names_live_job(mv: Mapping[str, Any]) -> bool:
 
 
 def wants_outputs(mv: Mapping[str, Any], job: Mapping[str, Any] | None) -> bool:
-    """Whether this step will record a success, so S3 should be read first."""
-    return names_live_job(mv) and job is not None and job_finished(job) == "Complete"
+    """Whether this step may record a success, so S3 should be read first: the current attempt's Job
+    completed, or it is gone (deleted by hand, or by its TTL while the operator was down) and only the
+    outputs can tell whether it finished."""
+    if not names_live_job(mv) or not (mv.get("status") or {}).get("jobName"):
+        return False
+    return job is None or job_finished(job) == "Complete"
+
+
+def rendered_anyway(obs: Observation) -> bool:
+    """The current attempt's Job vanished, but its video is in S3, written since this render started: it
+    finished (the renderer uploads video.mp4 last, so its presence means done)."""
+    started = parse_time((obs.mv.get("status") or {}).get("startedAt"))
+    written = obs.outputs.video_written if obs.outputs is not None else None
+    return started is not None and written is not None and written >= started
 
 
 def job_active(job: Mapping[str, Any] | None) -> bool:
@@ -264,6 +278,9 @@ def _current_attempt(obs: Observation, settings: Settings, generation: int, atte
     mv, job, now = obs.mv, obs.job, obs.now
     spec, status = mv.get("spec") or {}, mv.get("status") or {}
     if job is None:
+        if rendered_anyway(obs):
+            return _succeeded(obs, generation, attempt).info(
+                R_JOB_VANISHED, f"Job {status.get('jobName')} is gone, but the video it rendered is in S3")
         failure = Failure(FailureKind.DISRUPTION, R_JOB_VANISHED,
                           f"Job {status.get('jobName')} disappeared before it finished")
         return _failed_attempt(obs, settings, generation, attempt, failure)
@@ -301,6 +318,15 @@ def _current_attempt(obs: Observation, settings: Settings, generation: int, atte
         plan.delete_job = job_name_
         return plan
 
+    stuck = stuck_since(obs.pods)
+    if stuck is not None and now - stuck[2] > timedelta(seconds=settings.startup_timeout_seconds):
+        # It would hold its render slot until the deadline (up to 7 days) while others wait.
+        reason, message, _ = stuck
+        failure = Failure(FailureKind.PERMANENT, reason,
+                          f"{message} (for over {settings.startup_timeout_seconds:.0f}s: the render slot is freed)")
+        plan = _give_up(obs, generation, attempt, failure)
+        plan.delete_job = job_name_
+        return plan
     activity = pod_activity(obs.pods)
     current = st.condition(status, COND_PROGRESSING) or {}
     if activity is None or (current.get("reason"), current.get("message")) == activity:
@@ -394,6 +420,36 @@ def _give_up(
     patch = st.failed(status, reason=reason, message=message, failure=failure, attempt=attempt,
                       generation=generation, now=obs.now)
     return Plan(patch, outcome=Outcome.FAILED).warn(reason, message)
+
+
+QUOTA_PATIENCE = timedelta(minutes=10)  # how long a Job refused by a ResourceQuota is tried again
+
+
+def refusal_is_final(code: int, message: str, waited: timedelta) -> bool:
+    """Whether the API server's refusal to create the render's Job ends the render.
+
+    A ResourceQuota frees up as other work ends: it is waited for (QUOTA_PATIENCE), the render staying
+    Pending with a JobCreateFailed event. A conflict or throttling is not a refusal. Any other 4xx
+    (RBAC, an admission policy or webhook, an invalid Job) refuses the same Job again however often it
+    is asked: the render fails at once with the API server's own words, instead of retrying forever
+    with the deadline never started.
+    """
+    if code in (409, 429) or not 400 <= code < 500:
+        return False
+    if "exceeded quota" in message:
+        return waited >= QUOTA_PATIENCE
+    return True
+
+
+def job_refused(mv: Mapping[str, Any], prelude: Mapping[str, Any], job: str, message: str, now: datetime) -> Plan:
+    """The render fails because the API server refused its Job for good (refusal_is_final); the prelude
+    (what was decided before the create) is written with it."""
+    status = mv.get("status") or {}
+    generation = int(mv["metadata"].get("generation") or 0)
+    failure = Failure(FailureKind.PERMANENT, R_JOB_REFUSED, f"the API server refused Job {job}: {message}")
+    ended = st.failed(mergepatch.apply_patch(status, prelude), reason=R_JOB_REFUSED, message=failure.message,
+                      failure=failure, attempt=int(status.get("attempts") or 0), generation=generation, now=now)
+    return Plan(mergepatch.compose(status, prelude, ended), outcome=Outcome.FAILED).warn(R_JOB_REFUSED, failure.message)
 
 
 def _launch(obs: Observation, settings: Settings, generation: int, attempt: int) -> Plan:

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, cast
 
 import kopf
@@ -31,6 +32,8 @@ from vibecraft_operator.reconcile import (
     cancel,
     cleanup_on_delete,
     decide_folded,
+    job_refused,
+    refusal_is_final,
     render_stopped,
     wants_outputs,
 )
@@ -163,6 +166,7 @@ class Runtime:
     _recount: asyncio.TimerHandle | None = None
     _expiries: dict[str, asyncio.TimerHandle] = field(default_factory=dict)  # uid: the TTL's deletion
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)  # deletions under way (kept referenced)
+    _refused_since: dict[str, float] = field(default_factory=dict)  # uid: first refusal of its Job (monotonic)
 
     def __post_init__(self) -> None:
         self.book = UsageBook(self.kube, self.settings)
@@ -235,6 +239,7 @@ class Runtime:
         """The MusicVideo `uid` is deleted."""
         if (expiry := self._expiries.pop(uid, None)) is not None:
             expiry.cancel()
+        self._refused_since.pop(uid, None)
         self.ledger.forget(uid)
         self.clocks.forget(uid)
         self.book.release(uid)
@@ -407,12 +412,21 @@ class Runtime:
                 kopf.event(as_body(mv), type="Warning", reason=R_JOB_NAME_TAKEN, message=str(exc))
                 return 0
             except ApiException as exc:  # refused (quota, admission, RBAC): say so where users look
+                job_name, message = plan.create_job["metadata"]["name"], api_message(exc)
+                since = self._refused_since.setdefault(meta["uid"], tick) if 400 <= (exc.status or 0) < 500 else tick
+                if refusal_is_final(exc.status or 0, message, timedelta(seconds=tick - since)):
+                    self._refused_since.pop(meta["uid"], None)
+                    self.book.release(meta["uid"])  # no Job: nothing of its Replicate allowance is spent
+                    refused = job_refused(mv, plan.prelude, job_name, message, utcnow())
+                    self.ledger.note(meta["uid"], str(refused.status.get("phase") or ""))
+                    return await self.apply(mv, refused, logger, tick)
                 if exc.status not in (409, 429) and 400 <= (exc.status or 0) < 500:
                     kopf.event(as_body(mv), type="Warning", reason="JobCreateFailed",
-                               message=f"creating Job {plan.create_job['metadata']['name']}: {api_message(exc)}")
+                               message=f"creating Job {job_name}: {message}")
                 if plan.prelude:  # what was decided before the create still holds (e.g. accepted)
                     await self._patch_status(mv, plan.prelude, logger)
                 raise
+            self._refused_since.pop(meta["uid"], None)
             if plan.first_job:
                 latency = self.clocks.apply_to_job(mv, time.monotonic())
                 if latency is not None:

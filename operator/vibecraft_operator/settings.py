@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     s3_endpoint: str = ""  # AWS_ENDPOINT_URL for the renderer and the operator; "" = AWS
     s3_region: str = "us-east-1"
     job_ttl_seconds: int = Field(default=86400, ge=0)
+    # A render pod that cannot start (unschedulable, image not pulled, container not created: a missing
+    # Secret) for this long fails the render and frees its slot, instead of holding it until the deadline.
+    startup_timeout_seconds: float = Field(default=600.0, gt=0)
     # Seconds a finished MusicVideo is kept when its spec.ttlSecondsAfterFinished is unset; None: forever.
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0, le=TTL_AFTER_FINISHED_MAX_SECONDS)
 

@@ -37,7 +37,8 @@ def make_operator(cluster: Cluster, s3: S3Server, namespace: str, log: Path, arg
     env = {**cluster.operator_env(), "VIBECRAFT_LOG_FORMAT": "full",
            "VIBECRAFT_RENDERER_COMMAND": json.dumps(fake_renderer_command(cluster)),
            "VIBECRAFT_RETRY_BACKOFF_SECONDS": "1", **settings}
-    return OperatorProcess(cluster.kubeconfig, [namespace], log, env=env, args=args, metrics=True)
+    namespaces = [namespace] if isinstance(namespace, str) else list(namespace)
+    return OperatorProcess(cluster.kubeconfig, namespaces, log, env=env, args=args, metrics=True)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
-"""Admission under the cluster-wide and per-namespace limits, oldest first."""
+"""Admission under the cluster-wide and per-namespace limits: fair between namespaces, oldest first within one."""
 
-from vibecraft_operator.queue import Ledger, Limits, QueueEntry, admit, queue_entry
+from vibecraft_operator.queue import Ledger, Limits, QueueEntry, admit, fair_order, queue_entry
 
 from tests.operator.operator_factories import musicvideo
 
@@ -130,3 +130,39 @@ def test_a_resumed_render_queues_behind_older_waiting_renders_only():
     assert admit(entry, [younger, entry], Limits(cluster=1)).admitted
     assert not admit(younger, [younger, entry], Limits(cluster=1)).admitted  # the resumed one is older
     assert admit(older, [older, entry], Limits(cluster=1)).admitted
+
+
+def test_a_tenant_flooding_the_queue_does_not_make_another_wait_for_all_of_it():
+    """A runs 4 (the cluster's limit) and queues 10 more; then B queues one: B's takes the next free slot."""
+    a_running = [entry(f"a{i:02}", "Running", namespace="a") for i in range(4)]
+    a_waiting = [entry(f"a{i:02}", "Queued", namespace="a") for i in range(4, 14)]
+    b = entry("b99", "Pending", namespace="b", created="2025-01-01T00:01:00Z")  # the newest of all
+    limits = Limits(cluster=4)
+    assert not admit(b, a_running + a_waiting + [b], limits).admitted  # the cluster is full
+    one_done = a_running[1:] + a_waiting + [b]  # one of A's renders finished
+    assert admit(b, one_done, limits).admitted
+    assert not any(admit(e, one_done, limits).admitted for e in a_waiting)
+    assert [e.uid for e in fair_order(one_done, limits)][:3] == ["b99", "a04", "a05"]
+
+
+def test_fair_order_alternates_between_tenants_by_what_they_run_then_age():
+    entries = [entry("a01", namespace="a"), entry("a02", namespace="a"), entry("a03", namespace="a"),
+               entry("b04", namespace="b"), entry("c05", "Running", namespace="c"), entry("c06", namespace="c")]
+    # c already runs one: a and b each get one first; then a and c run one each, and c got its slot longer
+    # ago (a just got one): c, then a again.
+    assert [e.uid for e in fair_order(entries, Limits())] == ["a01", "b04", "c06", "a02", "a03"]
+    capped = [e.uid for e in fair_order(entries, Limits(namespace=1))]
+    assert capped == ["a01", "b04"]  # c is at its cap; a gets one
+
+
+def test_with_one_slot_the_slots_go_round_between_tenants():
+    """Nobody runs when the slot frees, so running counts tie: the tenant that got a slot least recently
+    goes first, however old the other's queue is."""
+    a_done = entry("a00", "Succeeded", namespace="a", started="2025-01-01T00:00:30Z")
+    a_waiting = [entry(f"a{i:02d}", "Queued", namespace="a") for i in range(1, 5)]
+    b = entry("b99", "Queued", namespace="b", created="2025-01-01T00:01:00Z")
+    limits = Limits(cluster=1)
+    assert admit(b, [a_done, *a_waiting, b], limits).admitted
+    assert not admit(a_waiting[0], [a_done, *a_waiting, b], limits).admitted
+    b_done = entry("b99", "Succeeded", namespace="b", started="2025-01-01T00:01:05Z")
+    assert admit(a_waiting[0], [a_done, *a_waiting, b_done], limits).admitted  # then A again

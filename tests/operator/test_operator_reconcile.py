@@ -15,6 +15,7 @@ from vibecraft_operator.reconcile import (
     decide,
     needs_reconciler,
     render_stopped,
+    wants_outputs,
 )
 
 from tests.operator.operator_factories import T0, applied, job, musicvideo, pod, settings, step
@@ -204,6 +205,43 @@ def test_a_vanished_job_never_leaves_the_render_running_forever():
     mv = applied(mv, plan)
     plan = step(mv, job_=None)
     assert plan.create_job["metadata"]["name"] == "demo-a2"
+
+
+@pytest.mark.parametrize("stuck", [
+    pod(phase="Pending", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                      "message": "0/1 nodes are available: 1 Insufficient memory."}]),
+    pod(phase="Pending", waiting="ImagePullBackOff", message="no such image"),
+    pod(phase="Pending", waiting="CreateContainerConfigError", message='secret "vibecraft-s3" not found'),
+])
+def test_a_pod_that_cannot_start_frees_its_slot_after_the_startup_timeout(stuck):
+    mv = running()
+    early = step(mv, job_=job(mv), pods=[stuck], now=T0 + timedelta(minutes=5))
+    assert early.status.get("phase") is None and early.delete_job is None  # reported, still waited for
+    late = step(mv, job_=job(mv), pods=[stuck], now=T0 + timedelta(minutes=11))  # past the default 10 min
+    assert late.status["phase"] == "Failed" and late.delete_job == "demo-a1" and late.outcome is Outcome.FAILED
+    failure = late.status["lastFailure"]
+    assert failure["reason"] in ("Unschedulable", "ImagePullBackOff", "CreateContainerConfigError")
+    assert "600s" in failure["message"]
+    patient = step(mv, job_=job(mv), pods=[stuck], now=T0 + timedelta(minutes=11),
+                   cfg=settings(startup_timeout_seconds=3600))
+    assert patient.status.get("phase") is None
+
+
+def test_a_job_gone_after_it_rendered_is_a_success_not_a_retry():
+    """Deleted by hand, or by its TTL while the operator was down: the outputs decide."""
+    mv = running()
+    assert wants_outputs(mv, None)  # only S3 can tell
+    started = T0  # running()'s startedAt
+    outputs = Outputs({"videoUrl": "s3://vibecraft/videos/demo/video.mp4", "sizeBytes": 123},
+                      {"tempo": 120.0}, video_written=started + timedelta(minutes=3))
+    plan = decide(Observation(mv, None, [], T0 + timedelta(minutes=5), Admission(True), outputs), settings())
+    assert plan.status["phase"] == "Succeeded" and plan.create_job is None and plan.outcome is Outcome.SUCCEEDED
+    assert plan.status["output"]["sizeBytes"] == 123
+    assert "JobVanished" in [e.reason for e in plan.events]
+    # A video older than this render (an earlier spec's, before a restart) proves nothing: retried as before.
+    old = Outputs(outputs.output, None, video_written=started - timedelta(minutes=1))
+    plan = decide(Observation(mv, None, [], T0 + timedelta(minutes=5), Admission(True), old), settings())
+    assert plan.status["lastFailure"]["reason"] == "JobVanished" and plan.status["phase"] == "Running"
 
 
 def test_suspend_deletes_the_job_and_resume_starts_a_new_attempt():

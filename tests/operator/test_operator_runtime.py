@@ -2,6 +2,7 @@
 
 import asyncio
 import copy
+import json
 import logging
 from typing import Any
 
@@ -170,6 +171,40 @@ def test_a_refused_job_is_reported_as_an_event_and_retried(events, monkeypatch):
     assert ("Warning", "JobCreateFailed") in events
     assert kube.mvs[("default", "demo")]["status"]["phase"] == "Pending"  # accepted recorded, no attempt
     assert not rt.ledger.entries(snapshot(kube)())[0].running  # slot given back
+
+
+def test_a_job_refused_for_good_fails_the_render_with_the_servers_words(events, monkeypatch):
+    """RBAC or an admission policy refuses the same Job however often it is asked: Failed at once (the
+    deadline never started, so it would otherwise retry forever); a full quota is waited for, then the same."""
+    from kubernetes.client.exceptions import ApiException
+
+    def refusing(status: int, message: str):
+        def refuse(namespace, body):
+            exc = ApiException(status=status, reason="Refused")
+            exc.body = json.dumps({"message": message})
+            raise exc
+        return refuse
+
+    rt, kube = make()
+    add(kube, "demo", "u1")
+    monkeypatch.setattr(kube, "create_job", refusing(403, 'jobs.batch is forbidden: User cannot create'))
+    asyncio.run(rt.reconcile("default", "demo", snapshot(kube), LOG))
+    status = kube.mvs[("default", "demo")]["status"]
+    assert status["phase"] == "Failed" and status["lastFailure"]["reason"] == "JobRefused"
+    assert "jobs.batch is forbidden" in status["lastFailure"]["message"] and ("Warning", "JobRefused") in events
+
+    rt, kube = make()
+    add(kube, "quota", "u2")
+    monkeypatch.setattr(kube, "create_job", refusing(403, "exceeded quota: renders, requested: count/jobs.batch=1"))
+    clock = [1000.0]
+    monkeypatch.setattr(runtime_mod.time, "monotonic", lambda: clock[0])
+    with pytest.raises(ApiException):  # waited for: the quota frees as other work ends
+        asyncio.run(rt.reconcile("default", "quota", snapshot(kube), LOG))
+    assert kube.mvs[("default", "quota")]["status"]["phase"] == "Pending"
+    clock[0] += 11 * 60  # past QUOTA_PATIENCE
+    asyncio.run(rt.reconcile("default", "quota", snapshot(kube), LOG))
+    status = kube.mvs[("default", "quota")]["status"]
+    assert status["phase"] == "Failed" and "exceeded quota" in status["lastFailure"]["message"]
 
 
 def test_a_new_render_costs_one_create_and_one_patch_when_the_watch_body_is_fresh(events):
