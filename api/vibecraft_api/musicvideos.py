@@ -26,6 +26,7 @@ from vibecraft_api.kube import Kube
 
 Obj = dict[str, Any]
 LIST_PAGE = 250  # objects per Kubernetes list request
+CACHE_NOT_READY = frozenset({429, 503, 504})  # what a list served from the watch cache answers before it is ready
 MAX_PAGES_PER_REQUEST = 8  # bounds the work of one filtered list request; the rest comes with `continue`
 NAMESPACE_KNOWN_SECONDS = 60.0  # a namespace seen to exist is not probed again for this long
 # Dry-run created to learn whether a namespace exists (the API may not read namespaces): the API server
@@ -165,10 +166,14 @@ class MusicVideos:
             raise unavailable(exc) from None
         return gone if gone.get("kind") == KIND else None  # a Status once the object is gone already
 
-    async def _list(self, namespace: str, params: dict[str, Any]) -> Obj:
+    async def _list(self, namespace: str, params: dict[str, Any], *, cache_fallback: bool = False) -> Obj:
         try:
             return await self.kube.get(collection(namespace), params=params)
         except KubeError as exc:
+            if cache_fallback and exc.code in CACHE_NOT_READY:
+                # The watch cache is (re)initializing (a CRD just installed, an API server restarted): it
+                # answers 429 "storage is (re)initializing". Read etcd instead: slower, never wrong.
+                return await self._list(namespace, {"labelSelector": params["labelSelector"]})
             if exc.code == 410:
                 raise Gone("The listing expired; start again without a continue token.") from None
             if exc.code == 404:
@@ -189,7 +194,7 @@ class MusicVideos:
         """
         params = {"labelSelector": label_selector, "resourceVersion": not_older_than or "0",
                   "resourceVersionMatch": "NotOlderThan"}
-        return list((await self._list(namespace, params)).get("items") or [])
+        return list((await self._list(namespace, params, cache_fallback=True)).get("items") or [])
 
     async def page(self, namespace: str, *, limit: int, token: str | None,
                    keep: Callable[[Obj], bool]) -> tuple[list[Obj], str | None]:

@@ -194,7 +194,8 @@ def test_a_presigned_put_takes_exactly_the_declared_size_and_tickets_are_rate_li
     assert put.status_code == HTTPStatus.FORBIDDEN, put.text  # refused by the storage server: signature
     assert httpx.put(ticket["url"], content=body[:-1], headers=ticket["headers"]).status_code == HTTPStatus.FORBIDDEN
     assert httpx.put(ticket["url"], content=body, headers=ticket["headers"]).status_code == HTTPStatus.OK
-    assert t.client.post("/v1/videos", json={"audio": {"key": ticket["key"]}}).status_code == HTTPStatus.CREATED
+    made = t.client.post("/v1/videos", json={"audio": {"key": ticket["key"]}})
+    assert made.status_code == HTTPStatus.CREATED, made.text
     # A ticket flood from one key: the burst (20) goes through, then 429 with Retry-After.
     answers = [t.client.post("/v1/uploads", json={"filename": "b.mp3", "contentType": "audio/mpeg", "sizeBytes": 9})
                for _ in range(100)]

@@ -385,3 +385,24 @@ def test_an_admission_policy_refusal_is_the_clients_mistake_in_the_policys_words
                              "black-forest-labs/flux-schnell"
     assert [(e.field, e.detail) for e in refused.errors] == [("style.model", refused.detail)]
     assert policy_denial(KubeError(403, "Forbidden", "musicvideos is forbidden: User cannot create")) is None
+
+
+def test_a_watch_cache_not_ready_yet_falls_back_to_a_consistent_list() -> None:
+    """Right after the CRD is installed (or an API server restarts) a list served from the watch cache
+    answers 429 "storage is (re)initializing": counting renders then reads etcd instead of failing 503."""
+    from vibecraft_api.errors import KubeError as KError
+    from vibecraft_api.musicvideos import MusicVideos
+
+    calls: list[dict[str, Any]] = []
+
+    class Kube:
+        async def get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+            calls.append(dict(params))
+            if "resourceVersion" in params:
+                raise KError(429, "TooManyRequests", "storage is (re)initializing")
+            return {"items": [{"metadata": {"name": "mv-1"}}]}
+
+    found = asyncio.run(MusicVideos(Kube()).selected("vc-acme", "!vibecraft.io/finished"))  # type: ignore[arg-type]
+    assert [o["metadata"]["name"] for o in found] == ["mv-1"]
+    assert calls == [{"labelSelector": "!vibecraft.io/finished", "resourceVersion": "0",
+                      "resourceVersionMatch": "NotOlderThan"}, {"labelSelector": "!vibecraft.io/finished"}]
