@@ -120,27 +120,15 @@ class Storage:
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every object under prefix (page by page) and abort the multipart uploads begun under it;
         how many objects and uploads that was."""
-        gone = 0
-        token: dict[str, str] = {}
-        while True:
-            resp = await self._call(self.client.list_objects_v2, Prefix=prefix, MaxKeys=1000, **token)
-            keys = [{"Key": o["Key"]} for o in resp.get("Contents", [])]
-            if keys:
-                await self._call(self.client.delete_objects, Delete={"Objects": keys, "Quiet": True})
-                gone += len(keys)
-            if not resp.get("IsTruncated"):
-                break
-            token = {"ContinuationToken": str(resp["NextContinuationToken"])}
-        gone += await self.abort_uploads(prefix)
-        return gone
+        return await self.delete_older(prefix) + await self.abort_uploads(prefix)
 
-    async def delete_older(self, prefix: str, before: datetime) -> int:
-        """Delete the objects under prefix last written before `before`; how many."""
+    async def delete_older(self, prefix: str, before: datetime | None = None) -> int:
+        """Delete the objects under prefix (last written before `before`, when given), page by page; how many."""
         gone = 0
         token: dict[str, str] = {}
         while True:
             resp = await self._call(self.client.list_objects_v2, Prefix=prefix, MaxKeys=1000, **token)
-            keys = [{"Key": o["Key"]} for o in resp.get("Contents", []) if o["LastModified"] < before]
+            keys = [{"Key": o["Key"]} for o in resp.get("Contents", []) if before is None or o["LastModified"] < before]
             if keys:
                 await self._call(self.client.delete_objects, Delete={"Objects": keys, "Quiet": True})
                 gone += len(keys)
