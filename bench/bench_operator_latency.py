@@ -14,8 +14,11 @@ Faster than ~8/s the Job controller's own client rate limit (20 requests/s; 3 pe
 queue up, so the paced ratio would flatter the operator.
 The scheduler and node agent are stopped first: pods stay Pending, nothing runs and no scheduling
 retries load the machine, so only the controllers' reaction time is measured.
+A third round (issue 19) loads a second operator (4 may run) with 500 finished and 500 waiting MusicVideos,
+then creates 100 more, paced: latency = create call sent -> its status.queuePosition (or Job) on a watch.
 Exits 1 if a target is missed: paced p50 <= 300 ms, p95 <= 1 s, p50 ratio to the Job controller <= 3
-(paced and burst), operator peak RSS <= 200 MB. BENCH_KEEP=1 keeps the logs.
+(paced and burst), operator peak RSS <= 200 MB; with the backlog p95 <= 1 s and peak RSS <= 200 MB.
+BENCH_KEEP=1 keeps the logs.
 """
 
 from __future__ import annotations
@@ -46,7 +49,11 @@ COUNT = int(os.environ.get("BENCH_COUNT", "200"))
 INTERVAL = float(os.environ.get("BENCH_INTERVAL", "0.2"))
 CREATORS = 8  # concurrent create calls in a burst
 TARGETS = {"paced p50 (s)": 0.300, "paced p95 (s)": 1.0, "paced ratio p50": 3.0, "burst ratio p50": 3.0,
-           "operator peak RSS (MB)": 200.0}
+           "operator peak RSS (MB)": 200.0, "backlog p95 (s)": 1.0, "backlog operator peak RSS (MB)": 200.0}
+BACKLOG_FINISHED = int(os.environ.get("BENCH_BACKLOG_FINISHED", "500"))
+BACKLOG_QUEUED = int(os.environ.get("BENCH_BACKLOG_QUEUED", "500"))
+BACKLOG_NEW = int(os.environ.get("BENCH_BACKLOG_NEW", "100"))
+QUEUE_SETTLE = 30.0  # seconds after the last create before counting start estimates
 MODES = ("paced", "burst")
 
 
@@ -64,7 +71,8 @@ class FirstSeen:
             raise RuntimeError("watch did not start")
 
     def _run(self) -> None:
-        version = self._list(self._ns, label_selector=self._selector).metadata.resource_version
+        listed = self._list(self._ns, label_selector=self._selector)
+        version = listed["metadata"]["resourceVersion"] if isinstance(listed, dict) else listed.metadata.resource_version
         self._ready.set()
         try:
             for event in self._watch.stream(self._list, self._ns, label_selector=self._selector,
@@ -153,6 +161,71 @@ def operator(api: client.ApiClient, ns: str, mode: str) -> list[float]:
     return measure([f"mv-{i:03d}" for i in range(COUNT)], create, jobs, mode)
 
 
+def backlog(lc: LocalCluster, api: client.ApiClient, state: Path) -> tuple[list[float], tuple[float, float, float], int]:
+    """BACKLOG_FINISHED finished and BACKLOG_QUEUED waiting MusicVideos (4 may run), then BACKLOG_NEW more,
+    paced: latency = create call sent -> its status.queuePosition (or Job) seen on a watch. Returns the
+    latencies, the operator's usage and how many queued renders had an estimatedStartSeconds by then."""
+    from vibecraft_operator.jobs import spec_hash
+
+    ns = "mv-backlog"
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    core.create_namespace({"metadata": {"name": ns}})
+    kubectl(lc.cfg.kubeconfig, "wait", "--for=create", "serviceaccount/default", "-n", ns, "--timeout=60s")
+    core.create_namespaced_service_account(ns, {"metadata": {"name": "vibecraft-renderer"}})
+    core.create_namespaced_secret(ns, {"metadata": {"name": "vibecraft-s3"}, "stringData": {
+        "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}})
+
+    def body(name: str) -> dict[str, Any]:
+        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MusicVideo", "metadata": {"name": name},
+                "spec": {"audio": {"url": "s3://vibecraft/songs/bench.ogg"},
+                         "output": {"url": f"s3://vibecraft/bench/{name}/"}}}
+
+    def finished(name: str) -> None:  # as the operator leaves a render that succeeded
+        created = custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body(name))
+        custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, name, {"status": {
+            "phase": "Succeeded", "specHash": spec_hash(created["spec"]), "observedGeneration": 1, "attempts": 1,
+            "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:02:00Z"}})
+
+    print(f"backlog: {BACKLOG_FINISHED} finished MusicVideos ...", flush=True)
+    with ThreadPoolExecutor(CREATORS) as pool:
+        list(pool.map(finished, [f"done-{i:04d}" for i in range(BACKLOG_FINISHED)]))
+    op = OperatorProcess(lc.cfg.kubeconfig, [ns], state / "operator-backlog.log",
+                         env={"VIBECRAFT_LOG_FORMAT": "json", "VIBECRAFT_MAX_RUNNING": "4",
+                              "VIBECRAFT_FETCH_OUTPUTS": "false"}, args=("--standalone",))
+    try:
+        op.start(timeout=60)
+        print(f"backlog: {BACKLOG_QUEUED} waiting MusicVideos ...", flush=True)
+        waiting = [f"wait-{i:04d}" for i in range(BACKLOG_QUEUED)]
+        with ThreadPoolExecutor(CREATORS) as pool:
+            list(pool.map(lambda n: custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body(n)), waiting))
+
+        def phases() -> dict[str, str]:
+            items = custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
+            return {i["metadata"]["name"]: (i.get("status") or {}).get("phase", "") for i in items}
+
+        wait_for(lambda: all(phases().get(n) in ("Queued", "Running") for n in waiting), timeout=300, interval=1,
+                 what="the waiting renders to be queued")
+        print(f"backlog: {BACKLOG_NEW} new MusicVideos, paced ...", flush=True)
+
+        def list_mvs(namespace: str, **kw: Any) -> Any:
+            return custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, **kw)
+
+        def placed(obj: Any) -> str | None:
+            status = obj.get("status") or {}
+            placed = status.get("queuePosition") is not None or status.get("jobName")
+            return str(obj["metadata"]["name"]) if placed else None
+
+        latencies = measure([f"new-{i:03d}" for i in range(BACKLOG_NEW)],
+                            lambda n: custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body(n)),
+                            FirstSeen(list_mvs, ns, "", placed), "paced")
+        time.sleep(QUEUE_SETTLE)
+        items = custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
+        estimated = sum(1 for i in items if (i.get("status") or {}).get("estimatedStartSeconds") is not None)
+        return latencies, usage(op.pid), estimated
+    finally:
+        op.stop(timeout=60)
+
+
 def usage(pid: int) -> tuple[float, float, float]:
     """A process's RSS now and peak (MB), CPU seconds so far."""
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
@@ -162,7 +235,8 @@ def usage(pid: int) -> tuple[float, float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024, cpu
 
 
-def run(lc: LocalCluster, state: Path) -> tuple[dict[str, list[float]], dict[str, list[float]], tuple[float, float, float]]:
+def run(lc: LocalCluster, state: Path) -> tuple[dict[str, list[float]], dict[str, list[float]], tuple[float, float, float],
+                                                tuple[list[float], tuple[float, float, float], int]]:
     lc.stop("node-agent")
     lc.stop("kube-scheduler")
     install_crd(lc.cfg.kubeconfig)
@@ -189,9 +263,10 @@ def run(lc: LocalCluster, state: Path) -> tuple[dict[str, list[float]], dict[str
             print(f"{mode}: {COUNT} MusicVideos ...", flush=True)
             ours[mode] = operator(api, f"mv-{mode}", mode)
             time.sleep(3)  # the status patches and events after each Job land before the next round
-        return base, ours, usage(op.pid)
+        used = usage(op.pid)
     finally:
         op.stop(timeout=30)
+    return base, ours, used, backlog(lc, api, state)
 
 
 def main() -> int:
@@ -201,7 +276,7 @@ def main() -> int:
         print(f"starting a private local cluster in {state} ...", flush=True)
         lc.up()
         try:
-            base, ours, (rss, peak, cpu) = run(lc, state)
+            base, ours, (rss, peak, cpu), (lag, (_, backlog_peak, _), estimated) = run(lc, state)
         finally:
             lc.down()
     finally:
@@ -223,6 +298,12 @@ def main() -> int:
         figures[f"{mode} p50 (s)"], figures[f"{mode} p95 (s)"] = pct(o, 50), pct(o, 95)
         figures[f"{mode} ratio p50"] = pct(o, 50) / pct(b, 50)
     figures["operator peak RSS (MB)"] = peak
+    queued = BACKLOG_QUEUED + BACKLOG_NEW - 4
+    print(f"  backlog: {BACKLOG_FINISHED} finished + {BACKLOG_QUEUED} waiting MusicVideos (4 may run), then "
+          f"{BACKLOG_NEW} more one every {INTERVAL * 1e3:.0f} ms: MV -> queue place (or Job) p50 "
+          f"{pct(lag, 50) * 1e3:.0f} ms   p95 {pct(lag, 95) * 1e3:.0f} ms   max {lag[-1] * 1e3:.0f} ms; operator peak "
+          f"RSS {backlog_peak:.0f} MB; {estimated}/{queued} queued with a start estimate {QUEUE_SETTLE:.0f} s later")
+    figures["backlog p95 (s)"], figures["backlog operator peak RSS (MB)"] = pct(lag, 95), backlog_peak
     print(f"  operator after {len(MODES) * COUNT} renders started: RSS {rss:.0f} MB (peak {peak:.0f} MB), "
           f"{cpu:.1f} CPU-s ({cpu / (len(MODES) * COUNT) * 1e3:.0f} ms per render)")
     failed = False

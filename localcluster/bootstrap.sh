@@ -19,13 +19,13 @@ go_status="$(mktemp)"
 go_builds() {
   bash localcluster/build-k8s.sh && bash localcluster/build-helm.sh && bash localcluster/build-node.sh || return 1
   if [ "$WHAT" != demo ]; then
-    bash localcluster/build-promtool.sh && bash localcluster/build-helm-docs.sh || return 1
+    bash localcluster/build-promtool.sh && bash localcluster/build-helm-docs.sh && bash localcluster/build-kueue.sh || return 1
   fi
 }
 if [ "$WHAT" = demo ]; then
   step "Go builds in the background: the k8s v1.37 control plane and node (kubelet, kube-proxy, pause) and helm (first time ~20 min on 2 cores)"
 else
-  step "Go builds in the background: the k8s v1.37 control plane and node (kubelet, kube-proxy, pause), helm, promtool, helm-docs (first time ~22 min on 2 cores)"
+  step "Go builds in the background: the k8s v1.37 control plane and node (kubelet, kube-proxy, pause), helm, promtool, helm-docs, Kueue (first time ~30 min on 2 cores)"
 fi
 ( go_builds; echo $? > "$go_status" ) 2>&1 | sed -u 's/^/[go] /' &
 go_pid=$!

@@ -6,6 +6,8 @@ import hashlib
 import json
 import secrets
 import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -132,6 +134,19 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def starts_in(status: Mapping[str, Any], now: datetime | None = None) -> int | None:
+    """status.estimatedStartSeconds counted from now instead of from status.queueUpdatedAt (never below 0)."""
+    seconds = _number(status.get("estimatedStartSeconds"))
+    if seconds is None:
+        return None
+    try:
+        updated = datetime.fromisoformat(str(status.get("queueUpdatedAt") or "").replace("Z", "+00:00"))
+    except ValueError:
+        return round(seconds)
+    elapsed = ((now or datetime.now(UTC)) - updated).total_seconds()
+    return max(0, round(seconds - max(0.0, elapsed)))
+
+
 def to_public(obj: dict[str, Any], bucket: str) -> VideoPublic:
     """The client's view of a MusicVideo: no S3 locations (of the song or the outputs), no Kubernetes details."""
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
@@ -157,6 +172,8 @@ def to_public(obj: dict[str, Any], bucket: str) -> VideoPublic:
         deadlineSeconds=_int(spec.get("deadlineSeconds")),
         ttlSecondsAfterFinished=_int(spec.get("ttlSecondsAfterFinished")),
         progress=_lenient(ProgressPublic, status.get("progress")),
+        queuePosition=_int(status.get("queuePosition")),
+        estimatedStartSeconds=starts_in(status),
         attempts=_int(status.get("attempts")) or 0,
         replicatePredictions=_int(status.get("replicatePredictions")) or 0,
         failure=_lenient(FailurePublic, status.get("lastFailure")),

@@ -38,6 +38,11 @@ PRINTER_COLUMNS: Final = (
      "jsonPath": ".status.lastFailure.reason", "priority": 1},
     {"name": "BPM", "type": "number", "description": "Tempo of the song (given or detected).",
      "jsonPath": ".status.analysis.tempo", "priority": 1},
+    {"name": "Queue", "type": "integer", "description": "Place in the render queue while Queued (1 starts next).",
+     "jsonPath": ".status.queuePosition", "priority": 1},
+    {"name": "Starts-In", "type": "integer",
+     "description": "Estimated seconds until a queued render starts (as of status.queueUpdatedAt).",
+     "jsonPath": ".status.estimatedStartSeconds", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 )
 

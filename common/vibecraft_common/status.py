@@ -33,6 +33,9 @@ STAGES: Final[tuple[str, ...]] = get_args(Stage)
 FailureKind = Literal["oom", "disruption", "retryable", "permanent", "deadline"]
 FAILURE_KINDS: Final[tuple[str, ...]] = get_args(FailureKind)
 
+# status fields of a queued render (the operator's queue publisher writes them, a start clears them).
+QUEUE_FIELDS: Final = ("queuePosition", "estimatedStartSeconds", "queueUpdatedAt")
+
 # Objects a render writes under spec.output.url (the video last: its presence means done).
 VIDEO_NAME: Final = "video.mp4"
 THUMBNAIL_NAME: Final = "thumbnail.jpg"
@@ -153,6 +156,13 @@ class MusicVideoStatus(_Open):
                                                            "ttlSecondsAfterFinished); a change renders again.")
     nextAttemptAt: str | None = Field(default=None, description="When the next attempt starts after a failure.",
                                       json_schema_extra={"format": "date-time"})
+    queuePosition: int | None = Field(
+        default=None, ge=1, description="While Queued: the render's place in the queue (1 starts next). Slots go "
+                                        "round robin between namespaces, so this is not creation order.")
+    estimatedStartSeconds: int | None = Field(
+        default=None, ge=0, description="While Queued: estimated seconds from queueUpdatedAt until the render "
+                                        "starts (from the median duration of recent renders).")
+    queueUpdatedAt: str | None = _date_time("When queuePosition and estimatedStartSeconds were computed.")
     startedAt: str | None = _date_time("When the first attempt started.")
     finishedAt: str | None = _date_time("When the render succeeded, failed or was cancelled.")
     lastFailure: Failure | None = None

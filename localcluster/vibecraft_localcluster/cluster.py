@@ -427,6 +427,16 @@ class LocalCluster:
         self._pidfile(name).unlink(missing_ok=True)
         _say(f"stopped {name} (pid {pid})")
 
+    def start(self, name: str) -> None:
+        """Start one stopped control-plane component again, on its old ports and data (etcd or the API server:
+        the chaos suite restarts them under a running operator); waits until it serves."""
+        starters = {"etcd": self._start_etcd, "kube-apiserver": self._start_apiserver}
+        if name not in starters:
+            raise ClusterError(f"start {name}: only {', '.join(starters)} can be started alone; use up()")
+        if self.pid(name) is None:
+            starters[name]()
+            _say(f"started {name} (pid {self.pid(name)})")
+
     def down(self) -> None:
         """Stop every component (node agent first, so it can stop its pods) and leave nothing behind."""
         for name in reversed(self.components):

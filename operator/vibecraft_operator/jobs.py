@@ -33,6 +33,8 @@ from vibecraft_operator.constants import (
     MANAGED_BY,
     SCRATCH_DIR,
 )
+from vibecraft_operator.quantities import format_mebibytes
+from vibecraft_operator.resources import estimate_scratch
 from vibecraft_operator.settings import Settings
 
 MAX_NAME = 63  # label values (the pods' `job-name` label among them) are capped at 63 characters
@@ -187,7 +189,10 @@ def build_job(
                 "imagePullPolicy": settings.renderer_image_pull_policy,
                 "args": ["--from-env"],
                 "env": build_env(mv, attempt, settings, max_predictions),
-                "resources": {"requests": dict(resources), "limits": dict(resources)},
+                # The scratch disk is requested (the scheduler places the pod where it fits) but its limit is
+                # the emptyDir's sizeLimit: an ephemeral-storage limit would also count logs and the image layer.
+                "resources": {"requests": {**resources, "ephemeral-storage": format_mebibytes(
+                    estimate_scratch(spec.get("video") or {}, settings))}, "limits": dict(resources)},
                 "terminationMessagePath": TERMINATION_LOG,
                 # A crash that never wrote the termination log still leaves its last log lines.
                 "terminationMessagePolicy": "FallbackToLogsOnError",

@@ -55,11 +55,17 @@ class Kube:
         return self._call(self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name,
                           missing_ok=True)
 
-    def patch_musicvideo_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-        """Merge-patch status (None values delete keys); a vanished MusicVideo is fine."""
-        api = self._custom
-        self._call(api.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name,
-                   {"status": dict(patch)}, _content_type=MERGE_PATCH, missing_ok=True)
+    def patch_musicvideo_status(self, namespace: str, name: str, patch: Mapping[str, Any],
+                                resource_version: str | None = None) -> None:
+        """Merge-patch status (None values delete keys); a vanished MusicVideo is fine.
+
+        With `resource_version` the patch applies only to that version (409 otherwise: the caller's view was old).
+        """
+        body: dict[str, Any] = {"status": dict(patch)}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        self._call(self._custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name,
+                   body, _content_type=MERGE_PATCH, missing_ok=True)
 
     def patch_musicvideo_metadata(self, namespace: str, name: str, metadata: Mapping[str, Any],
                                   resource_version: str | None = None) -> None:

@@ -1,13 +1,17 @@
 """Admission of renders under the cluster-wide and per-namespace limits, fair between namespaces."""
 
+import heapq
+import statistics
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
-from vibecraft_common.status import PENDING, QUEUED, RUNNING
+from vibecraft_common.status import PENDING, QUEUED, RUNNING, SUCCEEDED
 
 from vibecraft_operator.constants import R_QUEUED
+from vibecraft_operator.timeutil import parse_time
 
 WAITING_PHASES = frozenset({"", PENDING, QUEUED})
 
@@ -24,6 +28,11 @@ class QueueEntry:
     suspended: bool = False
     kueue: bool = False  # Kueue admits it, not this queue
     started: str = ""  # status.startedAt (RFC 3339) of its render, kept once it finished: when its namespace last got a slot
+    finished: str = ""  # status.finishedAt (RFC 3339)
+    resource_version: str = ""
+    position: int | None = None  # status.queuePosition as written
+    estimate: int | None = None  # status.estimatedStartSeconds as written
+    eta: float | None = None  # status.progress.etaSeconds: the renderer's own estimate of what is left
 
     @property
     def running(self) -> bool:
@@ -56,6 +65,7 @@ class Admission:
     admitted: bool
     reason: str = ""
     message: str = ""
+    position: int | None = None  # if not admitted: its place in line (1 = the next slot is its)
 
 
 def queue_entry(body: Mapping[str, Any]) -> QueueEntry:
@@ -76,7 +86,16 @@ def queue_entry(body: Mapping[str, Any]) -> QueueEntry:
         suspended=bool(spec.get("suspend")),
         kueue=bool(spec.get("queueName")),
         started=str(status.get("startedAt") or ""),
+        finished=str(status.get("finishedAt") or ""),
+        resource_version=str(meta.get("resourceVersion") or ""),
+        position=_number(status.get("queuePosition")),
+        estimate=_number(status.get("estimatedStartSeconds")),
+        eta=_number((status.get("progress") or {}).get("etaSeconds")),
     )
+
+
+def _number(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def fair_order(entries: Iterable[QueueEntry], limits: Limits) -> list[QueueEntry]:
@@ -112,6 +131,67 @@ def fair_order(entries: Iterable[QueueEntry], limits: Limits) -> list[QueueEntry
     return order
 
 
+@dataclass(frozen=True)
+class Forecast:
+    """Where a waiting render stands: its place in the queue (1 starts next) and when it should start."""
+
+    position: int
+    start_seconds: int
+
+
+def typical_duration(entries: Iterable[QueueEntry], default: float, recent: int = 50) -> float:
+    """Seconds a render takes: the median over the `recent` latest that succeeded (startedAt→finishedAt;
+    retries included, as a user waits for them too), else `default`."""
+    done = sorted(((e.finished, e.started) for e in entries if e.phase == SUCCEEDED and e.started and e.finished),
+                  reverse=True)[:recent]
+    seconds = [(end - start).total_seconds() for f, s in done
+               if (end := parse_time(f)) is not None and (start := parse_time(s)) is not None]
+    return max(1.0, statistics.median(seconds)) if seconds else default
+
+
+def forecast(entries: Iterable[QueueEntry], limits: Limits, now: datetime, typical: float) -> dict[str, Forecast]:
+    """The waiting renders' places and estimated starts (uid → Forecast), by simulating slot turnover.
+
+    Slots free when running renders end: after the renderer's own ETA when it reports one, else after
+    `typical` seconds from their start; each waiting render then takes `typical` seconds. The order is
+    fair_order's (round robin between namespaces); a namespace at its own cap waits for its own renders.
+    O(n log n): cheap enough to run over every MusicVideo on each pass.
+    """
+    entries = list(entries)
+    order = fair_order(entries, Limits(cluster=limits.cluster))  # the namespace cap is simulated below
+    ends: dict[str, list[float]] = {}
+    for e in entries:
+        if e.running:
+            if e.eta is not None:
+                left = float(e.eta)
+            else:
+                began = parse_time(e.started)
+                elapsed = (now - began).total_seconds() if began is not None else 0.0
+                left = max(0.0, typical - elapsed)
+            ends.setdefault(e.namespace, []).append(left)
+    cluster: list[float] | None = None
+    if limits.cluster:
+        cluster = sorted(t for times in ends.values() for t in times)[: limits.cluster]
+        cluster += [0.0] * (limits.cluster - len(cluster))
+        heapq.heapify(cluster)
+    for times in ends.values():
+        heapq.heapify(times)
+    result: dict[str, Forecast] = {}
+    for position, e in enumerate(order, start=1):
+        start = heapq.heappop(cluster) if cluster is not None else 0.0
+        mine = ends.setdefault(e.namespace, [])
+        while mine and mine[0] <= start:
+            heapq.heappop(mine)
+        if limits.namespace and len(mine) >= limits.namespace:
+            start = heapq.heappop(mine)  # the earliest of its namespace's renders to end
+        end = start + typical
+        if cluster is not None:
+            heapq.heappush(cluster, end)
+        heapq.heappush(mine, end)
+        result[e.uid] = Forecast(position, round(start))
+    return result
+
+
 def admit(target: QueueEntry, entries: Iterable[QueueEntry], limits: Limits) -> Admission:
     """Admit `target` iff it is among the waiting renders the free slots go to (fair_order).
 
@@ -127,7 +207,8 @@ def admit(target: QueueEntry, entries: Iterable[QueueEntry], limits: Limits) -> 
     if index is None:  # its namespace is at its own cap
         return Admission(False, R_QUEUED, f"waiting for a render slot ({limits.namespace} may run in this namespace)")
     # Beyond the free slots (there are only so many with a cluster-wide limit): the cluster is full.
-    return Admission(False, R_QUEUED, f"waiting for a render slot ({limits.cluster} may run cluster-wide)")
+    return Admission(False, R_QUEUED, f"waiting for a render slot ({limits.cluster} may run cluster-wide)",
+                     position=index - free + 1)
 
 
 class Ledger:

@@ -11,6 +11,7 @@ from vibecraft_common.resource import ANNOTATION_DELETE_OUTPUTS
 from vibecraft_common.status import (
     ANALYSIS_NAME,
     PENDING,
+    QUEUE_FIELDS,
     QUEUED,
     RUNNING,
     SCRATCH_DIRS,
@@ -50,7 +51,7 @@ from vibecraft_operator.quantities import escalate_memory
 from vibecraft_operator.queue import Admission
 from vibecraft_operator.resources import render_resources
 from vibecraft_operator.settings import Settings
-from vibecraft_operator.timeutil import parse_time
+from vibecraft_operator.timeutil import format_time, parse_time
 
 DEADLINE_GRACE = timedelta(seconds=120)  # the Job's own activeDeadlineSeconds should fire first
 DELETION_POLL = 2.0  # seconds between checks that a deleted Job is gone
@@ -196,8 +197,24 @@ def decide_folded(obs: Observation, settings: Settings) -> Plan:
     return plan
 
 
+def _unqueued(base: Mapping[str, Any], plan: Plan) -> Plan:
+    """A render that is not (or no longer) Queued loses its queue place: any patch setting another phase
+    clears it (even if this view had none: the queue publisher may have written one since), and a stale
+    one is cleared on sight."""
+    phase = plan.status.get("phase", base.get("phase"))
+    if phase == QUEUED:
+        return plan
+    if "phase" in plan.status or any(base.get(k) is not None for k in QUEUE_FIELDS):
+        plan.status.update(dict.fromkeys(QUEUE_FIELDS))
+    return plan
+
+
 def decide(obs: Observation, settings: Settings) -> Plan:
     """The next step for one MusicVideo; calling it again after applying the plan moves on."""
+    return _unqueued(obs.mv.get("status") or {}, _decide(obs, settings))
+
+
+def _decide(obs: Observation, settings: Settings) -> Plan:
     mv, now = obs.mv, obs.now
     meta, spec, status = mv["metadata"], mv.get("spec") or {}, mv.get("status") or {}
     generation = int(meta.get("generation") or 0)
@@ -236,6 +253,8 @@ def decide(obs: Observation, settings: Settings) -> Plan:
     if phase != QUEUED:
         patch = st.queued(status, reason=obs.admission.reason, message=obs.admission.message,
                           generation=generation, now=now)
+        if obs.admission.position is not None:  # at once; the queue publisher keeps it (and an estimate) current
+            patch.update(queuePosition=obs.admission.position, queueUpdatedAt=format_time(now))
         return Plan(patch).info(R_QUEUED, obs.admission.message)
     return Plan(st.observed(generation)) if status.get("observedGeneration") != generation else Plan()
 

@@ -1,6 +1,7 @@
 """Carrying out reconcile plans: gather the observation, call decide(), apply the plan."""
 
 import asyncio
+import contextlib
 import copy
 import json
 import time
@@ -23,7 +24,7 @@ from vibecraft_operator.errors import ApiUnavailable, JobNameTaken
 from vibecraft_operator.jobs import label_value, selector_labels, spec_hash
 from vibecraft_operator.kube import Kube
 from vibecraft_operator.outputs import delete_objects, fetch_outputs
-from vibecraft_operator.queue import Ledger, Limits, QueueEntry, admit, queue_entry
+from vibecraft_operator.queue import Ledger, Limits, QueueEntry, admit, forecast, queue_entry, typical_duration
 from vibecraft_operator.reconcile import (
     DELETION_POLL,
     Observation,
@@ -39,7 +40,7 @@ from vibecraft_operator.reconcile import (
 )
 from vibecraft_operator.settings import Settings
 from vibecraft_operator.status import attempt_skipped
-from vibecraft_operator.timeutil import parse_time, utcnow
+from vibecraft_operator.timeutil import format_time, parse_time, utcnow
 from vibecraft_operator.usage import UsageBook
 from vibecraft_operator.wakeups import Wakeups
 
@@ -50,6 +51,15 @@ CLEANUP_STOP_TIMEOUT = 120.0  # seconds a deleted render's pods get to stop befo
 CLEANUP_RECONCILER_TIMEOUT = 75.0  # a stopping reconciler finishes its step within kopf's 60 s (+10 s cancel)
 CLEANUP_ATTEMPTS = 3  # tries at cleaning S3 before giving up with a warning (deletion must not wedge)
 CLEANUP_BACKOFF = 2.0  # seconds before the second try, doubling
+# The queue publisher (status.queuePosition, estimatedStartSeconds): a pass at most every QUEUE_SPACING s
+# after a change, else every QUEUE_REFRESH s; at most QUEUE_PATCHES per pass, the front of the queue
+# first. A slot turnover shifts every queued render by one: patching them all each time would cost
+# O(n²) writes to drain n; this way the writes are bounded per second, and deep places catch up.
+QUEUE_SPACING = 2.0
+QUEUE_REFRESH = 30.0
+QUEUE_PATCHES = 20
+TYPICAL_RENDER_SECONDS = 300.0  # a render's duration before any has succeeded here
+ESTIMATE_SLACK = 0.25  # an estimate is rewritten when it moved by more than this share (and 30 s)
 
 
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
@@ -167,6 +177,8 @@ class Runtime:
     _expiries: dict[str, asyncio.TimerHandle] = field(default_factory=dict)  # uid: the TTL's deletion
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)  # deletions under way (kept referenced)
     _refused_since: dict[str, float] = field(default_factory=dict)  # uid: first refusal of its Job (monotonic)
+    _queue_changed: asyncio.Event | None = None
+    _queue_task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.book = UsageBook(self.kube, self.settings)
@@ -179,8 +191,63 @@ class Runtime:
     def changed(self, observed: Callable[[], Iterable[QueueEntry]]) -> None:
         """A MusicVideo was added, changed or deleted: take a census soon (one for a burst of changes)."""
         self._observed = observed
+        self._queue_dirty()
         if self._recount is None:
             self._recount = asyncio.get_running_loop().call_later(RECOUNT_DELAY, self._recount_now)
+
+    def _queue_dirty(self) -> None:
+        """Something moved: the publisher makes a pass soon (started on the first change)."""
+        if self._queue_changed is None:
+            self._queue_changed = asyncio.Event()
+        self._queue_changed.set()
+        if self._queue_task is None or self._queue_task.done():
+            self._queue_task = asyncio.get_running_loop().create_task(self._publish_queue_forever())
+
+    async def _publish_queue_forever(self) -> None:
+        assert self._queue_changed is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue_changed.wait(), QUEUE_REFRESH)
+            self._queue_changed.clear()
+            if self._observed is not None:
+                try:
+                    await self.publish_queue(self._observed())
+                except Exception as exc:  # never dies: the next change or refresh tries again
+                    metrics.RECONCILE_ERRORS.labels(type(exc).__name__).inc()
+            await asyncio.sleep(QUEUE_SPACING)
+
+    async def publish_queue(self, observed: Iterable[QueueEntry]) -> int:
+        """Write status.queuePosition and estimatedStartSeconds where they changed (see QUEUE_PATCHES);
+        returns how many were written. Each patch applies only to the version the index holds, so it
+        never lands on a render the reconciler has just started (whose start clears these fields)."""
+        entries = self.ledger.entries(observed)
+        now = utcnow()
+        places = forecast(entries, self.limits, now, typical_duration(entries, TYPICAL_RENDER_SECONDS))
+        stale = []
+        for entry in entries:
+            place = places.get(entry.uid)
+            if place is None or entry.phase != QUEUED or not entry.resource_version:
+                continue
+            moved = entry.estimate is None or abs(place.start_seconds - entry.estimate) > max(
+                30.0, ESTIMATE_SLACK * entry.estimate)
+            if entry.position != place.position or moved:
+                stale.append((entry.position is not None, place.position, entry, place))
+        stale.sort(key=lambda item: item[:2])  # new renders first (no place yet), then the front of the queue
+        written = 0
+        stamp = format_time(now)
+        for *_, entry, place in stale[:QUEUE_PATCHES]:
+            patch = {"queuePosition": place.position, "estimatedStartSeconds": place.start_seconds,
+                     "queueUpdatedAt": stamp}
+            try:
+                await asyncio.to_thread(self.kube.patch_musicvideo_status, entry.namespace, entry.name, patch,
+                                        entry.resource_version)
+                written += 1
+            except ApiException as exc:
+                if exc.status != 409:  # 409: it changed since; its event brings the next pass
+                    raise
+        if len(stale) > QUEUE_PATCHES and self._queue_changed is not None:
+            self._queue_changed.set()  # more to write: another pass after the spacing
+        return written
 
     def _recount_now(self) -> None:
         if self._recount is not None:

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # The scratch emptyDir's sizeLimit: input, segments, the numba cache. The kubelet evicts a pod
     # that outgrows it (the attempt fails as DiskFull) instead of letting it fill the node's disk.
     scratch_size_limit: str = "10Gi"
+    # The ephemeral-storage request (what the scheduler reserves on a node) assumes a song this long: its
+    # length is not known before the render (estimate_scratch). Never above scratch_size_limit.
+    scratch_request_song_seconds: int = Field(default=600, ge=0, le=7200)
     # Networks the renderer may download audio and Replicate outputs from although they are loopback,
     # link-local or private (on-prem storage): comma-separated CIDRs, passed to the renderer's Job as the
     # same env var. Empty: only public addresses (the renderer's egress guard, renderer/egress.py).

@@ -109,6 +109,9 @@ def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Render
         storage.put_file(video, layout.video, "video/mp4", move=True)  # last: its presence means done
         if not opts.keep_segments:
             store.cleanup()
+        # An earlier attempt killed inside its upload left a temporary object or an open multipart upload.
+        storage.sweep_temporaries(layout.video, layout.thumbnail, layout.analysis,
+                                  storage.join(layout.segments, ""))
         progress.finish(f"rendered {layout.video}")
         return RenderResult(
             layout=layout,

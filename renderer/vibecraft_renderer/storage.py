@@ -30,6 +30,7 @@ from .errors import DownloadError, InputNotFoundError, RenderError, UploadError
 log = logging.getLogger(__name__)
 
 MAX_DOWNLOAD_BYTES: Final = 4 * 1024**3  # a 2 h WAV at 48 kHz stereo is ~1.4 GB; anything bigger is not a song
+TMP_INFIX: Final = ".tmp-"  # put_file uploads to <key>.tmp-<random>, then copies it to <key>
 SINGLE_COPY_LIMIT: Final = 5 * 1024**3  # S3 CopyObject limit; bigger objects need a multipart copy
 # Resolving, connecting, redirects and the body of an http(s) input together, not per read: 1.4 GB (a 2 h
 # WAV) needs 2.4 MB/s; a server dripping bytes fails the render after this, not at its deadline.
@@ -146,6 +147,11 @@ class Store:
     def delete_prefix(self) -> None:
         """Nothing of ours is stored there."""
 
+    def sweep_temporaries(self) -> int:
+        """Remove what an interrupted put_file of this object left (its temporaries, unfinished multipart
+        uploads); how many. Only this object's: a directory may hold other renders' uploads in flight."""
+        return 0
+
     def list_names(self) -> set[str]:
         return set()
 
@@ -218,6 +224,13 @@ class LocalStore(Store):
 
     def delete_prefix(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+    def sweep_temporaries(self) -> int:
+        swept = 0
+        for tmp in self.path.parent.glob(f".{self.path.name}.tmp-*"):
+            tmp.unlink(missing_ok=True)
+            swept += 1
+        return swept
 
     def list_names(self) -> set[str]:
         return {p.name for p in self.path.iterdir() if p.is_file()} if self.path.is_dir() else set()
@@ -312,7 +325,7 @@ class S3Store(Store):
         from botocore.exceptions import BotoCoreError, ClientError
 
         loc, client = self.loc, _client()
-        tmp_key = f"{loc.key}.tmp-{uuid.uuid4().hex}"
+        tmp_key = f"{loc.key}{TMP_INFIX}{uuid.uuid4().hex}"
         extra = {"ContentType": content_type} if content_type else {}
         try:
             client.upload_file(str(src), loc.bucket, tmp_key, ExtraArgs=extra or None)  # multipart when big
@@ -337,6 +350,22 @@ class S3Store(Store):
             keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
             if keys:
                 client.delete_objects(Bucket=self.loc.bucket, Delete={"Objects": keys, "Quiet": True})
+
+    def sweep_temporaries(self) -> int:
+        client, bucket = _client(), self.loc.bucket
+        swept = 0
+        for prefix in (f"{self.loc.key}{TMP_INFIX}", self._list_prefix):  # put_file's temporaries; a prefix's uploads
+            if prefix == self._list_prefix and not self.loc.key.endswith("/"):
+                continue
+            for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
+                for upload in page.get("Uploads") or []:
+                    client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    swept += 1
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{self.loc.key}{TMP_INFIX}"):
+            for obj in page.get("Contents") or []:
+                client.delete_object(Bucket=bucket, Key=obj["Key"])
+                swept += 1
+        return swept
 
     def list_names(self) -> set[str]:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -415,6 +444,21 @@ def delete_prefix(prefix_url: str) -> None:
         store.delete_prefix()
     except Exception as exc:  # cleanup must never fail a finished render
         log.warning("could not delete %s: %s", prefix_url, exc)
+
+
+def sweep_temporaries(*urls: str) -> int:
+    """After the outputs are published: remove what interrupted uploads of these objects (or, for a prefix
+    ending in "/", multipart uploads under it) left behind, e.g. an attempt killed inside its final upload.
+    Failures only cost storage, so they are logged."""
+    swept = 0
+    for url in urls:
+        try:
+            swept += location(url).sweep_temporaries()
+        except Exception as exc:  # cleanup must never fail a finished render
+            log.warning("could not sweep temporaries of %s: %s", url, exc)
+    if swept:
+        log.info("removed %d temporaries left by interrupted uploads", swept)
+    return swept
 
 
 def list_names(prefix_url: str) -> set[str]:

@@ -9,6 +9,7 @@ import logging
 import ssl
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from vibecraft_api.auth import parse_secret
 from vibecraft_api.errors import BadRequest, KubeError, RateLimited
 from vibecraft_api.kube import from_kubeconfig, in_cluster
 from vibecraft_api.main import create_app
-from vibecraft_api.manifests import build_musicvideo, is_active, new_video_id, to_public
+from vibecraft_api.manifests import build_musicvideo, is_active, new_video_id, starts_in, to_public
 from vibecraft_api.models.videos import VIDEO_ID_RE, VideoCreate
 from vibecraft_api.musicvideos import decode_continue, encode_continue, policy_denial
 from vibecraft_api.ratelimit import RateLimiter
@@ -406,3 +407,16 @@ def test_a_watch_cache_not_ready_yet_falls_back_to_a_consistent_list() -> None:
     assert [o["metadata"]["name"] for o in found] == ["mv-1"]
     assert calls == [{"labelSelector": "!vibecraft.io/finished", "resourceVersion": "0",
                       "resourceVersionMatch": "NotOlderThan"}, {"labelSelector": "!vibecraft.io/finished"}]
+
+
+def test_a_queued_video_shows_its_place_and_a_start_estimate_counted_from_now() -> None:
+    status = {"phase": "Queued", "queuePosition": 3, "estimatedStartSeconds": 300, "queueUpdatedAt": "2026-01-01T00:00:00Z"}
+    obj = build_musicvideo(name="mv-q", tenant="acme", req=VideoCreate.model_validate(
+        {"audio": {"url": "https://e.example/a.mp3"}}), bucket="b", audio_url="https://e.example/a.mp3")
+    obj["status"] = status
+    assert to_public(obj, "b").queuePosition == 3
+    at = datetime(2026, 1, 1, 0, 2, 0, tzinfo=UTC)
+    assert starts_in(status, at) == 180  # two minutes after the estimate was made
+    assert starts_in(status, at + timedelta(hours=1)) == 0  # overdue: "any moment", never negative
+    assert starts_in({**status, "queueUpdatedAt": "garbage"}, at) == 300
+    assert starts_in({"phase": "Running"}, at) is None

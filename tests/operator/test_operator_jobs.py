@@ -15,6 +15,7 @@ from vibecraft_common.resource import (
 from vibecraft_operator.constants import LABEL_KUEUE_QUEUE
 from vibecraft_operator.errors import InvalidSpec
 from vibecraft_operator.jobs import build_job, job_name, label_value, spec_hash
+from vibecraft_operator.quantities import parse_quantity
 from vibecraft_operator.resources import estimate_memory, frame_size, render_resources
 
 from tests.operator.operator_factories import musicvideo, settings, spec
@@ -54,7 +55,8 @@ def test_long_names_are_shortened_stably_so_pod_names_stay_whole():
 
 def test_memory_and_cpu_requests_equal_limits():
     resources = container(build(memory="1536Mi", cpu="2"))["resources"]
-    assert resources == {"requests": {"memory": "1536Mi", "cpu": "2"}, "limits": {"memory": "1536Mi", "cpu": "2"}}
+    assert resources["limits"] == {"memory": "1536Mi", "cpu": "2"}
+    assert {k: v for k, v in resources["requests"].items() if k != "ephemeral-storage"} == resources["limits"]
 
 
 def test_owned_by_the_musicvideo_so_deletion_cascades():
@@ -121,6 +123,20 @@ def test_scratch_is_a_sized_empty_dir():
     assert small["spec"]["template"]["spec"]["volumes"][0]["emptyDir"] == {"sizeLimit": "64Mi"}
     with pytest.raises(ValueError, match="quantity"):
         settings(scratch_size_limit="lots")
+
+
+def test_scratch_disk_is_requested_by_frame_size_and_rate_never_above_its_limit():
+    """The scheduler reserves disk for the segments and the joined video of a 10-minute song (measured
+    0.19 bits per pixel and frame at the defaults), plus the audio; the sizeLimit caps it."""
+    def request(video=None, **cfg):
+        job = build(mv=musicvideo(video=video or {}), settings=settings(**cfg))
+        return float(parse_quantity(container(job)["resources"]["requests"]["ephemeral-storage"])) / 2**20
+
+    default = request()  # 1280x720 at 30 fps
+    assert 900 < default < 1200, default
+    assert request({"height": 1080}) > 2 * default - 256 > request({"fps": 15}) * 1.5
+    assert request(scratch_size_limit="64Mi") == 64
+    assert request(scratch_request_song_seconds=0) == 256
 
 
 def test_egress_allow_list_reaches_the_renderer_only_when_set():

@@ -1,6 +1,17 @@
 """Admission under the cluster-wide and per-namespace limits: fair between namespaces, oldest first within one."""
 
-from vibecraft_operator.queue import Ledger, Limits, QueueEntry, admit, fair_order, queue_entry
+from datetime import UTC, datetime
+
+from vibecraft_operator.queue import (
+    Ledger,
+    Limits,
+    QueueEntry,
+    admit,
+    fair_order,
+    forecast,
+    queue_entry,
+    typical_duration,
+)
 
 from tests.operator.operator_factories import musicvideo
 
@@ -166,3 +177,54 @@ def test_with_one_slot_the_slots_go_round_between_tenants():
     assert not admit(a_waiting[0], [a_done, *a_waiting, b], limits).admitted
     b_done = entry("b99", "Succeeded", namespace="b", started="2025-01-01T00:01:05Z")
     assert admit(a_waiting[0], [a_done, *a_waiting, b_done], limits).admitted  # then A again
+
+
+NOW = datetime(2025, 1, 1, 1, 0, 0, tzinfo=UTC)
+
+
+def test_forecast_gives_places_in_fair_order_and_starts_from_slot_turnover():
+    """Two slots, both running (one ends in 100 s by the renderer's ETA, one started 60 s ago of a typical
+    300): A's three renders and B's one take places round robin, starting as slots free."""
+    entries = [
+        entry("r1", "Running", eta=100.0),
+        entry("r2", "Running", started="2025-01-01T00:59:00Z"),
+        *(entry(f"a{i:02}", "Queued", namespace="a") for i in range(3)),
+        entry("b09", "Queued", namespace="b"),
+    ]
+    places = forecast(entries, Limits(cluster=2), NOW, typical=300.0)
+    assert {uid: (f.position, f.start_seconds) for uid, f in places.items()} == {
+        "b09": (1, 100),  # B runs nothing: the first slot to free is B's, although its render is newest
+        "a00": (2, 240),  # the second slot frees at 300 - 60
+        "a01": (3, 400),  # b09's slot again (100 + 300)
+        "a02": (4, 540),
+    }
+
+
+def test_forecast_waits_for_the_namespace_cap_and_is_immediate_without_limits():
+    entries = [entry("r1", "Running", namespace="a", eta=50.0), entry("q01", "Queued", namespace="a"),
+               entry("q02", "Queued", namespace="b")]
+    capped = forecast(entries, Limits(cluster=0, namespace=1), NOW, typical=300.0)
+    assert (capped["q01"].start_seconds, capped["q02"].start_seconds) == (50, 0)
+    assert {f.start_seconds for f in forecast(entries, Limits(), NOW, 300.0).values()} == {0}
+
+
+def test_typical_duration_is_the_median_of_recent_successes():
+    done = [entry(f"s{i:02}", "Succeeded", started="2025-01-01T00:00:00Z", finished=f"2025-01-01T00:0{m}:00Z")
+            for i, m in enumerate((1, 2, 9))]
+    failed = entry("f01", "Failed", started="2025-01-01T00:00:00Z", finished="2025-01-01T00:05:00Z")
+    assert typical_duration([*done, failed], default=300.0) == 120.0
+    assert typical_duration([failed], default=300.0) == 300.0
+
+
+def test_queue_entry_reads_what_the_publisher_wrote():
+    body = musicvideo(status={"phase": "Queued", "queuePosition": 3, "estimatedStartSeconds": 120,
+                              "progress": {"etaSeconds": 7.5}})
+    e = queue_entry(body)
+    assert (e.position, e.estimate, e.eta) == (3, 120, 7)
+
+
+def test_a_refused_render_learns_its_place_in_line():
+    entries = [entry("mv01", "Running"), entry("mv02", "Queued"), entry("mv03", "Queued", namespace="b"),
+               entry("mv04")]
+    places = [admit(e, entries, Limits(cluster=1)).position for e in entries[1:]]
+    assert places == [2, 1, 3]  # b runs nothing, so its render is next; then a's by age

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 from vibecraft_common.resource import ANNOTATION_DELETE_OUTPUTS
+from vibecraft_common.status import QUEUE_FIELDS
 from vibecraft_operator.queue import Admission
 from vibecraft_operator.reconcile import (
     Cleanup,
@@ -75,6 +76,24 @@ def test_not_admitted_waits_queued_without_churn():
     mv = applied(mv, plan)
     assert step(mv, admitted=False).status == {}
     assert step(mv, admitted=True).create_job is not None
+
+
+def test_a_render_that_queues_gets_its_place_in_the_same_patch():
+    mv = accepted()
+    obs = Observation(mv, None, [], T0, Admission(False, "Queued", "waiting", position=3))
+    plan = decide(obs, settings())
+    assert (plan.status["phase"], plan.status["queuePosition"]) == ("Queued", 3)
+
+
+def test_a_queued_render_keeps_its_queue_place_until_it_starts_then_loses_it():
+    mv = applied(accepted(), step(accepted(), admitted=False))
+    mv["status"].update(queuePosition=2, estimatedStartSeconds=60, queueUpdatedAt="2025-01-01T12:00:00Z")
+    assert step(mv, admitted=False).status == {}  # the publisher's fields stay while it waits
+    plan = step(mv, admitted=True)
+    assert plan.status["phase"] == "Running"
+    assert {k: plan.status[k] for k in QUEUE_FIELDS} == dict.fromkeys(QUEUE_FIELDS)
+    # A place written after the reconciler's view (so not in it) is cleared by the start all the same.
+    assert step(applied(accepted(), step(accepted(), admitted=False)), admitted=True).status["queuePosition"] is None
 
 
 def test_restart_safety_same_observation_same_job_name():

@@ -104,3 +104,110 @@ def test_s3_resume_after_kill(s3server: Any, run_prefix: str, tmp_path: Path) ->
     local = tmp_path / "v.mp4"
     client.download_file(s3server.bucket, out + "video.mp4", str(local))
     assert count_frames(local) == 12 * 30
+
+
+def _leftovers(client: Any, bucket: str, prefix: str) -> tuple[list[str], list[str]]:
+    """Temporary objects and unfinished multipart uploads under `prefix`."""
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+    uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
+    return [k for k in keys if ".tmp-" in k], [u["Key"] for u in uploads]
+
+
+@pytest.mark.chaos
+def test_renderer_killed_mid_render_and_inside_its_final_upload_leaves_nothing_half_written(
+        s3server: Any, run_prefix: str, tmp_path: Path) -> None:
+    """Scenario 4 (issue 19), the real renderer against the real S3 server through a proxy that holds the
+    server-side copy publishing video.mp4: SIGKILLed after each of SCALE new checkpoints, then inside that
+    copy (its temporary object written, the final key not), and with a multipart upload of the video left
+    open as a killed big upload leaves one. At most one segment is rendered again per kill, and the run
+    that finishes leaves no temporary object, no open upload and no partial final object behind."""
+    import os
+    import subprocess
+    from urllib.parse import urlparse
+
+    from tests.fakes.flaky_proxy import FlakyProxy
+
+    from .helpers import RENDER, kill_when, write_click_track
+
+    scale = int(os.environ.get("VIBECRAFT_CHAOS_SCALE", "1"))
+    segments_total = scale + 5
+    client, bucket = s3server.client(), s3server.bucket
+    audio = tmp_path / "song.wav"
+    write_click_track(audio, 120.0, 2.0 * segments_total)
+    out = f"renderer-tests/{run_prefix}/killed/"
+    args = [str(audio), "-o", f"s3://{bucket}/{out}", "--width", "320", "--height", "180", "--segment-seconds", "2"]
+    up = urlparse(s3server.endpoint)
+    logs: list[Path] = []
+
+    def start(env: dict[str, str]) -> subprocess.Popen[bytes]:
+        work = tmp_path / f"w{len(logs)}"
+        work.mkdir()
+        logs.append(tmp_path / f"run{len(logs)}.log")
+        with logs[-1].open("wb") as log:
+            return subprocess.Popen([*RENDER, *args, "--work-dir", str(work)], env=env, stdout=log, stderr=log)
+
+    def segments() -> list[str]:
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=out + "segments/").get("Contents", [])
+        return [o["Key"] for o in listed if o["Key"].endswith(".mp4") and ".tmp-" not in o["Key"]]
+
+    publish_video = f"PUT /{bucket}/{out}video.mp4 HTTP/1.1".encode()  # the copy to the final key (path style)
+    with FlakyProxy(up.hostname or "127.0.0.1", up.port or 80, stall_on=publish_video, stall_seconds=60) as proxy:
+        env = {**os.environ, **s3server.env(), "AWS_ENDPOINT_URL": proxy.endpoint}
+        env.pop("VIBECRAFT_SPEC_JSON", None)
+        for _ in range(scale):
+            before = len(segments())
+            kill_when(start(env), lambda n=before: len(segments()) > n, what="one more checkpoint",
+                      timeout=120, interval=0.02)
+        proc = start(env)
+        kill_when(proc, lambda: proxy.stalling.is_set() and _leftovers(client, bucket, out + "video.mp4")[0],
+                  what="the renderer inside the copy that publishes video.mp4", timeout=180, interval=0.02)
+        tmp_left, _ = _leftovers(client, bucket, out)
+        assert any(k.startswith(out + "video.mp4.tmp-") for k in tmp_left), tmp_left
+        keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=out).get("Contents", [])}
+        assert out + "video.mp4" not in keys, "no final object until the copy completed"
+        client.create_multipart_upload(Bucket=bucket, Key=out + "video.mp4.tmp-killedbigupload")
+    last = start({**os.environ, **s3server.env()})
+    assert last.wait(300) == 0, logs[-1].read_text()
+    text = [log.read_text() for log in logs]
+    rendered = sum(t.count(" rendered: seg-") for t in text)
+    kills = scale + 1
+    print(f"renderer SIGKILLed {kills} times ({scale} mid-render, 1 inside the final copy): {rendered} segment renders "
+          f"for {segments_total} segments ({rendered - segments_total} again); the last run reused "
+          f"{text[-1].count('reusing seg-')}; leftovers {_leftovers(client, bucket, out)}")
+    assert text[-1].count("reusing seg-") == segments_total, text[-1]  # all finished before the last kill
+    assert rendered - segments_total <= kills, text
+    assert _leftovers(client, bucket, out) == ([], [])
+    local = tmp_path / "v.mp4"
+    client.download_file(bucket, out + "video.mp4", str(local))
+    assert count_frames(local) == 2 * segments_total * 30
+
+
+@pytest.mark.chaos
+def test_storage_dropping_requests_and_stalling_the_final_copy_still_publishes_whole_objects(
+        s3server: Any, run_prefix: str, tmp_path: Path) -> None:
+    """Scenario 6 (issue 19): 10 % of S3 requests lost (connection closed before the server sees them) and
+    the copies that publish the outputs held 5 s: the render succeeds (the client's retries), and
+    every final object is whole, with no temporaries left."""
+    from urllib.parse import urlparse
+
+    from tests.fakes.flaky_proxy import FlakyProxy
+
+    from .helpers import write_click_track
+
+    client, bucket = s3server.client(), s3server.bucket
+    audio = tmp_path / "song.wav"
+    write_click_track(audio, 120.0, 8.0)
+    out = f"renderer-tests/{run_prefix}/flaky/"
+    up = urlparse(s3server.endpoint)
+    with FlakyProxy(up.hostname or "127.0.0.1", up.port or 80, drop=0.1, seed=6,
+                    stall_on=b"x-amz-copy-source", stall_seconds=5) as proxy:
+        res = run_render([str(audio), "-o", f"s3://{bucket}/{out}", "--width", "320", "--height", "180",
+                          "--segment-seconds", "2", "--work-dir", str(tmp_path)],
+                         env={**s3server.env(), "AWS_ENDPOINT_URL": proxy.endpoint})
+        print(f"flaky storage: {proxy.requests} requests, {proxy.dropped} dropped, {proxy.stalled} stalled 5 s")
+    assert res.returncode == 0, res.stderr
+    assert proxy.dropped > 0 and proxy.stalled >= 3, (proxy.dropped, proxy.stalled)
+    assert _leftovers(client, bucket, out) == ([], [])
+    local = tmp_path / "v.mp4"
+    client.download_file(bucket, out + "video.mp4", str(local))
+    assert count_frames(local) == 8 * 30

@@ -105,3 +105,13 @@ def test_a_missing_s3_object_is_a_permanent_input_not_found(monkeypatch: pytest.
         with pytest.raises(DownloadError, match="403") as denied:  # may be fixed without touching the spec
             storage.fetch("s3://songs/a.ogg", tmp_path)
         assert denied.value.exit_code == EXIT_DOWNLOAD_FAILED
+
+
+def test_sweeping_a_files_temporaries_leaves_other_files_alone(tmp_path: Path) -> None:
+    """What an interrupted put_file of out.mp4 left goes; another render's temporary in the same directory
+    (a.mp4, still uploading) and finished files stay."""
+    (tmp_path / "out.mp4").write_bytes(b"done")
+    (tmp_path / ".out.mp4.tmp-1a2b3c4d").write_bytes(b"half")
+    (tmp_path / ".a.mp4.tmp-99999999").write_bytes(b"theirs")
+    assert storage.sweep_temporaries(str(tmp_path / "out.mp4"), str(tmp_path / "missing.jpg")) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".a.mp4.tmp-99999999", "out.mp4"]

@@ -147,6 +147,10 @@ class VideoPublic(BaseModel):
     ttlSecondsAfterFinished: int | None = Field(default=None, description="Seconds the finished video is kept "
                                                 "before it is deleted with its files; null: the installation's default")
     progress: ProgressPublic | None = None
+    queuePosition: int | None = Field(default=None, description="While queued: the place in the render queue "
+                                      "(1 starts next); slots go round robin between tenants")
+    estimatedStartSeconds: int | None = Field(default=None, description="While queued: estimated seconds from now "
+                                              "until the render starts (from recent render durations)")
     attempts: int = 0
     replicatePredictions: int = Field(default=0, description="Replicate predictions charged to this video's finished "
                                                              "attempts (they count against the tenant's monthly budget)")
