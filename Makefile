@@ -35,7 +35,7 @@ test: bootstrap lint  ## every test, against a private local cluster and S3
 	$(PY) -m pytest -q --durations=25
 
 chaos: bootstrap  ## the operator's chaos suite, bigger than in make test (VIBECRAFT_CHAOS_SCALE=5), with its figures
-	VIBECRAFT_CHAOS_SCALE=$${VIBECRAFT_CHAOS_SCALE:-5} $(PY) -m pytest -q -s -m chaos tests/operator tests/renderer
+	VIBECRAFT_CHAOS_SCALE=$${VIBECRAFT_CHAOS_SCALE:-5} $(PY) -m pytest -q -s -m chaos tests/operator tests/renderer tests/realnode
 
 bench: bootstrap  ## performance and sync figures (against baselines measured in the same run); every bench runs, a missed target fails at the end
 	@rc=0; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || rc=1; done; exit $$rc

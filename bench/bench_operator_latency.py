@@ -75,12 +75,25 @@ class FirstSeen:
         version = listed["metadata"]["resourceVersion"] if isinstance(listed, dict) else listed.metadata.resource_version
         self._ready.set()
         try:
-            for event in self._watch.stream(self._list, self._ns, label_selector=self._selector,
-                                            resource_version=version, timeout_seconds=900):
-                obj = event.get("object")
-                key = self._key(obj) if obj is not None and event.get("type") != "ERROR" else None
-                if key and key not in self.seen:
-                    self.seen[key] = time.monotonic()
+            while not self._stopped.is_set():
+                # The list is read from etcd; the watch is served from the API server's watch cache, which
+                # for a kind nobody wrote lately may be behind that version ("Too large resource version",
+                # an ERROR event that ends the stream): watch again from the same version until it serves.
+                try:
+                    for event in self._watch.stream(self._list, self._ns, label_selector=self._selector,
+                                                    resource_version=version, timeout_seconds=900):
+                        obj = event.get("object")
+                        if event.get("type") == "ERROR" or obj is None:
+                            break
+                        key = self._key(obj)
+                        if key and key not in self.seen:
+                            self.seen[key] = time.monotonic()
+                        meta = obj.get("metadata", {}) if isinstance(obj, dict) else None
+                        version = meta.get("resourceVersion", version) if meta is not None else obj.metadata.resource_version
+                except client.ApiException as exc:  # the client raises some ERROR events (504 above, 410)
+                    if exc.status != 504:
+                        raise
+                time.sleep(0.05)
         except Exception:
             # A stopped watch stays blocked on its connection until the cluster goes down under it.
             if not self._stopped.is_set():
@@ -203,8 +216,11 @@ def backlog(lc: LocalCluster, api: client.ApiClient, state: Path) -> tuple[list[
             items = custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
             return {i["metadata"]["name"]: (i.get("status") or {}).get("phase", "") for i in items}
 
-        wait_for(lambda: all(phases().get(n) in ("Queued", "Running") for n in waiting), timeout=300, interval=1,
-                 what="the waiting renders to be queued")
+        def all_waiting() -> bool:
+            now = phases()
+            return all(now.get(n) in ("Queued", "Running") for n in waiting)
+
+        wait_for(all_waiting, timeout=300, interval=1, what="the waiting renders to be queued")
         print(f"backlog: {BACKLOG_NEW} new MusicVideos, paced ...", flush=True)
 
         def list_mvs(namespace: str, **kw: Any) -> Any:

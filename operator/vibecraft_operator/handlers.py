@@ -14,7 +14,7 @@ from vibecraft_operator.constants import ANNOTATION_MV_NAME, MANAGED_BY
 from vibecraft_operator.kube import Kube, load_api_client
 from vibecraft_operator.queue import QueueEntry, queue_entry
 from vibecraft_operator.reconcile import needs_reconciler
-from vibecraft_operator.runtime import Runtime
+from vibecraft_operator.runtime import WAIT_FOR_SLOT, Runtime
 from vibecraft_operator.settings import Settings
 
 # On every MusicVideo (the deletion handler needs it): a deleted one goes once its reconciler has
@@ -123,6 +123,8 @@ async def musicvideo_reconciler(
                 logger.log(level, f"reconcile failed ({type(exc).__name__}: {exc}); again in {again:.0f}s",
                            exc_info=errors >= 3)
             resync = runtime.settings.resync_seconds
+            if again is not None and again >= WAIT_FOR_SLOT:  # queued: woken when a slot frees
+                resync = max(resync, WAIT_FOR_SLOT)
             await runtime.wakeups.sleep(key, resync if again is None else min(again, resync), stopped)
         if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
             try:
@@ -132,7 +134,7 @@ async def musicvideo_reconciler(
         logger.info(stopped_message(stopped.reason, body))
     finally:
         runtime.wakeups.unregister(key)
-        runtime.wakeups.wake_all()  # it may have held a render slot
+        runtime.slot_freed()  # it may have held a render slot
 
 
 def stopped_message(reason: kopf.DaemonStoppingReason | None, body: Mapping[str, Any]) -> str:
@@ -175,7 +177,7 @@ async def musicvideo_event(
     runtime = runtime_of(memo)
     if type == "DELETED":
         runtime.forget(uid)
-        runtime.wakeups.wake_all()
+        runtime.slot_freed()
     else:
         runtime.saw(body)
         if body.get("metadata", {}).get("generation") != body.get("status", {}).get("observedGeneration"):

@@ -32,6 +32,7 @@ class QueueEntry:
     resource_version: str = ""
     position: int | None = None  # status.queuePosition as written
     estimate: int | None = None  # status.estimatedStartSeconds as written
+    queue_updated: str = ""  # status.queueUpdatedAt: when `estimate` was written
     eta: float | None = None  # status.progress.etaSeconds: the renderer's own estimate of what is left
 
     @property
@@ -90,8 +91,17 @@ def queue_entry(body: Mapping[str, Any]) -> QueueEntry:
         resource_version=str(meta.get("resourceVersion") or ""),
         position=_number(status.get("queuePosition")),
         estimate=_number(status.get("estimatedStartSeconds")),
+        queue_updated=str(status.get("queueUpdatedAt") or ""),
         eta=_number((status.get("progress") or {}).get("etaSeconds")),
     )
+
+
+def estimate_now(entry: QueueEntry, now: datetime) -> float | None:
+    """The estimate as written, counted from `now` instead of from when it was written."""
+    if entry.estimate is None:
+        return None
+    written = parse_time(entry.queue_updated)
+    return entry.estimate - ((now - written).total_seconds() if written is not None else 0.0)
 
 
 def _number(value: Any) -> int | None:

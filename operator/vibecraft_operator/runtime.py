@@ -24,7 +24,17 @@ from vibecraft_operator.errors import ApiUnavailable, JobNameTaken
 from vibecraft_operator.jobs import label_value, selector_labels, spec_hash
 from vibecraft_operator.kube import Kube
 from vibecraft_operator.outputs import delete_objects, fetch_outputs
-from vibecraft_operator.queue import Ledger, Limits, QueueEntry, admit, forecast, queue_entry, typical_duration
+from vibecraft_operator.queue import (
+    Ledger,
+    Limits,
+    QueueEntry,
+    admit,
+    estimate_now,
+    fair_order,
+    forecast,
+    queue_entry,
+    typical_duration,
+)
 from vibecraft_operator.reconcile import (
     DELETION_POLL,
     Observation,
@@ -60,6 +70,11 @@ QUEUE_REFRESH = 30.0
 QUEUE_PATCHES = 20
 TYPICAL_RENDER_SECONDS = 300.0  # a render's duration before any has succeeded here
 ESTIMATE_SLACK = 0.25  # an estimate is rewritten when it moved by more than this share (and 30 s)
+# A render queued for a slot sleeps this long between looks: it is woken when a slot frees (slot_freed),
+# its spec changes or it is deleted, so its periodic look is only a safety net. At the resync period
+# (30 s) 500 queued renders cost 17 GETs and admissions a second for nothing.
+WAIT_FOR_SLOT = 300.0
+WAKE_MARGIN = 2  # waiting reconcilers woken beyond the free slots when one frees
 
 
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
@@ -228,8 +243,8 @@ class Runtime:
             place = places.get(entry.uid)
             if place is None or entry.phase != QUEUED or not entry.resource_version:
                 continue
-            moved = entry.estimate is None or abs(place.start_seconds - entry.estimate) > max(
-                30.0, ESTIMATE_SLACK * entry.estimate)
+            written = estimate_now(entry, now)  # what the status says, counted from now
+            moved = written is None or abs(place.start_seconds - written) > max(30.0, ESTIMATE_SLACK * place.start_seconds)
             if entry.position != place.position or moved:
                 stale.append((entry.position is not None, place.position, entry, place))
         stale.sort(key=lambda item: item[:2])  # new renders first (no place yet), then the front of the queue
@@ -368,6 +383,7 @@ class Runtime:
         entry = queue_entry(mv)
         entries = [e for e in self.ledger.entries(observed()) if e.uid != uid] + [entry]
         admission = admit(entry, entries, self.limits)
+        del entries  # not held across the awaits below: hundreds of steps in flight at once each held one
         now, tick = utcnow(), time.monotonic()  # the plan's time, on both clocks (for the metrics)
         allowance = self.book.allowance(namespace, uid, now) if metered else None
         plan = decide_folded(Observation(mv, job, pods, now, admission, outputs, allowance), self.settings)
@@ -383,8 +399,22 @@ class Runtime:
         if new_phase and new_phase != old_phase:  # the gauges show it now, not only once the watch says so
             self.recount(observed())
         if old_phase == RUNNING and new_phase and new_phase != RUNNING:
-            self.wakeups.wake_all()
+            self.slot_freed()
+        if again is None and (new_phase or old_phase) == QUEUED and not (mv.get("spec") or {}).get("queueName"):
+            return WAIT_FOR_SLOT
         return again
+
+    def slot_freed(self) -> None:
+        """A render stopped holding a slot (or was deleted): wake the waiting reconcilers that may take it, the
+        first ones in fair order (a few more than the free slots, in case one of them cannot start), not all
+        of them: a slot turnover would otherwise cost every queued render a GET and an admission."""
+        if self._observed is None or not self.limits.cluster:
+            self.wakeups.wake_all()
+            return
+        entries = self.ledger.entries(self._observed())
+        free = max(0, self.limits.cluster - sum(1 for e in entries if e.running))
+        for entry in fair_order(entries, self.limits)[: free + WAKE_MARGIN]:
+            self.wakeups.wake((entry.namespace, entry.name))
 
     def _reserve(self, uid: str, namespace: str, plan: Plan, allowance: budget.Allowance | None) -> None:
         """An attempt that ends gives back its reservation; one that starts takes what it may spend."""
@@ -403,7 +433,7 @@ class Runtime:
             self.ledger.note(mv["metadata"]["uid"], CANCELLED)
             await self.apply(mv, plan, logger, time.monotonic())
             self._recount_now()
-            self.wakeups.wake_all()
+            self.slot_freed()
 
     async def clean_up(self, namespace: str, name: str, logger: kopf.Logger) -> None:
         """The MusicVideo is being deleted: stop its render, then clean its output prefix in S3 (best effort:

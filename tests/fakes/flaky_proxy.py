@@ -2,7 +2,8 @@
 
 It forwards bytes unchanged (the real server answers everything), but:
   - `drop`: each HTTP request (a chunk from the client that starts with a method) is, with this
-    probability, answered by closing both connections before it reaches the server: a lost request;
+    probability, answered by closing both connections before it reaches the server: a lost request
+    (and so are the requests numbered in `always_drop`, 1 = the first: a test that needs a loss gets one);
   - `stall_on`: a request whose bytes contain this pattern is held for `stall_seconds` before it is
     forwarded (e.g. b"x-amz-copy-source", the server-side copy that publishes a final object);
     `stalling` is set meanwhile, so a test can kill the client right inside that request.
@@ -28,6 +29,7 @@ class FlakyProxy:
     stall_on: bytes | None = None
     stall_seconds: float = 5.0
     seed: int = 0
+    always_drop: frozenset[int] = frozenset()
     requests: int = 0
     dropped: int = 0
     stalled: int = 0
@@ -100,7 +102,8 @@ class FlakyProxy:
             while data := await client_r.read(65536):
                 if data.startswith(METHODS):
                     self.requests += 1
-                    if self.drop and self._rng.random() < self.drop:
+                    lost = self.drop and self._rng.random() < self.drop
+                    if lost or self.requests in self.always_drop:
                         self.dropped += 1
                         break
                 if self.stall_on is not None and self.stall_on in data:

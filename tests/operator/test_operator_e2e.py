@@ -373,10 +373,10 @@ def _gone(read: Callable[[], Any]) -> bool:
 def test_a_flood_of_renders_never_exceeds_max_running(operator: OperatorProcess, cluster: Cluster, apis: Any) -> None:
     """Many MusicVideos applied together: at most 4 Jobs run at any moment, and every one succeeds.
 
-    200 on the node agent; 40 (10x maxRunning) on a real node, where each is a real pod (sandbox,
+    200 on the node agent; 24 (6x maxRunning) on a real node, where each is a real pod (sandbox,
     container, Python start-up under a CPU quota: ~4 s): 60 took 170 s of CI, 200 would take ~10 min."""
     custom, batch, _ = apis
-    ns, count = operator.namespace, 40 if cluster.real else 200
+    ns, count = operator.namespace, 24 if cluster.real else 200
     names = [f"bulk-{i:03d}" for i in range(count)]
     for name in names:
         create_mv(custom, ns, manifest(name, style={"prompt": "ok"}))

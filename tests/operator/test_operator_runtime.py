@@ -29,9 +29,14 @@ class FakeKube:
         mv = self.mvs.get((namespace, name))
         return copy.deepcopy(mv) if mv else None
 
-    def patch_musicvideo_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    def patch_musicvideo_status(self, namespace: str, name: str, patch: dict[str, Any],
+                                resource_version: str | None = None) -> None:
         self.calls.append(("patch_status", name))
         mv = self.mvs[(namespace, name)]
+        if resource_version and resource_version != mv["metadata"].get("resourceVersion"):
+            from kubernetes.client.exceptions import ApiException
+
+            raise ApiException(status=409, reason="Conflict")
         mv["status"] = merge(mv.get("status") or {}, patch)
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -225,3 +230,44 @@ def test_a_watch_body_with_status_is_not_trusted(events):
     kube.calls.clear()
     asyncio.run(rt.reconcile("default", "demo", snapshot(kube), LOG, seen=stale))
     assert kube.calls[0] == ("get_mv", "demo") and ("create_job", "demo-a1") not in kube.calls
+
+
+def test_the_queue_publisher_writes_places_front_first_bounded_and_only_onto_the_version_it_saw(monkeypatch):
+    """Places and estimates go to queued renders whose status lacks them or is off; at most QUEUE_PATCHES a
+    pass, front of the queue first; a render whose version moved on meanwhile is left alone (409)."""
+    monkeypatch.setattr(runtime_mod, "QUEUE_PATCHES", 3)
+    rt, kube = make(max_running=1)
+    add(kube, "run", "u-run", 0)
+    kube.mvs[("default", "run")]["status"] = {"phase": "Running", "startedAt": "2025-01-01T12:00:00Z"}
+    for i in range(1, 6):
+        add(kube, f"q{i}", f"u-q{i}", i)
+        kube.mvs[("default", f"q{i}")]["status"] = {"phase": "Queued"}
+    for i, mv in enumerate(kube.mvs.values()):
+        mv["metadata"]["resourceVersion"] = str(100 + i)
+    entries = [queue_entry(mv) for mv in kube.mvs.values()]
+    kube.mvs[("default", "q2")]["metadata"]["resourceVersion"] = "999"  # changed after the index saw it
+    written = asyncio.run(rt.publish_queue(entries))
+    places = {n: (kube.mvs[("default", n)]["status"].get("queuePosition"),
+                  kube.mvs[("default", n)]["status"].get("estimatedStartSeconds")) for n in ("q1", "q2", "q3", "q4")}
+    assert written == 2 and places["q2"] == (None, None) and places["q4"] == (None, None), places
+    assert places["q1"][0] == 1 and places["q3"][0] == 3
+    assert places["q1"][1] is not None and places["q3"][1] > places["q1"][1]
+    # A second pass with what is now written: q1 and q3 are current, the rest get theirs.
+    entries = [queue_entry(mv) for mv in kube.mvs.values()]
+    assert asyncio.run(rt.publish_queue(entries)) == 3
+    assert asyncio.run(rt.publish_queue([queue_entry(mv) for mv in kube.mvs.values()])) == 0
+
+
+def test_a_freed_slot_wakes_the_reconcilers_next_in_line_not_all():
+    """With 500 renders queued, a slot turnover wakes free slots + WAKE_MARGIN of them (the next in fair order),
+    not every one (each would GET its MusicVideo and run an admission to learn it must wait)."""
+    rt, _ = make(max_running=2)
+    entries = [QueueEntry(uid=f"u{i}", namespace="default", name=f"q{i:03d}",
+                          created=f"2025-01-01T00:{i // 60:02}:{i % 60:02}Z", phase="Queued") for i in range(500)]
+    entries.append(QueueEntry(uid="r", namespace="default", name="run", created="2025-01-01T00:00:00Z", phase="Running"))
+    rt._observed = lambda: entries
+    for e in entries:
+        rt.wakeups.register((e.namespace, e.name))
+    rt.slot_freed()
+    woken = sorted(name for (_, name), event in rt.wakeups._events.items() if event.is_set())
+    assert woken == ["q000", "q001", "q002"], woken  # 1 free slot + WAKE_MARGIN, oldest first

@@ -118,6 +118,7 @@ def test_an_oom_kill_inside_the_container_is_retried_with_more_memory(setup: Set
         "OOM" in msg for _, msg in said), said
 
 
+@pytest.mark.chaos  # scenario 10 of issue 19
 def test_a_render_outgrowing_its_scratch_limit_fails_as_disk_full(setup: Setup, tmp_path: Path) -> None:
     """The kubelet evicts the pod at its scratch emptyDir's sizeLimit. The Job alone would start pod
     after pod (an eviction is a disruption to its podFailurePolicy); the operator ends the attempt and
