@@ -122,7 +122,8 @@ def test_a_render_gets_a_job_with_the_right_limits_and_deletion_cleans_up(operat
     job = wait_for(lambda: _job(batch, ns, "limits-a1"), what="Job limits-a1")
     container = job.spec.template.spec.containers[0]
     assert container.resources.limits == {"memory": "300Mi", "cpu": "500m"}
-    assert container.resources.requests == {"memory": "300Mi", "cpu": "500m"}
+    # Memory and CPU requested as limited; the scratch disk is requested too (its bound is the emptyDir sizeLimit).
+    assert container.resources.requests == {"memory": "300Mi", "cpu": "500m", "ephemeral-storage": "1048Mi"}
     assert job.spec.backoff_limit == 0 and job.spec.template.spec.restart_policy == "Never"
     (ref,) = job.metadata.owner_references
     mv = get_mv(custom, ns, "limits")
