@@ -354,13 +354,12 @@ class S3Store(Store):
     def sweep_temporaries(self) -> int:
         client, bucket = _client(), self.loc.bucket
         swept = 0
-        for prefix in (f"{self.loc.key}{TMP_INFIX}", self._list_prefix):  # put_file's temporaries; a prefix's uploads
-            if prefix == self._list_prefix and not self.loc.key.endswith("/"):
-                continue
-            for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
-                for upload in page.get("Uploads") or []:
-                    client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-                    swept += 1
+        # An object's put_file temporaries (<key>.tmp-*), or for a prefix every upload under it.
+        uploads = self._list_prefix if self.loc.key.endswith("/") else f"{self.loc.key}{TMP_INFIX}"
+        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=uploads):
+            for upload in page.get("Uploads") or []:
+                client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                swept += 1
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{self.loc.key}{TMP_INFIX}"):
             for obj in page.get("Contents") or []:
                 client.delete_object(Bucket=bucket, Key=obj["Key"])
