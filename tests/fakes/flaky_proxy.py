@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,35 +88,39 @@ class FlakyProxy:
             client_w.close()
             return
 
-        async def upstream_to_client() -> None:
-            try:
-                while data := await up_r.read(65536):
-                    client_w.write(data)
-                    await client_w.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                client_w.close()
-
-        back = asyncio.ensure_future(upstream_to_client())
+        back = asyncio.ensure_future(_pump(up_r, client_w))
         try:
-            while data := await client_r.read(65536):
-                if data.startswith(METHODS):
-                    self.requests += 1
-                    lost = self.drop and self._rng.random() < self.drop
-                    if lost or self.requests in self.always_drop:
-                        self.dropped += 1
-                        break
-                if self.stall_on is not None and self.stall_on in data:
-                    self.stalled += 1
-                    self.stalling.set()
-                    await asyncio.sleep(self.stall_seconds)
-                    self.stalling.clear()
-                up_w.write(data)
-                await up_w.drain()
-        except (ConnectionError, OSError):
-            pass
+            await _pump(client_r, up_w, self._misbehave)
         finally:
-            up_w.close()
             client_w.close()
             back.cancel()
+
+    async def _misbehave(self, data: bytes) -> bool:
+        """Before a chunk from the client is forwarded: drop the connection (False) or stall, as configured."""
+        if data.startswith(METHODS):
+            self.requests += 1
+            lost = self.drop and self._rng.random() < self.drop
+            if lost or self.requests in self.always_drop:
+                self.dropped += 1
+                return False
+        if self.stall_on is not None and self.stall_on in data:
+            self.stalled += 1
+            self.stalling.set()
+            await asyncio.sleep(self.stall_seconds)
+            self.stalling.clear()
+        return True
+
+
+async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
+                before: Callable[[bytes], Awaitable[bool]] | None = None) -> None:
+    """Copy src to dst until either side closes (or `before` says to stop); then close dst."""
+    try:
+        while data := await src.read(65536):
+            if before is not None and not await before(data):
+                break
+            dst.write(data)
+            await dst.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        dst.close()
