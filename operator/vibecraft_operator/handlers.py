@@ -1,5 +1,6 @@
 """The kopf handlers: thin; the reconciler does the work, Job/Pod/spec events only wake it."""
 
+import asyncio
 import logging
 import platform
 from collections.abc import Iterable, Mapping
@@ -9,18 +10,21 @@ import kopf
 from vibecraft_common.resource import GROUP, LABEL_NAME, PLURAL, VERSION
 from vibecraft_common.status import FAILED
 
-from vibecraft_operator import metrics
+from vibecraft_operator import heap, metrics
 from vibecraft_operator.constants import ANNOTATION_MV_NAME, MANAGED_BY
 from vibecraft_operator.kube import Kube, load_api_client
 from vibecraft_operator.queue import QueueEntry, queue_entry
 from vibecraft_operator.reconcile import needs_reconciler
 from vibecraft_operator.runtime import WAIT_FOR_SLOT, Runtime
+from vibecraft_operator.session import login
 from vibecraft_operator.settings import Settings
 
 # On every MusicVideo (the deletion handler needs it): a deleted one goes once its reconciler has
 # stopped and its render's scratch (and, unless it succeeded, its outputs) is cleaned out of S3.
 FINALIZER = f"{GROUP}/reconciler"
 MAX_ERROR_BACKOFF = 300.0
+EVENT_POSTERS = 8  # Kubernetes Events posted at once (kopf: one worker per object, unlimited)
+EVENT_POSTER_IDLE = 0.2  # seconds a poster waits for its object's next Event before freeing its place
 
 QueueIndex = kopf.Index[tuple[str, str], QueueEntry]
 
@@ -46,6 +50,12 @@ def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: k
     # Events say who posted them.
     settings.posting.reporting_component = MANAGED_BY
     settings.posting.reporting_instance = platform.node() or "unknown"
+    # kopf posts each object's Events from a worker of its own, with no limit by default: 500 renders queued
+    # at once are 500 "Queued" Events in the session's API_CALLS slots (session.py) ahead of the patches
+    # new renders wait for. A few posters, each gone soon after its object's last Event, post the same
+    # Events in order, a little later.
+    settings.posting.worker_limit = EVENT_POSTERS
+    settings.posting.idle_timeout = EVENT_POSTER_IDLE
     # Watch only our own Jobs and Pods server-side: a cluster has many more than renders.
     settings.watching.label_selectors["batch", "jobs"] = LABEL_NAME
     settings.watching.label_selectors["v1", "pods"] = LABEL_NAME
@@ -70,6 +80,26 @@ def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: k
     metrics.serve(ours.metrics_port)
     logger.info(f"vibecraft-operator started: image {ours.renderer_image}, max running "
                 f"{ours.max_running or 'unlimited'} ({ours.max_running_per_namespace or 'unlimited'} per ns)")
+
+
+@kopf.on.login()
+async def api_login(**kwargs: Any) -> kopf.AiohttpSession | None:
+    """kopf's default login with a bounded HTTP session (session.py)."""
+    return await login(**kwargs)
+
+
+@kopf.on.startup()
+async def heap_trimmer(memo: kopf.Memo, **_: Any) -> None:
+    """Hand freed heap pages back to the OS every few seconds (heap.py), for as long as the operator runs."""
+    memo["heap_trimmer"] = asyncio.get_running_loop().create_task(heap.trim_forever(), name="heap trimmer")
+
+
+@kopf.on.cleanup()
+async def stop_heap_trimmer(memo: kopf.Memo, **_: Any) -> None:
+    """The trimmer goes with the operator."""
+    task = memo.get("heap_trimmer")
+    if isinstance(task, asyncio.Task):
+        task.cancel()
 
 
 @kopf.index(GROUP, VERSION, PLURAL)

@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from vibecraft_operator import heap
 from vibecraft_operator.settings import Settings
 
 # kopf's "Handler 'pod_event' succeeded." lines: one per watch event, and they only wake a reconciler.
@@ -95,6 +96,7 @@ def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Names
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
+    heap.tune()  # before the watches start allocating (see heap.py)
     try:
         settings = Settings()
     except ValidationError as exc:
