@@ -5,6 +5,10 @@ from typing import Final
 from vibecraft_common.resource import EXIT_MEMORY_GUARD, EXIT_REASONS, EXIT_REPLICATE_BUDGET, GROUP
 from vibecraft_common.status import CANCELLED, QUEUED, SUCCEEDED
 
+# kopf's finalizer on every MusicVideo (our name instead of kopf's default, so `kubectl get -o yaml` says whose):
+# a deleted one goes once its reconciler has stopped and its render's files are cleaned out of S3.
+FINALIZER: Final = f"{GROUP}/reconciler"
+
 # Condition types (status.conditions[].type).
 COND_READY: Final = "Ready"  # the video is rendered and uploaded
 COND_PROGRESSING: Final = "Progressing"  # a render is queued, running or waiting for a retry

@@ -11,7 +11,7 @@ from vibecraft_common.resource import GROUP, LABEL_NAME, PLURAL, VERSION
 from vibecraft_common.status import FAILED
 
 from vibecraft_operator import heap, metrics
-from vibecraft_operator.constants import ANNOTATION_MV_NAME, MANAGED_BY
+from vibecraft_operator.constants import ANNOTATION_MV_NAME, FINALIZER, MANAGED_BY
 from vibecraft_operator.kube import Kube, load_api_client
 from vibecraft_operator.queue import QueueEntry, queue_entry
 from vibecraft_operator.reconcile import needs_reconciler
@@ -19,9 +19,6 @@ from vibecraft_operator.runtime import WAIT_FOR_SLOT, Runtime
 from vibecraft_operator.session import login
 from vibecraft_operator.settings import Settings
 
-# On every MusicVideo (the deletion handler needs it): a deleted one goes once its reconciler has
-# stopped and its render's scratch (and, unless it succeeded, its outputs) is cleaned out of S3.
-FINALIZER = f"{GROUP}/reconciler"
 MAX_ERROR_BACKOFF = 300.0
 EVENT_POSTERS = 8  # Kubernetes Events posted at once (kopf: one worker per object, unlimited)
 EVENT_POSTER_IDLE = 0.2  # seconds a poster waits for its object's next Event before freeing its place
