@@ -84,8 +84,9 @@ def test_a_tenant_flooding_the_queue_does_not_hold_up_another(
     op.start()
     try:
         names = [f"a{i}" for i in range(4 * SCALE)]
-        for name in names:  # the first runs long enough to watch the queue behind it
-            create_mv(custom, ns_a, manifest(name, style={"prompt": "sleep:8,ok" if name == names[0] else "sleep:2,ok"}))
+        first = f"sleep:{max(8, 2 * len(names))},ok"  # long enough to see every queue place settle behind it
+        for name in names:
+            create_mv(custom, ns_a, manifest(name, style={"prompt": first if name == names[0] else "sleep:2,ok"}))
         wait_for(lambda: phase(custom, ns_a, names[0]) == "Running", what="A's first render to start")
         time.sleep(1)
         create_mv(custom, ns_b, manifest("b0", style={"prompt": "sleep:2,ok"}))
@@ -94,14 +95,19 @@ def test_a_tenant_flooding_the_queue_does_not_hold_up_another(
             return {n: (get_mv(custom, ns, n).get("status") or {}).get("queuePosition")
                     for ns, n in [(ns_b, "b0"), *((ns_a, n) for n in names[1:])]}
 
-        # Places as slots will go: B's next (its tenant runs nothing), then A's in age order.
-        want = {"b0": 1, **{n: i for i, n in enumerate(names[1:], start=2)}}
-        wait_for(lambda: places() == want, timeout=15, what=f"queue places {want}")
+        # Places as slots will go: B's next (its tenant runs nothing), then A's in age order; timestamps have
+        # whole seconds, and names break ties (queue.QueueEntry.order): a10 before a2 within one second.
+        created = {n: get_mv(custom, ns_a, n)["metadata"]["creationTimestamp"] for n in names[1:]}
+        waiting = sorted(names[1:], key=lambda n: (created[n], n))
+        want = {"b0": 1, **{n: i for i, n in enumerate(waiting, start=2)}}
+        seen: dict[str, Any] = {}
+        wait_for(lambda: seen.update(places()) or seen == want, timeout=15,
+                 what=lambda: f"queue places {want}, last seen {seen}")
         wide = cluster.kubectl("get", "musicvideos.vibecraft.io", "-n", ns_a, "-o", "wide").stdout
         print(wide)
         header = wide.splitlines()[0]
         assert "QUEUE" in header.split() and "STARTS-IN" in header.split(), header
-        row = next(line for line in wide.splitlines() if line.startswith(names[1] + " "))
+        row = next(line for line in wide.splitlines() if line.startswith(waiting[0] + " "))
         at = header.index(" QUEUE ") + 1  # kubectl aligns columns; an empty cell is blanks
         assert row[at:].split()[0] == "2", row
         assert finished_status(custom, ns_b, "b0", timeout=180)["phase"] == "Succeeded"

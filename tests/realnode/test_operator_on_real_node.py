@@ -130,8 +130,10 @@ def test_a_render_outgrowing_its_scratch_limit_fails_as_disk_full(setup: Setup, 
                          env={**s.env, "VIBECRAFT_SCRATCH_SIZE_LIMIT": "1Mi"})
     op.start()
     try:
-        # 60 s of audio: the render outlasts the kubelet's volume-usage sampling (realnode.py).
-        done = _render(replace(s, ns=ns, op=op, song_url=s.song_url.replace(".wav", "-long.wav")), "disk", retries=0)
+        # 60 s of audio at 720p30 (~25 s in the pod): the render outlasts the kubelet's volume-usage sampling
+        # and eviction check (10 s each, realnode.py); at 320x180 it once finished in 16 s, before either.
+        done = _render(replace(s, ns=ns, op=op, song_url=s.song_url.replace(".wav", "-long.wav")), "disk", retries=0,
+                       video={"width": 1280, "height": 720, "fps": 30})
         failure = done["status"].get("lastFailure") or {}
         assert (done["status"]["phase"], failure.get("reason")) == ("Failed", "DiskFull"), done["status"]
         assert 'Usage of EmptyDir volume "scratch" exceeds the limit "1Mi"' in failure.get("message", ""), failure
