@@ -1,11 +1,13 @@
 """Giving freed memory back to the OS, so the operator's RSS follows what it holds rather than its worst burst.
 
-Measured in bench/bench_operator_latency.py's backlog round (500 finished and 500 queued MusicVideos,
-then 100 more): the objects Python still holds (tracemalloc) were under a third of the process's RSS.
-The rest was memory already freed but kept by glibc's malloc: every object over 512 bytes (dict tables,
-the JSON text of each watch event, the lists of queue entries an admission builds) comes from malloc's
-main heap, which only shrinks from its top, so a burst of events leaves RSS at the burst's high-water
-mark for good. Two glibc knobs fix that without touching what the operator keeps:
+Measured in bench/bench_operator_latency.py's backlog round (500 finished and 500 queued MusicVideos):
+the objects Python still held (tracemalloc) were well under half of the process's RSS. Most of the
+gap was kopf's unbounded connections (fixed in session.py); some of it is memory already freed but
+kept by glibc's malloc: objects over 512 bytes (dict tables, the JSON text of each watch event, the
+lists of queue entries an admission builds) come from malloc's main heap, which only shrinks from its
+top. With a 64 KiB mmap threshold alone (set through MALLOC_MMAP_THRESHOLD_, before the trimming below)
+the operator settled at 142 MB after that round instead of 177 MB.
+Two glibc knobs, without touching what the operator keeps:
 
 - blocks of MMAP_THRESHOLD bytes or more get their own mappings, unmapped on free (glibc's default
   threshold grows itself up to 32 MiB after the first large free, which is what kept them);
