@@ -28,7 +28,6 @@ from vibecraft_operator.classify import Failure, FailureKind, classify, job_fini
 from vibecraft_operator.constants import (
     COND_PROGRESSING,
     COND_SUSPENDED,
-    FINALIZER,
     JOB_FAILED,
     POD_FAILED,
     POD_SUCCEEDED,
@@ -56,8 +55,6 @@ from vibecraft_operator.timeutil import format_time, parse_time
 
 DEADLINE_GRACE = timedelta(seconds=120)  # the Job's own activeDeadlineSeconds should fire first
 DELETION_POLL = 2.0  # seconds between checks that a deleted Job is gone
-FINALIZER_GRACE = 10.0  # seconds a new MusicVideo's first Queued write waits for kopf's finalizer (awaits_finalizer)
-FINALIZER_RECHECK = 1.0  # seconds until the reconciler looks again if the finalizer's event does not wake it
 BUDGET_RECHECK = timedelta(seconds=30)  # a render waiting for others' Replicate reservations looks again
 
 
@@ -536,22 +533,6 @@ def cancel(mv: Mapping[str, Any], now: datetime) -> Plan | None:
     message = f"deleted while {phase or PENDING}" + (f": Job {job} stopped" if job else "")
     patch = st.cancelled(status, message=message, generation=int(meta.get("generation") or 0), now=now)
     return Plan(patch, outcome=Outcome.CANCELLED).info(R_CANCELLED, message)
-
-
-def awaits_finalizer(mv: Mapping[str, Any], now: datetime) -> bool:
-    """Whether a new MusicVideo's first status write should wait for kopf's finalizer.
-
-    kopf adds the finalizer with a JSON patch that tests the resourceVersion it saw; a status write of
-    ours in between fails it (422), and kopf tries again after the next event. A tenant's batch of 500
-    renders queued at once cost ~1000 such failed patches, each one more event for every watcher. So a
-    MusicVideo younger than FINALIZER_GRACE without the finalizer is written once kopf's own patch has
-    landed (its event wakes the reconciler); an older one, or one being deleted, is not held up.
-    """
-    meta = mv.get("metadata") or {}
-    if meta.get("deletionTimestamp") or FINALIZER in (meta.get("finalizers") or ()):
-        return False
-    created = parse_time(meta.get("creationTimestamp"))
-    return created is not None and (now - created).total_seconds() < FINALIZER_GRACE
 
 
 def needs_reconciler(body: Mapping[str, Any], **_: Any) -> bool:

@@ -37,11 +37,9 @@ from vibecraft_operator.queue import (
 )
 from vibecraft_operator.reconcile import (
     DELETION_POLL,
-    FINALIZER_RECHECK,
     Observation,
     Outcome,
     Plan,
-    awaits_finalizer,
     cancel,
     cleanup_on_delete,
     decide_folded,
@@ -390,8 +388,6 @@ class Runtime:
         allowance = self.book.allowance(namespace, uid, now) if metered else None
         plan = decide_folded(Observation(mv, job, pods, now, admission, outputs, allowance), self.settings)
         old_phase, new_phase = str(status.get("phase") or ""), plan.status.get("phase")
-        if new_phase == QUEUED != old_phase and plan.create_job is None and awaits_finalizer(mv, now):
-            return FINALIZER_RECHECK  # nothing started, nothing noted: the same plan is made again then
         self._reserve(uid, namespace, plan, allowance)
         if new_phase:
             self.ledger.note(uid, new_phase)

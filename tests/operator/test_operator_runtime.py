@@ -271,26 +271,3 @@ def test_a_freed_slot_wakes_the_reconcilers_next_in_line_not_all():
     rt.slot_freed()
     woken = sorted(name for (_, name), event in rt.wakeups._events.items() if event.is_set())
     assert woken == ["q000", "q001", "q002"], woken  # 1 free slot + WAKE_MARGIN, oldest first
-
-
-def test_a_new_queued_render_waits_for_kopfs_finalizer_before_its_first_write(events):
-    """kopf's finalizer patch tests the resourceVersion: a Queued write before it lands would fail it."""
-    from vibecraft_operator.constants import FINALIZER
-    from vibecraft_operator.reconcile import FINALIZER_RECHECK
-    from vibecraft_operator.timeutil import format_time, utcnow
-
-    rt, kube = make(max_running=1)
-    add(kube, "running", "u0")
-    asyncio.run(rt.reconcile("default", "running", snapshot(kube), LOG))  # takes the only slot, finalizer or not
-    assert kube.mvs[("default", "running")]["status"]["phase"] == "Running"
-    add(kube, "young", "u1")
-    young = kube.mvs[("default", "young")]
-    young["metadata"]["creationTimestamp"] = format_time(utcnow())
-    assert asyncio.run(rt.reconcile("default", "young", snapshot(kube), LOG)) == FINALIZER_RECHECK
-    assert not young.get("status") and ("patch_status", "young") not in kube.calls
-    young["metadata"]["finalizers"] = [FINALIZER]
-    asyncio.run(rt.reconcile("default", "young", snapshot(kube), LOG))
-    assert young["status"]["phase"] == "Queued" and young["status"]["queuePosition"] == 1
-    add(kube, "old", "u2")  # created long ago (an operator restart): not held up
-    asyncio.run(rt.reconcile("default", "old", snapshot(kube), LOG))
-    assert kube.mvs[("default", "old")]["status"]["phase"] == "Queued"
