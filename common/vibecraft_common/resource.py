@@ -3,7 +3,7 @@
 Operator, renderer and API never import each other; everything they must agree on lives here.
 """
 
-from typing import Final
+from typing import Final, Literal
 
 GROUP: Final = "vibecraft.io"
 VERSION: Final = "v1alpha1"
@@ -32,6 +32,18 @@ ENV_EGRESS_ALLOW: Final = "VIBECRAFT_EGRESS_ALLOW_CIDRS"
 # The most Replicate predictions this attempt may create (what is left of its namespace's monthly
 # budget); unset means no budget. Cached images cost nothing.
 ENV_REPLICATE_MAX_PREDICTIONS: Final = "VIBECRAFT_REPLICATE_MAX_PREDICTIONS"
+# A render split over several pods (issue 20): which part of it this container does (RenderStage), and
+# for STAGE_SEGMENTS into how many chunks the segments are split; the chunk itself is the Indexed
+# Job's completion index, which Kubernetes puts into ENV_COMPLETION_INDEX.
+ENV_STAGE: Final = "VIBECRAFT_STAGE"
+ENV_CHUNKS: Final = "VIBECRAFT_CHUNKS"
+ENV_COMPLETION_INDEX: Final = "JOB_COMPLETION_INDEX"
+STAGE_ALL: Final = "all"  # everything in one process (the CLI's default, parallelism 1)
+STAGE_PREPARE: Final = "prepare"  # download, analyse, encode the soundtrack, publish the render plan
+STAGE_SEGMENTS: Final = "segments"  # one chunk of the segments, from the published plan
+STAGE_JOIN: Final = "join"  # concatenate every segment, mux the soundtrack, publish the outputs
+RenderStage = Literal["all", "prepare", "segments", "join"]
+RENDER_STAGES: Final[tuple[RenderStage, ...]] = (STAGE_ALL, STAGE_PREPARE, STAGE_SEGMENTS, STAGE_JOIN)
 
 # Labels on Jobs/Pods linking back to their MusicVideo.
 LABEL_NAME: Final = f"{GROUP}/musicvideo"

@@ -23,14 +23,23 @@ from typing import NoReturn
 
 from vibecraft_common import limits as L
 from vibecraft_common.resource import (
+    ENV_CHUNKS,
+    ENV_COMPLETION_INDEX,
     ENV_MV_NAME,
     ENV_NUMBA_SEED,
     ENV_SPEC_JSON,
+    ENV_STAGE,
     ENV_TERMINATION_LOG,
     EXIT_INTERNAL,
     EXIT_OK,
     EXIT_USAGE,
+    RENDER_STAGES,
+    STAGE_ALL,
+    STAGE_JOIN,
+    STAGE_PREPARE,
+    STAGE_SEGMENTS,
     TERMINATION_LOG,
+    RenderStage,
 )
 
 from .config import (
@@ -91,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--memory-limit-mb", type=float, default=None, help="memory guard (default 90%% of cgroup)")
     r.add_argument("--keep-segments", action="store_true", default=None, help="keep checkpoints after success")
     r.add_argument("--report", metavar="FILE", help="write a JSON summary (stage timings, frames) to FILE")
+    st = p.add_argument_group("split render (one render over several pods: an Indexed Job)")
+    st.add_argument("--stage", choices=RENDER_STAGES, default=None,
+                    help=f"all (default, ${ENV_STAGE}), or prepare, then segments for every chunk, then join")
+    st.add_argument("--chunk", type=int, default=None, metavar="K",
+                    help=f"with --stage segments: this chunk, 0..N-1 (default ${ENV_COMPLETION_INDEX})")
+    st.add_argument("--chunks", type=int, default=None, metavar="N",
+                    help=f"with --stage segments: the number of chunks (default ${ENV_CHUNKS}, else 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -124,6 +140,31 @@ def _spec_for(ns: argparse.Namespace) -> RenderSpec:
             raise UsageError(f"--from-env given but ${ENV_SPEC_JSON} is empty")
         return spec_from_json(env_spec)
     return spec_from_args(ns)
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"${name} is not a whole number: {value[:40]!r}") from None
+
+
+def stage_from(ns: argparse.Namespace) -> tuple[RenderStage, int, int]:
+    """(stage, chunk, chunks) from the flags, else the env an Indexed Job's pod gets; validated."""
+    stage = ns.stage or os.environ.get(ENV_STAGE) or STAGE_ALL
+    if stage not in RENDER_STAGES:
+        raise UsageError(f"${ENV_STAGE} must be one of {', '.join(RENDER_STAGES)}, not {stage[:40]!r}")
+    chunks = ns.chunks if ns.chunks is not None else (_env_int(ENV_CHUNKS) or 1)
+    chunk = ns.chunk if ns.chunk is not None else (_env_int(ENV_COMPLETION_INDEX) or 0)
+    if stage == STAGE_SEGMENTS and not (chunks >= 1 and 0 <= chunk < chunks):
+        raise UsageError(f"chunk {chunk} of {chunks}: need 0 <= chunk < chunks")
+    for name, value in (("--chunk", ns.chunk), ("--chunks", ns.chunks)):
+        if value is not None and stage != STAGE_SEGMENTS:
+            raise UsageError(f"{name} needs --stage segments")
+    return stage, chunk, chunks
 
 
 def write_termination_log(line: str) -> None:
@@ -191,19 +232,32 @@ def run(ns: argparse.Namespace) -> int:
         memory_limit_mb=ns.memory_limit_mb,
         keep_segments=ns.keep_segments,
     )
-    from .pipeline import render
+    from . import pipeline
     from .progress import Progress, default_sinks, stage_weights
 
+    stage, chunk, chunks = stage_from(ns)
     progress = Progress(default_sinks(quiet=ns.quiet), stage_weights(spec.style.backend))
     t0 = time.monotonic()
     try:
-        result = render(spec, opts, progress)
+        if stage == STAGE_PREPARE:
+            result = pipeline.prepare(spec, opts, progress)
+        elif stage == STAGE_SEGMENTS:
+            result = pipeline.render_chunk(spec, opts, progress, chunk, chunks)
+        elif stage == STAGE_JOIN:
+            result = pipeline.join(spec, opts, progress)
+        else:
+            result = pipeline.render(spec, opts, progress)
     finally:
         progress.close()
     elapsed = time.monotonic() - t0
-    log.info("rendered %s: %d frames, %.1f s of audio in %.1f s (%.2fx), %d segments rendered, %d reused",
-             result.layout.video, result.frames, result.duration, elapsed, elapsed / max(result.duration, 1e-9),
-             result.segments_rendered, result.segments_reused)  # fmt: skip
+    if stage != STAGE_ALL:
+        log.info("stage %s%s done in %.1f s: %d segments rendered, %d reused (render key %s)", stage,
+                 f" (chunk {chunk + 1}/{chunks})" if stage == STAGE_SEGMENTS else "", elapsed,
+                 result.segments_rendered, result.segments_reused, result.render_key)  # fmt: skip
+    else:
+        log.info("rendered %s: %d frames, %.1f s of audio in %.1f s (%.2fx), %d segments rendered, %d reused",
+                 result.layout.video, result.frames, result.duration, elapsed, elapsed / max(result.duration, 1e-9),
+                 result.segments_rendered, result.segments_reused)  # fmt: skip
     log.info("stage times: %s", ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items()))
     if ns.report:
         import resource
@@ -215,7 +269,7 @@ def run(ns: argparse.Namespace) -> int:
                   "segmentsRendered": result.segments_rendered, "segmentsReused": result.segments_reused,
                   "peakRssMb": round(peak_self, 1), "peakRssChildMb": round(peak_children, 1)}  # fmt: skip
         Path(ns.report).write_text(json.dumps(report, indent=2))
-    write_termination_log(f"ok: rendered {result.layout.video}")
+    write_termination_log(f"ok: rendered {result.layout.video}" if stage in (STAGE_ALL, STAGE_JOIN) else f"ok: {stage}")
     return int(EXIT_OK)
 
 

@@ -89,3 +89,11 @@ class EncodeError(RenderError):
     """ffmpeg failed while encoding or muxing; a bug or a broken environment, not bad input."""
 
     exit_code = EXIT_INTERNAL
+
+
+class StageError(RenderError):
+    """A stage of a split render found what an earlier stage should have left missing or different
+    (no render plan, a plan for another spec, unrendered segments at the join): the operator ran
+    stages out of order or a store lost objects. Retryable: the next attempt prepares again."""
+
+    exit_code = EXIT_INTERNAL

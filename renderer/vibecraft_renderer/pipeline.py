@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from vibecraft_common.status import ANALYSIS_NAME, THUMBNAIL_NAME, VIDEO_NAME
 
@@ -22,7 +23,7 @@ from . import analysis as analysis_mod
 from . import audio, encode, segments, storage
 from .compose import KenBurnsVisuals, working_size
 from .config import RenderSpec, RuntimeOptions
-from .errors import EncodeError
+from .errors import EncodeError, StageError
 from .frames import FrameSource
 from .layout import OutputLayout, layout_for
 from .memguard import MemoryGuard
@@ -34,6 +35,9 @@ from .visuals_replicate import ReplicateImages, plan_requests
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_FRAMES = 8
+PLAN_NAME: Final = "plan.json"  # under the segments prefix: the prepared render's key, for its chunks and join
+STATE_NAME: Final = "analysis-state.npz"  # under the render key's prefix: the exact analysis (dump_state)
+SOUNDTRACK_NAME: Final = "soundtrack.m4a"  # under the render key's prefix: the encoded soundtrack
 
 
 @dataclass(frozen=True)
@@ -51,78 +55,231 @@ class RenderResult:
 
 
 def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> RenderResult:
-    """Render spec end to end; raises a RenderError subclass on any expected failure."""
+    """Render spec end to end in this process (STAGE_ALL); raises a RenderError subclass on any expected failure."""
     layout = layout_for(spec.output_url)
     analysis_mod.preload()
     storage.check_writable(layout.root)
     with tempfile.TemporaryDirectory(prefix="vibecraft-", dir=opts.work_dir) as tmp, contextlib.ExitStack() as stop:
         work = Path(tmp)
-        generator = None
-        if spec.style.backend == "replicate":
-            generator = ReplicateImages(layout.cache, work, opts.replicate_concurrency,  # fails fast w/o token
-                                        max_predictions=opts.max_predictions,
-                                        on_prediction=progress.predictions_created)
+        generator = _generator(spec, opts, layout, work, progress)
         guard = MemoryGuard(opts.memory_limit_mb)
-
-        song = storage.redact(spec.audio_url)  # what messages call the input, not its scratch copy
-        progress.stage("downloading", song)
-        audio_path = storage.fetch(spec.audio_url, work)
-        info = audio.probe(audio_path, song)
-        soundtrack = stop.enter_context(encode.AudioEncoder(audio_path, work / "soundtrack.m4a", info.sample_rate))
-
-        progress.stage("analyzing")
-        an = analysis_mod.analyze_blocks(
-            audio.decode_blocks(audio_path, name=song), lambda f: progress.update(fraction=f), info.duration,
-            bpm=spec.bpm, beat_offset=spec.beat_offset,
-        )  # fmt: skip
-        guard.check(force=True)
-        timeline = Timeline(an, spec.video.fps, spec.video.cut_every)
-        plan = segments.plan(timeline.n_frames, spec.video.fps, opts.segment_seconds)
-        key = segments.render_key(segments.sha256_file(audio_path), spec.fingerprint(), plan[0].frames)
-        store = segments.CheckpointStore(layout.segments, key, work)
-        todo = [s for s in plan if not store.is_done(s)]
+        audio_path, soundtrack, an = _analyse(spec, work, stop, progress, guard)
+        job = _context(spec, opts, layout, an, _key(spec, opts, audio_path), work)
+        todo = [s for s in job.plan if not job.store.is_done(s)]
 
         progress.stage("generating", f"tempo {an.tempo:.1f} BPM ({an.tempo_source})")
-        source = _frame_source(spec, opts, an, timeline, generator, progress) if todo else None
+        source = _frame_source(spec, opts, an, job.timeline, generator, progress) if todo else None
         if todo:
-            store.write_manifest({"audio": song, "spec": spec.fingerprint(),
-                                  "frames": timeline.n_frames, "segments": len(plan), "fps": spec.video.fps})  # fmt: skip
+            job.store.write_manifest(_manifest(spec, job))
 
-        progress.stage("composing", f"{len(plan) - len(todo)}/{len(plan)} segments already done")
-        _render_segments(spec, plan, store, source, progress, guard, timeline.n_frames)
+        progress.stage("composing", f"{len(job.plan) - len(todo)}/{len(job.plan)} segments already done")
+        _render_segments(spec, job.plan, job.store, source, progress, guard, job.timeline.n_frames, len(job.plan))
+        _publish(spec, opts, layout, job, soundtrack.result(), work, progress)
+        return _result(layout, job, len(todo), progress)
 
-        progress.stage("encoding", "joining segments, muxing audio")
-        video = work / VIDEO_NAME
-        encode.join_and_mux(
-            [store.local_copy(s) for s in plan], soundtrack.result(), video, work, an.duration,
-            lambda f: progress.update(fraction=0.9 * f),
-        )  # fmt: skip
-        _check_frames(video, timeline.n_frames)
-        thumb = work / THUMBNAIL_NAME
-        encode.thumbnail(video, _poster_time(an), thumb)
-        report = work / ANALYSIS_NAME
-        report.write_text(json.dumps(_analysis_json(an, timeline, spec), indent=1))
 
-        progress.stage("uploading")
-        storage.put_file(thumb, layout.thumbnail, "image/jpeg", move=True)
-        storage.put_file(report, layout.analysis, "application/json", move=True)
-        storage.put_file(video, layout.video, "video/mp4", move=True)  # last: its presence means done
-        if not opts.keep_segments:
-            store.cleanup()
-        # An earlier attempt killed inside its upload left a temporary object or an open multipart upload.
-        storage.sweep_temporaries(layout.video, layout.thumbnail, layout.analysis,
-                                  storage.join(layout.segments, ""))
-        progress.finish(f"rendered {layout.video}")
-        return RenderResult(
-            layout=layout,
-            frames=timeline.n_frames,
-            duration=an.duration,
-            tempo=an.tempo,
-            segments_rendered=len(todo),
-            segments_reused=len(plan) - len(todo),
-            render_key=key,
-            stage_seconds=dict(progress.stage_seconds),
-        )
+def prepare(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> RenderResult:
+    """STAGE_PREPARE of a split render: everything the chunks and the join need, published once.
+
+    Download, analyse, encode the soundtrack and (Replicate backend) generate the images into the
+    cache, then publish under the render key's checkpoint prefix the exact analysis state and the
+    soundtrack, and last the render plan (PLAN_NAME under the segments prefix), whose presence says
+    the rest is complete. Segments already rendered under the same key (an earlier attempt) stay.
+    """
+    layout = layout_for(spec.output_url)
+    analysis_mod.preload()
+    storage.check_writable(layout.root)
+    with tempfile.TemporaryDirectory(prefix="vibecraft-", dir=opts.work_dir) as tmp, contextlib.ExitStack() as stop:
+        work = Path(tmp)
+        generator = _generator(spec, opts, layout, work, progress)
+        guard = MemoryGuard(opts.memory_limit_mb)
+        audio_path, soundtrack, an = _analyse(spec, work, stop, progress, guard)
+        job = _context(spec, opts, layout, an, _key(spec, opts, audio_path), work)
+        if generator is not None:
+            progress.stage("generating", f"tempo {an.tempo:.1f} BPM ({an.tempo_source})")
+            _frame_source(spec, opts, an, job.timeline, generator, progress)  # fills the image cache
+        progress.stage("uploading", "analysis state and soundtrack for the chunks")
+        storage.put_bytes(analysis_mod.dump_state(an), storage.join(job.store.prefix, STATE_NAME), work,
+                          "application/octet-stream")  # fmt: skip
+        storage.put_file(soundtrack.result(), storage.join(job.store.prefix, SOUNDTRACK_NAME), "audio/mp4", move=True)
+        job.store.write_manifest(_manifest(spec, job))
+        plan_doc = {"key": job.key, "spec": spec.fingerprint(), "frames": job.timeline.n_frames,
+                    "framesPerSegment": job.per, "segments": len(job.plan)}  # fmt: skip
+        storage.put_bytes(json.dumps(plan_doc, indent=1).encode(), storage.join(layout.segments, PLAN_NAME), work,
+                          "application/json")  # fmt: skip
+        progress.finish(f"prepared {len(job.plan)} segments of {job.timeline.n_frames} frames (key {job.key})")
+        return _result(layout, job, 0, progress)
+
+
+def render_chunk(spec: RenderSpec, opts: RuntimeOptions, progress: Progress, index: int, count: int) -> RenderResult:
+    """STAGE_SEGMENTS: chunk `index` of `count` of the prepared render's segments (segments.chunk).
+
+    Reads the published plan and analysis state instead of the audio, so a chunk's pod neither
+    downloads nor analyses the song; segments another attempt or index already finished are reused.
+    """
+    layout = layout_for(spec.output_url)
+    with tempfile.TemporaryDirectory(prefix="vibecraft-", dir=opts.work_dir) as tmp:
+        work = Path(tmp)
+        generator = _generator(spec, opts, layout, work, progress)
+        guard = MemoryGuard(opts.memory_limit_mb)
+        progress.stage("downloading", "render plan")
+        job = _load_plan(spec, opts, layout, work)
+        mine = segments.chunk(job.plan, index, count)
+        todo = [s for s in mine if not job.store.is_done(s)]
+        progress.stage("generating", f"chunk {index + 1}/{count}: segments {_span(mine)}")
+        source = _frame_source(spec, opts, job.an, job.timeline, generator, progress) if todo else None
+        progress.stage("composing", f"{len(mine) - len(todo)}/{len(mine)} segments already done")
+        _render_segments(spec, mine, job.store, source, progress, guard, sum(s.frames for s in mine), len(job.plan))
+        progress.finish(f"chunk {index + 1}/{count} rendered: segments {_span(mine)}")
+        return _result(layout, job, len(todo), progress)
+
+
+def join(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> RenderResult:
+    """STAGE_JOIN: every segment of the prepared render concatenated, the soundtrack muxed, outputs published."""
+    layout = layout_for(spec.output_url)
+    with tempfile.TemporaryDirectory(prefix="vibecraft-", dir=opts.work_dir) as tmp:
+        work = Path(tmp)
+        progress.stage("downloading", "render plan")
+        job = _load_plan(spec, opts, layout, work)
+        missing = [s for s in job.plan if not job.store.is_done(s)]
+        if missing:
+            raise StageError(f"cannot join: {len(missing)} of {len(job.plan)} segments are not rendered "
+                             f"(first missing: {missing[0].name})")  # fmt: skip
+        soundtrack = work / SOUNDTRACK_NAME
+        storage.get_file(storage.join(job.store.prefix, SOUNDTRACK_NAME), soundtrack)
+        _publish(spec, opts, layout, job, soundtrack, work, progress)
+        return _result(layout, job, 0, progress)
+
+
+@dataclass
+class _Job:
+    """What every stage of one render shares once the analysis is known."""
+
+    an: analysis_mod.Analysis
+    timeline: Timeline
+    plan: list[segments.Segment]
+    per: int  # frames per segment
+    key: str
+    store: segments.CheckpointStore
+
+
+def _generator(
+    spec: RenderSpec, opts: RuntimeOptions, layout: OutputLayout, work: Path, progress: Progress
+) -> ReplicateImages | None:
+    if spec.style.backend != "replicate":
+        return None
+    return ReplicateImages(layout.cache, work, opts.replicate_concurrency,  # fails fast w/o token
+                           max_predictions=opts.max_predictions, on_prediction=progress.predictions_created)  # fmt: skip
+
+
+def _analyse(
+    spec: RenderSpec, work: Path, stop: contextlib.ExitStack, progress: Progress, guard: MemoryGuard
+) -> tuple[Path, encode.AudioEncoder, analysis_mod.Analysis]:
+    """Download, start the soundtrack encoder beside the analysis, analyse."""
+    song = storage.redact(spec.audio_url)  # what messages call the input, not its scratch copy
+    progress.stage("downloading", song)
+    audio_path = storage.fetch(spec.audio_url, work)
+    info = audio.probe(audio_path, song)
+    soundtrack = stop.enter_context(encode.AudioEncoder(audio_path, work / "soundtrack.m4a", info.sample_rate))
+
+    progress.stage("analyzing")
+    an = analysis_mod.analyze_blocks(
+        audio.decode_blocks(audio_path, name=song), lambda f: progress.update(fraction=f), info.duration,
+        bpm=spec.bpm, beat_offset=spec.beat_offset,
+    )  # fmt: skip
+    guard.check(force=True)
+    return audio_path, soundtrack, an
+
+
+def _per(spec: RenderSpec, opts: RuntimeOptions) -> int:
+    """Frames per segment."""
+    return max(1, round(opts.segment_seconds * spec.video.fps))
+
+
+def _key(spec: RenderSpec, opts: RuntimeOptions, audio_path: Path) -> str:
+    return segments.render_key(segments.sha256_file(audio_path), spec.fingerprint(), _per(spec, opts))
+
+
+def _context(
+    spec: RenderSpec, opts: RuntimeOptions, layout: OutputLayout, an: analysis_mod.Analysis, key: str, work: Path,
+    per: int | None = None,
+) -> _Job:
+    timeline = Timeline(an, spec.video.fps, spec.video.cut_every)
+    per = per or _per(spec, opts)
+    plan = segments.plan_frames(timeline.n_frames, per)
+    return _Job(an, timeline, plan, per, key, segments.CheckpointStore(layout.segments, key, work))
+
+
+def _load_plan(spec: RenderSpec, opts: RuntimeOptions, layout: OutputLayout, work: Path) -> _Job:
+    """The prepared render: its plan, checked against this spec, and its exact analysis."""
+    where = storage.join(layout.segments, PLAN_NAME)
+    raw = storage.get_bytes(where)
+    if raw is None:
+        raise StageError(f"no render plan at {storage.redact(where)}: the prepare stage has not run")
+    doc = json.loads(raw)
+    if doc.get("spec") != spec.fingerprint():
+        raise StageError(f"the render plan at {storage.redact(where)} was prepared for another spec")
+    state = storage.get_bytes(storage.join(storage.join(layout.segments, doc["key"]), STATE_NAME))
+    if state is None:
+        raise StageError(f"render plan {doc['key']} has no analysis state")
+    try:
+        an = analysis_mod.load_state(state)
+    except ValueError as exc:
+        raise StageError(f"render plan {doc['key']}: {exc}") from None
+    job = _context(spec, opts, layout, an, str(doc["key"]), work, per=int(doc["framesPerSegment"]))
+    if job.timeline.n_frames != doc["frames"] or len(job.plan) != doc["segments"]:
+        raise StageError(f"render plan {doc['key']} does not match its analysis state")
+    return job
+
+
+def _manifest(spec: RenderSpec, job: _Job) -> dict[str, object]:
+    return {"audio": storage.redact(spec.audio_url), "spec": spec.fingerprint(), "frames": job.timeline.n_frames,
+            "segments": len(job.plan), "fps": spec.video.fps}  # fmt: skip
+
+
+def _span(part: list[segments.Segment]) -> str:
+    return f"{part[0].index + 1}-{part[-1].index + 1}" if part else "none"
+
+
+def _publish(
+    spec: RenderSpec, opts: RuntimeOptions, layout: OutputLayout, job: _Job, soundtrack: Path, work: Path,
+    progress: Progress,
+) -> None:
+    """Join, check, thumbnail, analysis.json, upload (the video last: its presence means done), clean up."""
+    progress.stage("encoding", "joining segments, muxing audio")
+    video = work / VIDEO_NAME
+    encode.join_and_mux(
+        [job.store.local_copy(s) for s in job.plan], soundtrack, video, work, job.an.duration,
+        lambda f: progress.update(fraction=0.9 * f),
+    )  # fmt: skip
+    _check_frames(video, job.timeline.n_frames)
+    thumb = work / THUMBNAIL_NAME
+    encode.thumbnail(video, _poster_time(job.an), thumb)
+    report = work / ANALYSIS_NAME
+    report.write_text(json.dumps(_analysis_json(job.an, job.timeline, spec), indent=1))
+
+    progress.stage("uploading")
+    storage.put_file(thumb, layout.thumbnail, "image/jpeg", move=True)
+    storage.put_file(report, layout.analysis, "application/json", move=True)
+    storage.put_file(video, layout.video, "video/mp4", move=True)  # last: its presence means done
+    if not opts.keep_segments:
+        job.store.cleanup()
+    # An earlier attempt killed inside its upload left a temporary object or an open multipart upload.
+    storage.sweep_temporaries(layout.video, layout.thumbnail, layout.analysis, storage.join(layout.segments, ""))
+    progress.finish(f"rendered {layout.video}")
+
+
+def _result(layout: OutputLayout, job: _Job, rendered: int, progress: Progress) -> RenderResult:
+    return RenderResult(
+        layout=layout,
+        frames=job.timeline.n_frames,
+        duration=job.an.duration,
+        tempo=job.an.tempo,
+        segments_rendered=rendered,
+        segments_reused=sum(1 for s in job.plan if job.store.is_done(s)) - rendered,
+        render_key=job.key,
+        stage_seconds=dict(progress.stage_seconds),
+    )
 
 
 def _frame_source(
@@ -152,14 +309,16 @@ def _render_segments(
     progress: Progress,
     guard: MemoryGuard,
     total: int,
+    of: int,
 ) -> None:
+    """Render every segment of `plan` not yet in the store (`total` frames in `plan`, `of` segments in the video)."""
     done = sum(s.frames for s in plan if store.is_done(s))
     progress.update(frames_done=done, frames_total=total)
     progress.restart_rate()
     out_size = (spec.video.width, spec.video.height)
     for seg in plan:
         if store.is_done(seg):
-            log.info("segment %d/%d already rendered, reusing %s", seg.index + 1, len(plan), seg.name)
+            log.info("segment %d/%d already rendered, reusing %s", seg.index + 1, of, seg.name)
             continue
         assert source is not None
         scratch = store.scratch_path(seg)
@@ -170,11 +329,11 @@ def _render_segments(
                 enc.write(source.render(i))
                 done += 1
                 if done % PROGRESS_EVERY_FRAMES == 0:
-                    progress.update(frames_done=done, message=f"segment {seg.index + 1}/{len(plan)}")
+                    progress.update(frames_done=done, message=f"segment {seg.index + 1}/{of}")
                     guard.check([enc.pid])
         store.commit(seg, scratch)
         progress.update(frames_done=done)
-        log.info("segment %d/%d rendered: %s frames %d-%d", seg.index + 1, len(plan), seg.name, seg.start, seg.end - 1)
+        log.info("segment %d/%d rendered: %s frames %d-%d", seg.index + 1, of, seg.name, seg.start, seg.end - 1)
 
 
 def _check_frames(video: Path, expected: int) -> None:

@@ -46,8 +46,25 @@ class Segment:
 
 def plan(total_frames: int, fps: int, segment_seconds: float) -> list[Segment]:
     """Partition [0, total_frames) into segments of round(segment_seconds * fps) frames."""
-    per = max(1, round(segment_seconds * fps))
+    return plan_frames(total_frames, max(1, round(segment_seconds * fps)))
+
+
+def plan_frames(total_frames: int, per: int) -> list[Segment]:
+    """Partition [0, total_frames) into segments of `per` frames (the last one shorter)."""
     return [Segment(i, start, min(start + per, total_frames)) for i, start in enumerate(range(0, total_frames, per))]
+
+
+def chunk(segments: list[Segment], index: int, count: int) -> list[Segment]:
+    """Chunk `index` of `count`: a contiguous run of segments, sizes differing by at most one.
+
+    Contiguous, so a pod's segments are neighbours in the video (its progress is one stretch of it);
+    every segment is in exactly one chunk whatever the count, and a chunk may be empty when there
+    are more chunks than segments.
+    """
+    if not 0 <= index < count:
+        raise ValueError(f"chunk {index} of {count}")
+    n = len(segments)
+    return segments[index * n // count : (index + 1) * n // count]
 
 
 def sha256_file(path: Path) -> str:

@@ -1,0 +1,108 @@
+"""A render split into stages (prepare, segments chunk by chunk, join) makes the same video as one process.
+
+The stages are what an Indexed Job's pods run (issue 20): the frames at every chunk boundary must be
+the same frames, the soundtrack the same bytes, and a join before every segment exists must refuse.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from vibecraft_common.resource import ENV_CHUNKS, ENV_COMPLETION_INDEX, ENV_STAGE, EXIT_INTERNAL, EXIT_USAGE
+from vibecraft_renderer import segments
+
+from .helpers import count_frames, run_render
+
+
+def stream_md5(video: Path, stream: str) -> str:
+    """md5 of every decoded frame of one stream (framemd5 lines), so container details do not count."""
+    out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(video), "-map", f"0:{stream}", "-f", "framemd5", "-"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return "\n".join(line.rsplit(",", 1)[-1].strip() for line in out.splitlines() if not line.startswith("#"))
+
+
+def test_chunks_cover_every_segment_once_contiguously() -> None:
+    plan = segments.plan_frames(1000, 90)
+    for count in (1, 2, 3, 4, 11, 12, 20):
+        parts = [segments.chunk(plan, k, count) for k in range(count)]
+        assert [s for part in parts for s in part] == plan
+        sizes = [len(p) for p in parts]
+        assert max(sizes) - min(sizes) <= 1
+    with pytest.raises(ValueError):
+        segments.chunk(plan, 3, 3)
+
+
+def test_split_render_equals_one_process_render(real_song: Path, tmp_path: Path) -> None:
+    common = [str(real_song), "--width", "320", "--height", "180", "--fps", "24", "--segment-seconds", "3", "-q"]
+    one, split = tmp_path / "one", tmp_path / "split"
+    assert (res := run_render([*common, "-o", str(one)])).returncode == 0, res.stderr
+
+    res = run_render([*common, "-o", str(split), "--stage", "prepare"])
+    assert res.returncode == 0, res.stderr
+    plan = json.loads((split / "segments" / "plan.json").read_text())
+    assert plan["frames"] == 20 * 24 and plan["segments"] == 7 and not (split / "video.mp4").exists()
+    key_dir = split / "segments" / plan["key"]
+    assert {p.name for p in key_dir.iterdir()} == {"analysis-state.npz", "soundtrack.m4a", "manifest.json"}
+
+    log = tmp_path / "termination"
+    res = run_render([*common, "-o", str(split), "--stage", "join"], env={"VIBECRAFT_TERMINATION_LOG": str(log)})
+    assert res.returncode == EXIT_INTERNAL
+    assert log.read_text().strip() == "cannot join: 7 of 7 segments are not rendered (first missing: seg-00000.mp4)"
+
+    # Chunks in any order; the last one from the env an Indexed Job's pod gets.
+    for k in (2, 0):
+        res = run_render([*common, "-o", str(split), "--stage", "segments", "--chunk", str(k), "--chunks", "3"])
+        assert res.returncode == 0, res.stderr
+    res = run_render([*common, "-o", str(split)], env={ENV_STAGE: "segments", ENV_CHUNKS: "3", ENV_COMPLETION_INDEX: "1"})
+    assert res.returncode == 0, res.stderr
+    assert "chunk 2/3" in res.stderr and "segments 3-4" in res.stderr
+    assert sorted(p.name for p in key_dir.glob("seg-*.mp4")) == [f"seg-{i:05d}.mp4" for i in range(7)]
+
+    res = run_render([*common, "-o", str(split), "--stage", "join"])
+    assert res.returncode == 0, res.stderr
+    assert count_frames(split / "video.mp4") == 20 * 24
+    assert stream_md5(split / "video.mp4", "v") == stream_md5(one / "video.mp4", "v")
+    assert stream_md5(split / "video.mp4", "a") == stream_md5(one / "video.mp4", "a")
+    assert json.loads((split / "analysis.json").read_text()) == json.loads((one / "analysis.json").read_text())
+    assert not (split / "segments").exists()  # checkpoints, state and plan go once the video is published
+
+
+def test_stages_refuse_a_plan_for_another_spec_and_bad_chunk_numbers(click100: tuple[Path, Any], tmp_path: Path) -> None:
+    audio = str(click100[0])
+    out = tmp_path / "out"
+    base = [audio, "-o", str(out), "--width", "160", "--height", "90", "-q"]
+    log = tmp_path / "termination"
+    env = {"VIBECRAFT_TERMINATION_LOG": str(log)}
+
+    res = run_render([*base, "--stage", "segments", "--chunks", "2", "--chunk", "0"], env=env)
+    assert res.returncode == EXIT_INTERNAL
+    assert log.read_text().startswith(f"no render plan at {out}/segments/plan.json")
+
+    assert run_render([*base, "--stage", "prepare"]).returncode == 0
+    res = run_render([*base, "--seed", "5", "--stage", "segments"], env=env)
+    assert res.returncode == EXIT_INTERNAL
+    assert "was prepared for another spec" in log.read_text()
+
+    for bad in (["--stage", "segments", "--chunk", "2", "--chunks", "2"], ["--chunk", "0"],
+                ["--stage", "segments", "--chunks", "0"]):  # fmt: skip
+        assert run_render([*base, *bad], env=env).returncode == EXIT_USAGE, bad
+    assert run_render(base, env={**env, ENV_STAGE: "everything"}).returncode == EXIT_USAGE
+    assert "must be one of all, prepare, segments, join" in log.read_text()
+
+
+def test_analysis_state_round_trips_exactly(real_song: Path) -> None:
+    from vibecraft_renderer import analysis
+
+    an = analysis.analyze_file(real_song)
+    back = analysis.load_state(analysis.dump_state(an))
+    for name in analysis.STATE_ARRAYS:
+        a, b = getattr(an, name), getattr(back, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+    assert back.to_json() == an.to_json() and back.sections == an.sections and back.frame_rate == an.frame_rate
+    with pytest.raises(ValueError, match="not an analysis state"):
+        analysis.load_state(b"PK\x03\x04 not really")
