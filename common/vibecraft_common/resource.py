@@ -38,6 +38,8 @@ ENV_REPLICATE_MAX_PREDICTIONS: Final = "VIBECRAFT_REPLICATE_MAX_PREDICTIONS"
 ENV_STAGE: Final = "VIBECRAFT_STAGE"
 ENV_CHUNKS: Final = "VIBECRAFT_CHUNKS"
 ENV_COMPLETION_INDEX: Final = "JOB_COMPLETION_INDEX"
+# Seconds a chunk other than the first waits for the render plan before preparing it itself (default 180).
+ENV_PLAN_WAIT: Final = "VIBECRAFT_PLAN_WAIT_SECONDS"
 STAGE_ALL: Final = "all"  # everything in one process (the CLI's default, parallelism 1)
 STAGE_PREPARE: Final = "prepare"  # download, analyse, encode the soundtrack, publish the render plan
 STAGE_SEGMENTS: Final = "segments"  # one chunk of the segments, from the published plan

@@ -11,12 +11,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from vibecraft_common.resource import ENV_PLAN_WAIT
 from vibecraft_common.status import ANALYSIS_NAME, THUMBNAIL_NAME, VIDEO_NAME
 
 from . import analysis as analysis_mod
@@ -38,6 +41,7 @@ PROGRESS_EVERY_FRAMES = 8
 PLAN_NAME: Final = "plan.json"  # under the segments prefix: the prepared render's key, for its chunks and join
 STATE_NAME: Final = "analysis-state.npz"  # under the render key's prefix: the exact analysis (dump_state)
 SOUNDTRACK_NAME: Final = "soundtrack.m4a"  # under the render key's prefix: the encoded soundtrack
+PLAN_WAIT: Final = float(os.environ.get(ENV_PLAN_WAIT) or 180)  # seconds, see _plan_for_chunk
 
 
 @dataclass(frozen=True)
@@ -87,10 +91,16 @@ def prepare(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Rende
     the rest is complete. Segments already rendered under the same key (an earlier attempt) stay.
     """
     layout = layout_for(spec.output_url)
+    with tempfile.TemporaryDirectory(prefix="vibecraft-", dir=opts.work_dir) as tmp:
+        job = _prepare(spec, opts, layout, Path(tmp), progress)
+        progress.finish(f"prepared {len(job.plan)} segments of {job.timeline.n_frames} frames (key {job.key})")
+        return _result(layout, job, 0, progress)
+
+
+def _prepare(spec: RenderSpec, opts: RuntimeOptions, layout: OutputLayout, work: Path, progress: Progress) -> _Job:
     analysis_mod.preload()
     storage.check_writable(layout.root)
-    with tempfile.TemporaryDirectory(prefix="vibecraft-", dir=opts.work_dir) as tmp, contextlib.ExitStack() as stop:
-        work = Path(tmp)
+    with contextlib.ExitStack() as stop:
         generator = _generator(spec, opts, layout, work, progress)
         guard = MemoryGuard(opts.memory_limit_mb)
         audio_path, soundtrack, an = _analyse(spec, work, stop, progress, guard)
@@ -107,8 +117,7 @@ def prepare(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Rende
                     "framesPerSegment": job.per, "segments": len(job.plan)}  # fmt: skip
         storage.put_bytes(json.dumps(plan_doc, indent=1).encode(), storage.join(layout.segments, PLAN_NAME), work,
                           "application/json")  # fmt: skip
-        progress.finish(f"prepared {len(job.plan)} segments of {job.timeline.n_frames} frames (key {job.key})")
-        return _result(layout, job, 0, progress)
+        return job
 
 
 def render_chunk(spec: RenderSpec, opts: RuntimeOptions, progress: Progress, index: int, count: int) -> RenderResult:
@@ -122,8 +131,7 @@ def render_chunk(spec: RenderSpec, opts: RuntimeOptions, progress: Progress, ind
         work = Path(tmp)
         generator = _generator(spec, opts, layout, work, progress)
         guard = MemoryGuard(opts.memory_limit_mb)
-        progress.stage("downloading", "render plan")
-        job = _load_plan(spec, opts, layout, work)
+        job = _plan_for_chunk(spec, opts, layout, work, progress, index)
         mine = segments.chunk(job.plan, index, count)
         todo = [s for s in mine if not job.store.is_done(s)]
         progress.stage("generating", f"chunk {index + 1}/{count}: segments {_span(mine)}")
@@ -141,6 +149,9 @@ def join(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> RenderRe
         work = Path(tmp)
         progress.stage("downloading", "render plan")
         job = _load_plan(spec, opts, layout, work)
+        if job is None:
+            raise StageError(f"no render plan at {storage.redact(storage.join(layout.segments, PLAN_NAME))}: "
+                             "the prepare stage has not run")  # fmt: skip
         missing = [s for s in job.plan if not job.store.is_done(s)]
         if missing:
             raise StageError(f"cannot join: {len(missing)} of {len(job.plan)} segments are not rendered "
@@ -210,12 +221,40 @@ def _context(
     return _Job(an, timeline, plan, per, key, segments.CheckpointStore(layout.segments, key, work))
 
 
-def _load_plan(spec: RenderSpec, opts: RuntimeOptions, layout: OutputLayout, work: Path) -> _Job:
-    """The prepared render: its plan, checked against this spec, and its exact analysis."""
+def _plan_for_chunk(
+    spec: RenderSpec, opts: RuntimeOptions, layout: OutputLayout, work: Path, progress: Progress, index: int
+) -> _Job:
+    """The published plan; chunk 0 prepares it when there is none, the others wait for it.
+
+    An Indexed Job starts every chunk at once: only chunk 0 prepares, so the song is analysed once. A
+    chunk that waits PLAN_WAIT in vain (chunk 0 not scheduled: too few nodes for all the pods) prepares
+    it itself: the same inputs give the same plan, so two preparations cost time, never correctness.
+    """
+    progress.stage("downloading", "render plan")
+    job = _load_plan(spec, opts, layout, work)
+    if job is None and index != 0:
+        log.info("no render plan yet: waiting up to %.0f s for chunk 1 to prepare it", PLAN_WAIT)
+        give_up, pause = time.monotonic() + PLAN_WAIT, 0.5
+        while job is None and time.monotonic() < give_up:
+            progress.update(message=f"waiting for chunk 1 to prepare the render plan ({PLAN_WAIT:.0f}s at most)")
+            time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
+            pause = min(2 * pause, 5.0)
+            job = _load_plan(spec, opts, layout, work)
+    if job is None:
+        _prepare(spec, opts, layout, work, progress)
+        job = _load_plan(spec, opts, layout, work)
+    if job is None:
+        where = storage.redact(storage.join(layout.segments, PLAN_NAME))
+        raise StageError(f"the render plan just prepared is not at {where}")
+    return job
+
+
+def _load_plan(spec: RenderSpec, opts: RuntimeOptions, layout: OutputLayout, work: Path) -> _Job | None:
+    """The prepared render (its plan, checked against this spec, and its exact analysis); None without a plan."""
     where = storage.join(layout.segments, PLAN_NAME)
     raw = storage.get_bytes(where)
     if raw is None:
-        raise StageError(f"no render plan at {storage.redact(where)}: the prepare stage has not run")
+        return None
     doc = json.loads(raw)
     if doc.get("spec") != spec.fingerprint():
         raise StageError(f"the render plan at {storage.redact(where)} was prepared for another spec")

@@ -7,16 +7,24 @@ the same frames, the soundtrack the same bytes, and a join before every segment 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from vibecraft_common.resource import ENV_CHUNKS, ENV_COMPLETION_INDEX, ENV_STAGE, EXIT_INTERNAL, EXIT_USAGE
+from vibecraft_common.resource import (
+    ENV_CHUNKS,
+    ENV_COMPLETION_INDEX,
+    ENV_PLAN_WAIT,
+    ENV_STAGE,
+    EXIT_INTERNAL,
+    EXIT_USAGE,
+)
 from vibecraft_renderer import segments
 
-from .helpers import count_frames, run_render
+from .helpers import RENDER, count_frames, run_render
 
 
 def stream_md5(video: Path, stream: str) -> str:
@@ -72,27 +80,55 @@ def test_split_render_equals_one_process_render(real_song: Path, tmp_path: Path)
     assert not (split / "segments").exists()  # checkpoints, state and plan go once the video is published
 
 
-def test_stages_refuse_a_plan_for_another_spec_and_bad_chunk_numbers(click100: tuple[Path, Any], tmp_path: Path) -> None:
+def test_stages_refuse_a_missing_plan_or_one_for_another_spec_and_bad_chunk_numbers(
+    click100: tuple[Path, Any], tmp_path: Path
+) -> None:
     audio = str(click100[0])
     out = tmp_path / "out"
     base = [audio, "-o", str(out), "--width", "160", "--height", "90", "-q"]
     log = tmp_path / "termination"
     env = {"VIBECRAFT_TERMINATION_LOG": str(log)}
 
-    res = run_render([*base, "--stage", "segments", "--chunks", "2", "--chunk", "0"], env=env)
+    res = run_render([*base, "--stage", "join"], env=env)
     assert res.returncode == EXIT_INTERNAL
-    assert log.read_text().startswith(f"no render plan at {out}/segments/plan.json")
+    assert log.read_text().strip() == f"no render plan at {out}/segments/plan.json: the prepare stage has not run"
 
     assert run_render([*base, "--stage", "prepare"]).returncode == 0
-    res = run_render([*base, "--seed", "5", "--stage", "segments"], env=env)
-    assert res.returncode == EXIT_INTERNAL
-    assert "was prepared for another spec" in log.read_text()
+    for stage in ("segments", "join"):
+        res = run_render([*base, "--seed", "5", "--stage", stage], env=env)
+        assert res.returncode == EXIT_INTERNAL
+        assert "was prepared for another spec" in log.read_text()
 
     for bad in (["--stage", "segments", "--chunk", "2", "--chunks", "2"], ["--chunk", "0"],
                 ["--stage", "segments", "--chunks", "0"]):  # fmt: skip
         assert run_render([*base, *bad], env=env).returncode == EXIT_USAGE, bad
     assert run_render(base, env={**env, ENV_STAGE: "everything"}).returncode == EXIT_USAGE
     assert "must be one of all, prepare, segments, join" in log.read_text()
+
+
+def test_chunks_started_together_analyse_the_song_once(click100: tuple[Path, Any], tmp_path: Path) -> None:
+    """As in an Indexed Job: every chunk starts at once, without a prepare stage; chunk 0 prepares, the
+    others wait for its plan. A chunk that waits in vain (chunk 0 never scheduled) prepares it itself."""
+    out = tmp_path / "out"
+    base = [*RENDER, str(click100[0]), "-o", str(out), "--width", "160", "--height", "90", "--segment-seconds", "1",
+            "--stage", "segments", "--chunks", "3", "-v"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIBECRAFT_")}
+    procs = [subprocess.Popen([*base, "--chunk", str(k)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) for k in (2, 1, 0)]  # fmt: skip
+    logs = {k: p.communicate(timeout=300)[1] for k, p in zip((2, 1, 0), procs, strict=True)}
+    assert all(p.returncode == 0 for p in procs), logs
+    analysed = [k for k, text in logs.items() if "analysis: " in text]
+    assert analysed == [0], analysed
+    assert "waiting up to 180 s for chunk 1 to prepare it" in logs[2] + logs[1]
+    assert run_render([str(click100[0]), "-o", str(out), "--width", "160", "--height", "90", "--segment-seconds", "1",
+                       "--stage", "join", "-q"]).returncode == 0  # fmt: skip
+    assert count_frames(out / "video.mp4") == 9 * 30
+
+    alone = tmp_path / "alone"
+    res = run_render([str(click100[0]), "-o", str(alone), "--width", "160", "--height", "90", "--stage", "segments",
+                      "--chunks", "2", "--chunk", "1", "-v"], env={ENV_PLAN_WAIT: "1"})  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "analysis: " in res.stderr and (alone / "segments" / "plan.json").exists()
 
 
 def test_analysis_state_round_trips_exactly(real_song: Path) -> None:
