@@ -15,9 +15,10 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from vibecraft_common.resource import ENV_PLAN_WAIT
 from vibecraft_common.status import ANALYSIS_NAME, THUMBNAIL_NAME, VIDEO_NAME
@@ -85,39 +86,49 @@ def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Render
 def prepare(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> RenderResult:
     """STAGE_PREPARE of a split render: everything the chunks and the join need, published once.
 
-    Download, analyse, encode the soundtrack and (Replicate backend) generate the images into the
-    cache, then publish under the render key's checkpoint prefix the exact analysis state and the
-    soundtrack, and last the render plan (PLAN_NAME under the segments prefix), whose presence says
-    the rest is complete. Segments already rendered under the same key (an earlier attempt) stay.
+    Download, analyse and (Replicate backend) generate the images into the cache, then publish under
+    the render key's checkpoint prefix the exact analysis state, and the render plan (PLAN_NAME under
+    the segments prefix), whose presence says the state is complete: chunks can start. The soundtrack,
+    encoded beside the analysis, is published after the plan (for an hour of audio its AAC encode takes
+    longer than the analysis: the chunks do not wait for it, only the join does). Segments already
+    rendered under the same key (an earlier attempt) stay.
     """
     layout = layout_for(spec.output_url)
-    with tempfile.TemporaryDirectory(prefix="vibecraft-", dir=opts.work_dir) as tmp:
-        job = _prepare(spec, opts, layout, Path(tmp), progress)
+    with tempfile.TemporaryDirectory(prefix="vibecraft-", dir=opts.work_dir) as tmp, contextlib.ExitStack() as stop:
+        job, publish_soundtrack = _prepare(spec, opts, layout, Path(tmp), progress, stop)
+        publish_soundtrack()
         progress.finish(f"prepared {len(job.plan)} segments of {job.timeline.n_frames} frames (key {job.key})")
         return _result(layout, job, 0, progress)
 
 
-def _prepare(spec: RenderSpec, opts: RuntimeOptions, layout: OutputLayout, work: Path, progress: Progress) -> _Job:
+def _prepare(
+    spec: RenderSpec, opts: RuntimeOptions, layout: OutputLayout, work: Path, progress: Progress,
+    stop: contextlib.ExitStack,
+) -> tuple[_Job, Callable[[], None]]:
+    """Analyse and publish state and plan; returns the job and what publishes the soundtrack (its
+    encoder lives in `stop`, so a chunk that prepared can render first and publish it afterwards)."""
     analysis_mod.preload()
     storage.check_writable(layout.root)
-    with contextlib.ExitStack() as stop:
-        generator = _generator(spec, opts, layout, work, progress)
-        guard = MemoryGuard(opts.memory_limit_mb)
-        audio_path, soundtrack, an = _analyse(spec, work, stop, progress, guard)
-        job = _context(spec, opts, layout, an, _key(spec, opts, audio_path), work)
-        if generator is not None:
-            progress.stage("generating", f"tempo {an.tempo:.1f} BPM ({an.tempo_source})")
-            _frame_source(spec, opts, an, job.timeline, generator, progress)  # fills the image cache
-        progress.stage("uploading", "analysis state and soundtrack for the chunks")
-        storage.put_bytes(analysis_mod.dump_state(an), storage.join(job.store.prefix, STATE_NAME), work,
-                          "application/octet-stream")  # fmt: skip
+    generator = _generator(spec, opts, layout, work, progress)
+    guard = MemoryGuard(opts.memory_limit_mb)
+    audio_path, soundtrack, an = _analyse(spec, work, stop, progress, guard)
+    job = _context(spec, opts, layout, an, _key(spec, opts, audio_path), work)
+    if generator is not None:
+        progress.stage("generating", f"tempo {an.tempo:.1f} BPM ({an.tempo_source})")
+        _frame_source(spec, opts, an, job.timeline, generator, progress)  # fills the image cache
+    progress.stage("uploading", "analysis state and render plan for the chunks")
+    storage.put_bytes(analysis_mod.dump_state(an), storage.join(job.store.prefix, STATE_NAME), work,
+                      "application/octet-stream")  # fmt: skip
+    job.store.write_manifest(_manifest(spec, job))
+    plan_doc = {"key": job.key, "spec": spec.fingerprint(), "frames": job.timeline.n_frames,
+                "framesPerSegment": job.per, "segments": len(job.plan)}  # fmt: skip
+    storage.put_bytes(json.dumps(plan_doc, indent=1).encode(), storage.join(layout.segments, PLAN_NAME), work,
+                      "application/json")  # fmt: skip
+
+    def publish_soundtrack() -> None:
         storage.put_file(soundtrack.result(), storage.join(job.store.prefix, SOUNDTRACK_NAME), "audio/mp4", move=True)
-        job.store.write_manifest(_manifest(spec, job))
-        plan_doc = {"key": job.key, "spec": spec.fingerprint(), "frames": job.timeline.n_frames,
-                    "framesPerSegment": job.per, "segments": len(job.plan)}  # fmt: skip
-        storage.put_bytes(json.dumps(plan_doc, indent=1).encode(), storage.join(layout.segments, PLAN_NAME), work,
-                          "application/json")  # fmt: skip
-        return job
+
+    return job, publish_soundtrack
 
 
 def render_chunk(spec: RenderSpec, opts: RuntimeOptions, progress: Progress, index: int, count: int) -> RenderResult:
@@ -127,17 +138,20 @@ def render_chunk(spec: RenderSpec, opts: RuntimeOptions, progress: Progress, ind
     downloads nor analyses the song; segments another attempt or index already finished are reused.
     """
     layout = layout_for(spec.output_url)
-    with tempfile.TemporaryDirectory(prefix="vibecraft-", dir=opts.work_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix="vibecraft-", dir=opts.work_dir) as tmp, contextlib.ExitStack() as stop:
         work = Path(tmp)
         generator = _generator(spec, opts, layout, work, progress)
         guard = MemoryGuard(opts.memory_limit_mb)
-        job = _plan_for_chunk(spec, opts, layout, work, progress, index)
+        job, publish_soundtrack = _plan_for_chunk(spec, opts, layout, work, progress, index, stop)
         mine = segments.chunk(job.plan, index, count)
         todo = [s for s in mine if not job.store.is_done(s)]
         progress.stage("generating", f"chunk {index + 1}/{count}: segments {_span(mine)}")
         source = _frame_source(spec, opts, job.an, job.timeline, generator, progress) if todo else None
         progress.stage("composing", f"{len(mine) - len(todo)}/{len(mine)} segments already done")
         _render_segments(spec, mine, job.store, source, progress, guard, sum(s.frames for s in mine), len(job.plan))
+        if publish_soundtrack is not None:  # this chunk prepared: its soundtrack was encoded beside the frames
+            progress.stage("uploading", "soundtrack")
+            publish_soundtrack()
         progress.finish(f"chunk {index + 1}/{count} rendered: segments {_span(mine)}")
         return _result(layout, job, len(todo), progress)
 
@@ -157,7 +171,10 @@ def join(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> RenderRe
             raise StageError(f"cannot join: {len(missing)} of {len(job.plan)} segments are not rendered "
                              f"(first missing: {missing[0].name})")  # fmt: skip
         soundtrack = work / SOUNDTRACK_NAME
-        storage.get_file(storage.join(job.store.prefix, SOUNDTRACK_NAME), soundtrack)
+        where = storage.join(job.store.prefix, SOUNDTRACK_NAME)
+        if not _poll(lambda: storage.exists(where) or None, PLAN_WAIT, lambda: None):  # still being encoded?
+            raise StageError(f"render plan {job.key} has no soundtrack after {PLAN_WAIT:.0f}s")
+        storage.get_file(where, soundtrack)
         _publish(spec, opts, layout, job, soundtrack, work, progress)
         return _result(layout, job, 0, progress)
 
@@ -222,9 +239,12 @@ def _context(
 
 
 def _plan_for_chunk(
-    spec: RenderSpec, opts: RuntimeOptions, layout: OutputLayout, work: Path, progress: Progress, index: int
-) -> _Job:
-    """The published plan; chunk 0 prepares it when there is none, the others wait for it.
+    spec: RenderSpec, opts: RuntimeOptions, layout: OutputLayout, work: Path, progress: Progress, index: int,
+    stop: contextlib.ExitStack,
+) -> tuple[_Job, Callable[[], None] | None]:
+    """The published plan; chunk 0 prepares it when there is none, the others wait for it. With it,
+    what publishes the soundtrack when this chunk prepared (after its own segments: the chunks wait
+    for the plan, not for the soundtrack).
 
     An Indexed Job starts every chunk at once: only chunk 0 prepares, so the song is analysed once. A
     chunk that waits PLAN_WAIT in vain (chunk 0 not scheduled: too few nodes for all the pods) prepares
@@ -234,19 +254,26 @@ def _plan_for_chunk(
     job = _load_plan(spec, opts, layout, work)
     if job is None and index != 0:
         log.info("no render plan yet: waiting up to %.0f s for chunk 1 to prepare it", PLAN_WAIT)
-        give_up, pause = time.monotonic() + PLAN_WAIT, 0.5
-        while job is None and time.monotonic() < give_up:
-            progress.update(message=f"waiting for chunk 1 to prepare the render plan ({PLAN_WAIT:.0f}s at most)")
-            time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
-            pause = min(2 * pause, 5.0)
-            job = _load_plan(spec, opts, layout, work)
-    if job is None:
-        _prepare(spec, opts, layout, work, progress)
-        job = _load_plan(spec, opts, layout, work)
-    if job is None:
-        where = storage.redact(storage.join(layout.segments, PLAN_NAME))
-        raise StageError(f"the render plan just prepared is not at {where}")
-    return job
+        job = _poll(lambda: _load_plan(spec, opts, layout, work), PLAN_WAIT,
+                    lambda: progress.update(message="waiting for chunk 1 to prepare the render plan"))  # fmt: skip
+    if job is not None:
+        return job, None
+    return _prepare(spec, opts, layout, work, progress, stop)
+
+
+T = TypeVar("T")
+
+
+def _poll(look: Callable[[], T | None], seconds: float, waiting: Callable[[], None]) -> T | None:
+    """look() until it returns something or `seconds` pass (0.5 s between looks, doubling up to 5 s)."""
+    give_up, pause = time.monotonic() + seconds, 0.5
+    found = look()
+    while found is None and time.monotonic() < give_up:
+        waiting()
+        time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
+        pause = min(2 * pause, 5.0)
+        found = look()
+    return found
 
 
 def _load_plan(spec: RenderSpec, opts: RuntimeOptions, layout: OutputLayout, work: Path) -> _Job | None:
