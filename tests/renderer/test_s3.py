@@ -106,6 +106,35 @@ def test_s3_resume_after_kill(s3server: Any, run_prefix: str, tmp_path: Path) ->
     assert count_frames(local) == 12 * 30
 
 
+def test_s3_split_render_in_separate_work_dirs(s3server: Any, run_prefix: str, tmp_path: Path) -> None:
+    """The stages as pods run them: each in its own scratch dir, sharing only the bucket."""
+    from .helpers import write_click_track
+
+    client = s3server.client()
+    audio = tmp_path / "song.wav"
+    write_click_track(audio, 120.0, 10.0)
+    out = f"renderer-tests/{run_prefix}/split/"
+    args = [str(audio), "-o", f"s3://{s3server.bucket}/{out}", "--width", "160", "--height", "90",
+            "--segment-seconds", "2", "-q"]  # fmt: skip
+    for n, stage in enumerate((["--chunk", "1"], ["--chunk", "0"], ["--chunk", "2"])):
+        work = tmp_path / f"pod-{n}"
+        work.mkdir()
+        res = run_render([*args, "--stage", "segments", "--chunks", "3", *stage, "--work-dir", str(work)],
+                         env={**s3server.env(), "VIBECRAFT_PLAN_WAIT_SECONDS": "1"})  # fmt: skip
+        assert res.returncode == 0, res.stderr
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3server.bucket, Prefix=out).get("Contents", [])}
+    assert sum(1 for k in keys if k.rsplit("/", 1)[-1].startswith("seg-")) == 5 and out + "segments/plan.json" in keys
+    assert out + "video.mp4" not in keys
+    (tmp_path / "pod-join").mkdir()
+    res = run_render([*args, "--stage", "join", "--work-dir", str(tmp_path / "pod-join")], env=s3server.env())
+    assert res.returncode == 0, res.stderr
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3server.bucket, Prefix=out).get("Contents", [])}
+    assert keys == {out + name for name in ("video.mp4", "thumbnail.jpg", "analysis.json")}, keys
+    local = tmp_path / "v.mp4"
+    client.download_file(s3server.bucket, out + "video.mp4", str(local))
+    assert count_frames(local) == 10 * 30
+
+
 def _leftovers(client: Any, bucket: str, prefix: str) -> tuple[list[str], list[str]]:
     """Temporary objects and unfinished multipart uploads under `prefix`."""
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
