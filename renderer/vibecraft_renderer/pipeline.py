@@ -4,6 +4,10 @@ Order matters for failure semantics: the output location is checked before any w
 is published last (after thumbnail and analysis.json), and checkpoints are only dropped after
 the video is in place, so a crash at any point leaves either nothing or resumable checkpoints
 at the final keys, never a partial video.
+
+The same work splits into stages for several pods (issue 20): `prepare` (analysis state, plan,
+soundtrack), `render_chunk` for each chunk of the segments, and `join`; run in that order they make
+the one-process render's video, frame for frame (docs/renderer.md, "A render split into stages").
 """
 
 from __future__ import annotations
