@@ -157,7 +157,8 @@ def stage_from(ns: argparse.Namespace) -> tuple[RenderStage, int, int]:
     stage = ns.stage or os.environ.get(ENV_STAGE) or STAGE_ALL
     if stage not in RENDER_STAGES:
         raise UsageError(f"${ENV_STAGE} must be one of {', '.join(RENDER_STAGES)}, not {stage[:40]!r}")
-    chunks = ns.chunks if ns.chunks is not None else (_env_int(ENV_CHUNKS) or 1)
+    env_chunks = _env_int(ENV_CHUNKS)
+    chunks = ns.chunks if ns.chunks is not None else (1 if env_chunks is None else env_chunks)
     chunk = ns.chunk if ns.chunk is not None else (_env_int(ENV_COMPLETION_INDEX) or 0)
     if stage == STAGE_SEGMENTS and not (chunks >= 1 and 0 <= chunk < chunks):
         raise UsageError(f"chunk {chunk} of {chunks}: need 0 <= chunk < chunks")

@@ -13,6 +13,7 @@ the one-process render's video, frame for frame (docs/renderer.md, "A render spl
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from . import analysis as analysis_mod
 from . import audio, encode, segments, storage
 from .compose import KenBurnsVisuals, working_size
 from .config import RenderSpec, RuntimeOptions
-from .errors import EncodeError, StageError
+from .errors import EncodeError, StageError, UsageError
 from .frames import FrameSource
 from .layout import OutputLayout, layout_for
 from .memguard import MemoryGuard
@@ -46,7 +47,21 @@ PROGRESS_EVERY_FRAMES = 8
 PLAN_NAME: Final = "plan.json"  # under the segments prefix: the prepared render's key, for its chunks and join
 STATE_NAME: Final = "analysis-state.npz"  # under the render key's prefix: the exact analysis (dump_state)
 SOUNDTRACK_NAME: Final = "soundtrack.m4a"  # under the render key's prefix: the encoded soundtrack
-PLAN_WAIT: Final = float(os.environ.get(ENV_PLAN_WAIT) or 180)  # seconds, see _plan_for_chunk
+PLAN_WAIT: Final = 180.0  # seconds a chunk waits for another's plan (_plan_for_chunk); env ENV_PLAN_WAIT
+
+
+def plan_wait() -> float:
+    """PLAN_WAIT, or the ENV_PLAN_WAIT override (tests); UsageError when that is not a number of seconds."""
+    raw = os.environ.get(ENV_PLAN_WAIT, "").strip()
+    if not raw:
+        return PLAN_WAIT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise UsageError(f"${ENV_PLAN_WAIT} must be seconds between 0 and 86400, not {raw[:40]!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -124,7 +139,7 @@ def _prepare(
     storage.put_bytes(analysis_mod.dump_state(an), storage.join(job.store.prefix, STATE_NAME), work,
                       "application/octet-stream")  # fmt: skip
     job.store.write_manifest(_manifest(spec, job))
-    plan_doc = {"key": job.key, "spec": spec.fingerprint(), "frames": job.timeline.n_frames,
+    plan_doc = {"key": job.key, "inputs": _plan_inputs(spec, opts), "frames": job.timeline.n_frames,
                 "framesPerSegment": job.per, "segments": len(job.plan)}  # fmt: skip
     storage.put_bytes(json.dumps(plan_doc, indent=1).encode(), storage.join(layout.segments, PLAN_NAME), work,
                       "application/json")  # fmt: skip
@@ -157,7 +172,7 @@ def render_chunk(spec: RenderSpec, opts: RuntimeOptions, progress: Progress, ind
             progress.stage("uploading", "soundtrack")
             publish_soundtrack()
         progress.finish(f"chunk {index + 1}/{count} rendered: segments {_span(mine)}")
-        return _result(layout, job, len(todo), progress)
+        return _result(layout, job, len(todo), progress, reused=len(mine) - len(todo))
 
 
 def join(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> RenderResult:
@@ -168,19 +183,32 @@ def join(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> RenderRe
         progress.stage("downloading", "render plan")
         job = _load_plan(spec, opts, layout, work)
         if job is None:
-            raise StageError(f"no render plan at {storage.redact(storage.join(layout.segments, PLAN_NAME))}: "
-                             "the prepare stage has not run")  # fmt: skip
+            raise StageError(f"no render plan for this spec and song at "
+                             f"{storage.redact(storage.join(layout.segments, PLAN_NAME))}: the prepare stage has not run")
         missing = [s for s in job.plan if not job.store.is_done(s)]
         if missing:
             raise StageError(f"cannot join: {len(missing)} of {len(job.plan)} segments are not rendered "
                              f"(first missing: {missing[0].name})")  # fmt: skip
-        soundtrack = work / SOUNDTRACK_NAME
-        where = storage.join(job.store.prefix, SOUNDTRACK_NAME)
-        if not _poll(lambda: storage.exists(where) or None, PLAN_WAIT, lambda: None):  # still being encoded?
-            raise StageError(f"render plan {job.key} has no soundtrack after {PLAN_WAIT:.0f}s")
-        storage.get_file(where, soundtrack)
-        _publish(spec, opts, layout, job, soundtrack, work, progress)
+        _publish(spec, opts, layout, job, _soundtrack(spec, opts, job, work), work, progress)
         return _result(layout, job, 0, progress)
+
+
+def _soundtrack(spec: RenderSpec, opts: RuntimeOptions, job: _Job, work: Path) -> Path:
+    """The published soundtrack, or one encoded here when there is none yet: a chunk that prepared
+    publishes it after its segments and may have died in between, and a prepare stage may still be
+    encoding it. The song must still be the one the plan was prepared from (its hash is in the key)."""
+    where = storage.join(job.store.prefix, SOUNDTRACK_NAME)
+    local = work / SOUNDTRACK_NAME
+    if storage.exists(where):
+        storage.get_file(where, local)
+        return local
+    log.info("no soundtrack published for render %s: encoding it from the song", job.key)
+    audio_path = storage.fetch(spec.audio_url, work)
+    if _key(spec, opts, audio_path) != job.key:
+        raise StageError(f"the song at {storage.redact(spec.audio_url)} changed since render plan {job.key} was prepared")
+    info = audio.probe(audio_path, storage.redact(spec.audio_url))
+    with encode.AudioEncoder(audio_path, local, info.sample_rate) as encoder:
+        return encoder.result()
 
 
 @dataclass
@@ -252,14 +280,20 @@ def _plan_for_chunk(
 
     An Indexed Job starts every chunk at once: only chunk 0 prepares, so the song is analysed once. A
     chunk that waits PLAN_WAIT in vain (chunk 0 not scheduled: too few nodes for all the pods) prepares
-    it itself: the same inputs give the same plan, so two preparations cost time, never correctness.
+    it itself: the same inputs give the same plan, so two preparations cost time, never correctness
+    (with the Replicate backend, money: there it fails, retryable, instead).
     """
+    wait = plan_wait()
     progress.stage("downloading", "render plan")
     job = _load_plan(spec, opts, layout, work)
     if job is None and index != 0:
-        log.info("no render plan yet: waiting up to %.0f s for chunk 1 to prepare it", PLAN_WAIT)
-        job = _poll(lambda: _load_plan(spec, opts, layout, work), PLAN_WAIT,
+        log.info("no render plan yet: waiting up to %.0f s for chunk 1 to prepare it", wait)
+        job = _poll(lambda: _load_plan(spec, opts, layout, work), wait,
                     lambda: progress.update(message="waiting for chunk 1 to prepare the render plan"))  # fmt: skip
+        if job is None and spec.style.backend == "replicate":
+            # Preparing generates the images: every chunk doing it would pay for the same predictions.
+            raise StageError(f"no render plan after {wait:.0f}s: with the Replicate backend only chunk 1 (or the "
+                             "prepare stage) prepares, so images are generated and paid for once")  # fmt: skip
     if job is not None:
         return job, None
     return _prepare(spec, opts, layout, work, progress, stop)
@@ -280,15 +314,26 @@ def _poll(look: Callable[[], T | None], seconds: float, waiting: Callable[[], No
     return found
 
 
+def _plan_inputs(spec: RenderSpec, opts: RuntimeOptions) -> dict[str, object]:
+    """What a plan must have been prepared from to serve this render: the spec's pixels, the song's URL
+    (hashed: it may carry a token) and the segment length. A plan left by an earlier spec or song of the
+    same output (a render that never joined, --keep-segments) does not match and is prepared again."""
+    url = hashlib.sha256(spec.audio_url.encode()).hexdigest()[:16]
+    return {"spec": spec.fingerprint(), "audioUrl": url, "framesPerSegment": _per(spec, opts)}
+
+
 def _load_plan(spec: RenderSpec, opts: RuntimeOptions, layout: OutputLayout, work: Path) -> _Job | None:
-    """The prepared render (its plan, checked against this spec, and its exact analysis); None without a plan."""
+    """The prepared render (its plan and exact analysis); None without a plan for these inputs (_plan_inputs)."""
     where = storage.join(layout.segments, PLAN_NAME)
     raw = storage.get_bytes(where)
     if raw is None:
         return None
-    doc = json.loads(raw)
-    if doc.get("spec") != spec.fingerprint():
-        raise StageError(f"the render plan at {storage.redact(where)} was prepared for another spec")
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None  # not ours to read: prepared again, and overwritten
+    if not isinstance(doc, dict) or doc.get("inputs") != _plan_inputs(spec, opts):
+        return None
     state = storage.get_bytes(storage.join(storage.join(layout.segments, doc["key"]), STATE_NAME))
     if state is None:
         raise StageError(f"render plan {doc['key']} has no analysis state")
@@ -339,14 +384,17 @@ def _publish(
     progress.finish(f"rendered {layout.video}")
 
 
-def _result(layout: OutputLayout, job: _Job, rendered: int, progress: Progress) -> RenderResult:
+def _result(
+    layout: OutputLayout, job: _Job, rendered: int, progress: Progress, reused: int | None = None
+) -> RenderResult:
+    """`reused`: segments found done (default: every finished segment of the plan not rendered here)."""
     return RenderResult(
         layout=layout,
         frames=job.timeline.n_frames,
         duration=job.an.duration,
         tempo=job.an.tempo,
         segments_rendered=rendered,
-        segments_reused=sum(1 for s in job.plan if job.store.is_done(s)) - rendered,
+        segments_reused=reused if reused is not None else sum(1 for s in job.plan if job.store.is_done(s)) - rendered,
         render_key=job.key,
         stage_seconds=dict(progress.stage_seconds),
     )

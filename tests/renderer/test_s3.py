@@ -71,19 +71,25 @@ def test_s3_missing_bucket_and_key(s3server: Any, click120: tuple[Path, np.ndarr
     assert "does not exist" in log.read_text()
 
 
+def _click_render(s3server: Any, out: str, tmp_path: Path, seconds: float, size: tuple[int, int]) -> tuple[str, list[str]]:
+    """A 120 BPM click track of `seconds` and the CLI arguments rendering it to `out` in the bucket (2 s segments)."""
+    from .helpers import write_click_track
+
+    audio = tmp_path / "song.wav"
+    write_click_track(audio, 120.0, seconds)
+    return out, [str(audio), "-o", f"s3://{s3server.bucket}/{out}", "--width", str(size[0]), "--height", str(size[1]),
+                 "--segment-seconds", "2", "-q"]  # fmt: skip
+
+
 def test_s3_resume_after_kill(s3server: Any, run_prefix: str, tmp_path: Path) -> None:
     """A fresh pod (new work dir) resumes from checkpoints stored in the bucket."""
     import os
     import subprocess
 
-    from .helpers import RENDER, kill_when, write_click_track
+    from .helpers import RENDER, kill_when
 
     client = s3server.client()
-    audio = tmp_path / "song.wav"
-    write_click_track(audio, 120.0, 12.0)
-    out = f"renderer-tests/{run_prefix}/resume/"
-    args = [str(audio), "-o", f"s3://{s3server.bucket}/{out}", "--width", "320", "--height", "180",
-            "--segment-seconds", "2", "-q"]  # fmt: skip
+    out, args = _click_render(s3server, f"renderer-tests/{run_prefix}/resume/", tmp_path, 12.0, (320, 180))
     env = {**os.environ, **s3server.env()}
     proc = subprocess.Popen([*RENDER, *args, "--work-dir", str(tmp_path)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -108,14 +114,8 @@ def test_s3_resume_after_kill(s3server: Any, run_prefix: str, tmp_path: Path) ->
 
 def test_s3_split_render_in_separate_work_dirs(s3server: Any, run_prefix: str, tmp_path: Path) -> None:
     """The stages as pods run them: each in its own scratch dir, sharing only the bucket."""
-    from .helpers import write_click_track
-
     client = s3server.client()
-    audio = tmp_path / "song.wav"
-    write_click_track(audio, 120.0, 10.0)
-    out = f"renderer-tests/{run_prefix}/split/"
-    args = [str(audio), "-o", f"s3://{s3server.bucket}/{out}", "--width", "160", "--height", "90",
-            "--segment-seconds", "2", "-q"]  # fmt: skip
+    out, args = _click_render(s3server, f"renderer-tests/{run_prefix}/split/", tmp_path, 10.0, (160, 90))
     for n, stage in enumerate((["--chunk", "1"], ["--chunk", "0"], ["--chunk", "2"])):
         work = tmp_path / f"pod-{n}"
         work.mkdir()

@@ -71,8 +71,12 @@ def test_split_render_equals_one_process_render(real_song: Path, tmp_path: Path)
     assert "chunk 2/3" in res.stderr and "segments 3-4" in res.stderr
     assert sorted(p.name for p in key_dir.glob("seg-*.mp4")) == [f"seg-{i:05d}.mp4" for i in range(7)]
 
+    # A chunk that prepared publishes the soundtrack after its segments and may die in between: the join
+    # encodes it again from the song (the same bytes: the one-process render's audio below).
+    (key_dir / "soundtrack.m4a").unlink()
     res = run_render([*common, "-o", str(split), "--stage", "join"])
     assert res.returncode == 0, res.stderr
+    assert "encoding it from the song" in res.stderr
     assert count_frames(split / "video.mp4") == 20 * 24
     assert stream_md5(split / "video.mp4", "v") == stream_md5(one / "video.mp4", "v")
     assert stream_md5(split / "video.mp4", "a") == stream_md5(one / "video.mp4", "a")
@@ -80,7 +84,7 @@ def test_split_render_equals_one_process_render(real_song: Path, tmp_path: Path)
     assert not (split / "segments").exists()  # checkpoints, state and plan go once the video is published
 
 
-def test_stages_refuse_a_missing_plan_or_one_for_another_spec_and_bad_chunk_numbers(
+def test_stages_refuse_a_missing_plan_prepare_over_another_specs_and_check_numbers(
     click100: tuple[Path, Any], tmp_path: Path
 ) -> None:
     audio = str(click100[0])
@@ -91,19 +95,26 @@ def test_stages_refuse_a_missing_plan_or_one_for_another_spec_and_bad_chunk_numb
 
     res = run_render([*base, "--stage", "join"], env=env)
     assert res.returncode == EXIT_INTERNAL
-    assert log.read_text().strip() == f"no render plan at {out}/segments/plan.json: the prepare stage has not run"
+    assert log.read_text().strip() == (f"no render plan for this spec and song at {out}/segments/plan.json: "
+                                       "the prepare stage has not run")  # fmt: skip
 
     assert run_render([*base, "--stage", "prepare"]).returncode == 0
-    for stage in ("segments", "join"):
-        res = run_render([*base, "--seed", "5", "--stage", stage], env=env)
-        assert res.returncode == EXIT_INTERNAL
-        assert "was prepared for another spec" in log.read_text()
+    res = run_render([*base, "--seed", "5", "--stage", "join"], env=env)
+    assert res.returncode == EXIT_INTERNAL and "no render plan for this spec and song" in log.read_text()
+    # A plan left by another spec is not used: chunk 0 prepares again (and overwrites it).
+    res = run_render([*base, "--seed", "5", "--stage", "segments"], env=env)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / "segments" / "plan.json").read_text())["inputs"]["spec"]["style"]["seed"] == 5
 
     for bad in (["--stage", "segments", "--chunk", "2", "--chunks", "2"], ["--chunk", "0"],
                 ["--stage", "segments", "--chunks", "0"]):  # fmt: skip
         assert run_render([*base, *bad], env=env).returncode == EXIT_USAGE, bad
     assert run_render(base, env={**env, ENV_STAGE: "everything"}).returncode == EXIT_USAGE
     assert "must be one of all, prepare, segments, join" in log.read_text()
+    assert run_render(base, env={**env, ENV_STAGE: "segments", ENV_CHUNKS: "0"}).returncode == EXIT_USAGE
+    res = run_render([*base, "--stage", "segments", "--chunks", "2", "--chunk", "1", "--seed", "6"],
+                     env={**env, ENV_PLAN_WAIT: "soon"})  # fmt: skip
+    assert res.returncode == EXIT_USAGE and "must be seconds between 0 and 86400" in log.read_text()
 
 
 def test_chunks_started_together_analyse_the_song_once(click100: tuple[Path, Any], tmp_path: Path) -> None:
