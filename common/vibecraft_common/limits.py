@@ -45,6 +45,14 @@ DEFAULT_CRF: Final = 23  # used when spec.video.crf is unset: x264's own default
 # ~0.4x its length, superfast ~0.7x, veryfast ~1x (files are ~2x / 1.4x / 1x the size).
 DEFAULT_PRESET: Final = "ultrafast"
 
+# spec.parallelism (issue 20): the pods one render is split over (an Indexed Job), or "auto": one pod
+# per AUTO_CHUNK_SECONDS of song, at most the operator's own cap (its settings, from the chart).
+PARALLELISM_MIN: Final = 1
+PARALLELISM_MAX: Final = 16
+DEFAULT_PARALLELISM: Final = 1
+PARALLELISM_AUTO: Final = "auto"
+AUTO_CHUNK_SECONDS: Final = 120.0
+
 # spec.retries / spec.deadlineSeconds
 RETRIES_MIN: Final = 0
 RETRIES_MAX: Final = 10

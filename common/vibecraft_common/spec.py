@@ -11,7 +11,7 @@ with the same words by the API, the renderer and the Kubernetes API server.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -253,3 +253,10 @@ class MusicVideoSpec(_Strict):
                                   description="Kueue LocalQueue; the Job is created suspended for Kueue to admit.")
     priorityClassName: str | None = Field(default=None, max_length=253, pattern=K8S_DNS_SUBDOMAIN_PATTERN,
                                           description="PriorityClass of the render pod.")
+    parallelism: Annotated[int, Field(ge=L.PARALLELISM_MIN, le=L.PARALLELISM_MAX, strict=True)] | Literal["auto"] = Field(
+        default=L.DEFAULT_PARALLELISM,
+        description=f"Pods the render is split over (an Indexed Job), {L.PARALLELISM_MIN}..{L.PARALLELISM_MAX}, "
+                    f"or auto: one per {L.AUTO_CHUNK_SECONDS:.0f} s of song, capped by the operator.",
+        json_schema_extra={"x-kubernetes-int-or-string": True, **cel((
+            f"type(self) == int ? self >= {L.PARALLELISM_MIN} && self <= {L.PARALLELISM_MAX} : self == 'auto'",
+            f"parallelism must be {L.PARALLELISM_MIN}..{L.PARALLELISM_MAX} or auto"))})

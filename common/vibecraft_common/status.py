@@ -148,7 +148,12 @@ class MusicVideoStatus(_Open):
                                        description="Render errors counted against spec.retries since the spec last changed.")
     memoryLimit: str | None = Field(default=None,
                                     description="Memory limit of the current attempt (raised after OOM kills).")
-    jobName: str | None = Field(default=None, description="The Job of the current attempt.")
+    jobName: str | None = Field(default=None, description="The Job of the current attempt (of its current stage, "
+                                                          "when the render is split).")
+    stage: Literal["prepare", "segments", "join"] | None = Field(
+        default=None, description="With spec.parallelism above 1: the stage of the attempt (prepare: analysis, "
+                                  "segments: an Indexed Job of `chunks` pods, join); unset for one-pod renders.")
+    chunks: int | None = Field(default=None, ge=1, description="With spec.parallelism: the pods of the segments stage.")
     replicatePredictions: int | None = Field(
         default=None, ge=0, description="Replicate predictions charged to this MusicVideo over its finished attempts "
                                         "(they count against its namespace's monthly budget).")

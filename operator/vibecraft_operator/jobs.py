@@ -2,23 +2,32 @@
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from typing import Any, Final
 
 import kopf
+from vibecraft_common.limits import AUTO_CHUNK_SECONDS, DEFAULT_PARALLELISM, PARALLELISM_AUTO
 from vibecraft_common.resource import (
     ENV_ATTEMPT,
+    ENV_CHUNKS,
     ENV_EGRESS_ALLOW,
     ENV_MEMORY_LIMIT_MB,
     ENV_MV_NAME,
     ENV_MV_NAMESPACE,
     ENV_REPLICATE_MAX_PREDICTIONS,
     ENV_SPEC_JSON,
+    ENV_STAGE,
     EXIT_REASONS,
     LABEL_ATTEMPT,
     LABEL_COMPONENT,
     LABEL_NAME,
+    STAGE_ALL,
+    STAGE_JOIN,
+    STAGE_PREPARE,
+    STAGE_SEGMENTS,
     TERMINATION_LOG,
+    RenderStage,
 )
 
 from vibecraft_operator.constants import (
@@ -52,9 +61,17 @@ def short_hash(text: str, length: int = 8) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def job_name(mv_name: str, attempt: int) -> str:
-    """`<name>-a<N>`, deterministic so that creating it twice hits AlreadyExists."""
-    suffix = f"-a{attempt}"
+# Job name suffix of each stage of a split render (STAGE_ALL keeps the plain `-a<N>` of one-pod renders).
+STAGE_SUFFIX: Final[dict[str, str]] = {STAGE_ALL: "", STAGE_PREPARE: "-p", STAGE_SEGMENTS: "-s", STAGE_JOIN: "-j"}
+# Per index: how often one chunk's pod may fail (render errors; disruptions and OOM kills are the
+# operator's business through the attempt) before the Indexed Job fails; one failed chunk fails the Job.
+BACKOFF_PER_INDEX = 1
+
+
+def job_name(mv_name: str, attempt: int, stage: RenderStage = STAGE_ALL) -> str:
+    """`<name>-a<N>` (a stage of a split render: `-p`, `-s`, `-j` after it), deterministic so that creating
+    it twice hits AlreadyExists."""
+    suffix = f"-a{attempt}{STAGE_SUFFIX[stage]}"
     if len(mv_name) + len(suffix) <= MAX_JOB_NAME:
         return mv_name + suffix
     keep = MAX_JOB_NAME - len(suffix) - 9
@@ -121,13 +138,15 @@ def _secret_env(name: str, secret: str, *, optional: bool) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": ref}}
 
 
-def pod_failure_policy() -> dict[str, Any]:
-    """Disruptions don't count (the Job controller replaces the pod); renderer exit codes fail at once."""
+def pod_failure_policy(indexed: bool = False) -> dict[str, Any]:
+    """Disruptions don't count (the Job controller replaces the pod); renderer exit codes fail at once:
+    the Job, or in an Indexed Job the index (with maxFailedIndexes 0, that fails the Job too, and the
+    Job controller stops the other chunks' pods)."""
     return {
         "rules": [
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             {
-                "action": "FailJob",
+                "action": "FailIndex" if indexed else "FailJob",
                 "onExitCodes": {
                     "containerName": CONTAINER_NAME,
                     "operator": "In",
@@ -156,8 +175,15 @@ def build_job(
     deadline_seconds: int,
     settings: Settings,
     max_predictions: int | None = None,
+    stage: RenderStage = STAGE_ALL,
+    chunks: int = 1,
 ) -> dict[str, Any]:
-    """The Job of attempt `attempt` of MusicVideo `mv` (owned by it, so deleting `mv` deletes it)."""
+    """The Job of attempt `attempt` of MusicVideo `mv` (owned by it, so deleting `mv` deletes it).
+
+    `stage` other than STAGE_ALL: one stage of a render split over `chunks` pods (renderer
+    `--stage`): STAGE_SEGMENTS is an Indexed Job of `chunks` completions, all running at once, each
+    pod rendering the chunk of its completion index.
+    """
     meta, spec = mv["metadata"], mv.get("spec") or {}
     name = meta["name"]
     labels = {
@@ -188,7 +214,7 @@ def build_job(
                 "image": settings.renderer_image,
                 "imagePullPolicy": settings.renderer_image_pull_policy,
                 "args": ["--from-env"],
-                "env": build_env(mv, attempt, settings, max_predictions),
+                "env": build_env(mv, attempt, settings, max_predictions) + stage_env(stage, chunks),
                 # The scratch disk is requested (the scheduler places the pod where it fits) but its limit is
                 # the emptyDir's sizeLimit: an ephemeral-storage limit would also count logs and the image layer.
                 "resources": {"requests": {**resources, "ephemeral-storage": format_mebibytes(
@@ -209,15 +235,49 @@ def build_job(
     job: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name(name, attempt), "labels": job_labels, "annotations": annotations},
+        "metadata": {"name": job_name(name, attempt, stage), "labels": job_labels, "annotations": annotations},
         "spec": {
             "backoffLimit": 0,
-            "podFailurePolicy": pod_failure_policy(),
+            "podFailurePolicy": pod_failure_policy(indexed=stage == STAGE_SEGMENTS),
             "activeDeadlineSeconds": max(1, int(deadline_seconds)),
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
             "suspend": bool(queue_name),  # Kueue admits (un-suspends) queued Jobs itself
             "template": {"metadata": {"labels": labels, "annotations": dict(annotations)}, "spec": pod_spec},
         },
     }
+    if stage == STAGE_SEGMENTS:
+        # backoffLimitPerIndex replaces backoffLimit (the API server refuses both set).
+        del job["spec"]["backoffLimit"]
+        job["spec"].update(completionMode="Indexed", completions=chunks, parallelism=chunks,
+                           backoffLimitPerIndex=BACKOFF_PER_INDEX, maxFailedIndexes=0)  # fmt: skip
     kopf.adopt(job, owner=dict(mv))  # type: ignore[arg-type]
     return job
+
+
+def stage_env(stage: RenderStage, chunks: int) -> list[dict[str, Any]]:
+    """What tells the renderer its stage; the chunk is the completion index Kubernetes sets itself."""
+    if stage == STAGE_ALL:
+        return []
+    env = [{"name": ENV_STAGE, "value": stage}]
+    if stage == STAGE_SEGMENTS:
+        env.append({"name": ENV_CHUNKS, "value": str(chunks)})
+    return env
+
+
+def is_split(spec: Mapping[str, Any]) -> bool:
+    """Whether the render is split over several pods (spec.parallelism above 1, or auto)."""
+    value = spec.get("parallelism", DEFAULT_PARALLELISM)
+    return value == PARALLELISM_AUTO or (isinstance(value, int) and value > 1)
+
+
+def chunks_for(spec: Mapping[str, Any], frames: int | None, fps: int, cap: int, segment_seconds: float = 30.0) -> int:
+    """The segments stage's pods: spec.parallelism (auto: one per AUTO_CHUNK_SECONDS of song), at most `cap`
+    and at most one per segment; `frames` is the song's frame count the prepare stage reported (None: unknown,
+    then auto means `cap`)."""
+    value = spec.get("parallelism", DEFAULT_PARALLELISM)
+    duration = frames / max(fps, 1) if frames else None
+    wanted = cap if value == PARALLELISM_AUTO and duration is None else (
+        math.ceil(duration / AUTO_CHUNK_SECONDS) if value == PARALLELISM_AUTO and duration is not None else int(value))
+    if duration is not None:
+        wanted = min(wanted, math.ceil(duration / segment_seconds))
+    return max(1, min(wanted, cap))

@@ -6,8 +6,15 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from vibecraft_common.limits import DEFAULT_DEADLINE_SECONDS, DEFAULT_RETRIES
-from vibecraft_common.resource import ANNOTATION_DELETE_OUTPUTS
+from vibecraft_common.limits import DEFAULT_DEADLINE_SECONDS, DEFAULT_FPS, DEFAULT_RETRIES
+from vibecraft_common.resource import (
+    ANNOTATION_DELETE_OUTPUTS,
+    STAGE_ALL,
+    STAGE_JOIN,
+    STAGE_PREPARE,
+    STAGE_SEGMENTS,
+    RenderStage,
+)
 from vibecraft_common.status import (
     ANALYSIS_NAME,
     PENDING,
@@ -35,6 +42,7 @@ from vibecraft_operator.constants import (
     R_CANCELLED,
     R_DEADLINE,
     R_INVALID_SPEC,
+    R_JOB_CREATED,
     R_JOB_REFUSED,
     R_JOB_VANISHED,
     R_KUEUE,
@@ -45,7 +53,7 @@ from vibecraft_operator.constants import (
     R_SUCCEEDED,
 )
 from vibecraft_operator.errors import InvalidSpec
-from vibecraft_operator.jobs import build_job, job_name, spec_hash
+from vibecraft_operator.jobs import build_job, chunks_for, is_split, job_name, spec_hash
 from vibecraft_operator.pods import pod_activity, stuck_since
 from vibecraft_operator.quantities import escalate_memory
 from vibecraft_operator.queue import Admission
@@ -305,6 +313,11 @@ def _current_attempt(obs: Observation, settings: Settings, generation: int, atte
         return _failed_attempt(obs, settings, generation, attempt, failure)
     finished = job_finished(job)
     if finished == "Complete":
+        stage = status.get("stage")
+        if stage == STAGE_PREPARE:
+            return _next_stage(obs, settings, generation, attempt, STAGE_SEGMENTS)
+        if stage == STAGE_SEGMENTS:
+            return _next_stage(obs, settings, generation, attempt, STAGE_JOIN)
         return _succeeded(obs, generation, attempt)
     if finished == JOB_FAILED:
         return _failed_attempt(obs, settings, generation, attempt, classify(job, obs.pods))
@@ -353,6 +366,29 @@ def _current_attempt(obs: Observation, settings: Settings, generation: int, atte
     reason, message = activity
     plan = Plan(st.progressing(status, reason=reason, message=message, generation=generation, now=now))
     return plan if reason == R_RENDERING else plan.warn(reason, message)
+
+
+def _next_stage(obs: Observation, settings: Settings, generation: int, attempt: int, stage: RenderStage) -> Plan:
+    """A split render's stage finished: the attempt goes on with the next stage's Job (same attempt, memory,
+    what is left of the deadline). The segments stage gets its chunk count from the frames prepare found."""
+    mv, now = obs.mv, obs.now
+    spec, status = mv.get("spec") or {}, mv.get("status") or {}
+    resources = render_resources(spec, settings)  # valid: the attempt's first Job was built from it
+    started = parse_time(status.get("startedAt")) or now
+    remaining = int(spec.get("deadlineSeconds") or DEFAULT_DEADLINE_SECONDS) - int((now - started).total_seconds())
+    frames = (status.get("progress") or {}).get("framesTotal")
+    fps = int((spec.get("video") or {}).get("fps") or DEFAULT_FPS)
+    chunks = chunks_for(spec, int(frames) if frames else None, fps, settings.max_parallelism)
+    if stage != STAGE_SEGMENTS:
+        chunks = int(status.get("chunks") or 1)
+    memory = str(status.get("memoryLimit") or resources.memory)
+    job = build_job(mv, attempt=attempt, memory=memory, cpu=resources.cpu, deadline_seconds=max(1, remaining),
+                    settings=settings, stage=stage, chunks=chunks)  # fmt: skip
+    name = job["metadata"]["name"]
+    message = (f"attempt {attempt}: {stage} Job {name}" + (f" ({chunks} pods)" if stage == STAGE_SEGMENTS else ""))
+    patch = st.progressing(status, reason=R_JOB_CREATED, message=message, generation=generation, now=now)
+    patch.update(jobName=name, stage=stage, chunks=chunks)
+    return Plan(patch, create_job=job).info("StageStarted", message)
 
 
 def _succeeded(obs: Observation, generation: int, attempt: int) -> Plan:
@@ -499,11 +535,13 @@ def _launch(obs: Observation, settings: Settings, generation: int, attempt: int)
                 failure = Failure(FailureKind.PERMANENT, R_REPLICATE_BUDGET, message)
                 return _give_up(obs, generation, attempt, failure)
             max_predictions = min(max_predictions, allowance.remaining)
+    stage: RenderStage = STAGE_PREPARE if is_split(spec) else STAGE_ALL
     job = build_job(mv, attempt=number, memory=memory, cpu=resources.cpu, deadline_seconds=remaining,
-                    settings=settings, max_predictions=max_predictions)
-    name = job_name(mv["metadata"]["name"], number)
+                    settings=settings, max_predictions=max_predictions, stage=stage)
+    name = job_name(mv["metadata"]["name"], number, stage)
     patch = st.launched(status, attempt=number, job_name=name, memory=memory, kueue=kueue,
                         generation=generation, now=now)
+    patch.update(stage=None if stage == STAGE_ALL else stage, chunks=None)
     plan = Plan(patch, create_job=job, first_job=number == 1, again=None, predictions=max_predictions)
     return plan.info("JobCreated", f"attempt {number}: Job {name} ({memory} memory, {resources.cpu} cpu)")
 

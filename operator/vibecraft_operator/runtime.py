@@ -54,6 +54,7 @@ from vibecraft_operator.timeutil import format_time, parse_time, utcnow
 from vibecraft_operator.usage import UsageBook
 from vibecraft_operator.wakeups import Wakeups
 
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # the Job controller sets it on every pod of a Job
 MAX_STEPS = 8  # steps per wake-up; a plan chain longer than this is looked at again a second later
 RECOUNT_DELAY = 0.1  # seconds: a burst of MusicVideo changes costs one census, not one each
 TIMESTAMP_RESOLUTION = 1.0  # seconds: Kubernetes timestamps are cut to whole seconds
@@ -370,7 +371,10 @@ class Runtime:
                 job = None
         if job is not None:
             attempt = int((job["metadata"].get("labels") or {}).get(LABEL_ATTEMPT) or 0)
-            pods = await asyncio.to_thread(kube.list_pods, namespace, selector_labels(name, attempt))
+            labels = selector_labels(name, attempt)
+            if status.get("stage"):  # a split render's attempt has a Job per stage: only this one's pods count
+                labels[JOB_NAME_LABEL] = job["metadata"]["name"]
+            pods = await asyncio.to_thread(kube.list_pods, namespace, labels)
         outputs = None
         if wants_outputs(mv, job):
             outputs = await asyncio.to_thread(fetch_outputs, mv.get("spec") or {}, self.settings)

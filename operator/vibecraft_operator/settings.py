@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from vibecraft_common.limits import TTL_AFTER_FINISHED_MAX_SECONDS
+from vibecraft_common.limits import PARALLELISM_MAX, PARALLELISM_MIN, TTL_AFTER_FINISHED_MAX_SECONDS
 
 from vibecraft_operator.quantities import parse_quantity
 
@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     # A render pod that cannot start (unschedulable, image not pulled, container not created: a missing
     # Secret) for this long fails the render and frees its slot, instead of holding it until the deadline.
     startup_timeout_seconds: float = Field(default=600.0, gt=0)
+    # spec.parallelism "auto" (and any number) is capped here: pods one render may split over.
+    max_parallelism: int = Field(default=4, ge=PARALLELISM_MIN, le=PARALLELISM_MAX)
     # Seconds a finished MusicVideo is kept when its spec.ttlSecondsAfterFinished is unset; None: forever.
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0, le=TTL_AFTER_FINISHED_MAX_SECONDS)
 

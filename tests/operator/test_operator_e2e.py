@@ -399,3 +399,36 @@ def test_a_flood_of_renders_never_exceeds_max_running(operator: OperatorProcess,
              what=lambda: f"all {count} renders to succeed (phases: {sorted(set(phases), key=str)})")
     assert 1 <= peak <= 4, f"peak of {peak} unfinished Jobs"
     assert len(batch.list_namespaced_job(ns).items) == count  # one Job per render: no duplicates
+
+
+@real_renderer
+def test_a_render_split_over_an_indexed_job_makes_the_one_pod_video(
+        operator: OperatorProcess, cluster: Cluster, s3: S3Server, apis: Any, tmp_path: Path) -> None:
+    """Issue 20: spec.parallelism 3 runs a prepare Job, an Indexed Job of 3 chunks and a join Job in one
+    attempt; the video is the one-pod render's, frame for frame."""
+    custom, batch, _ = apis
+    ns = operator.namespace
+    video = {"width": 160, "height": 90, "fps": 10}
+    one = tiny_example(s3, tmp_path, 90, name="whole", output={"url": "s3://vibecraft/e2e/whole/"}, video=video)
+    split = dict(one, metadata={"name": "split"}, spec={**one["spec"], "parallelism": 3,
+                                                        "output": {"url": "s3://vibecraft/e2e/split/"}})
+    statuses, watcher = watch_statuses(custom, ns, "split", until=lambda st: st.get("phase") in ("Succeeded", "Failed"))
+    create_mv(custom, ns, one)
+    create_mv(custom, ns, split)
+    for name in ("whole", "split"):
+        status = finished_status(custom, ns, name, timeout=600)
+        assert status["phase"] == "Succeeded" and status["attempts"] == 1, status
+    watcher.join(timeout=30)
+    stages = [st.get("stage") for st in statuses if st.get("stage")]
+    assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == ["prepare", "segments", "join"], stages
+    indexed = _job(batch, ns, "split-a1-s")
+    assert indexed.spec.completion_mode == "Indexed" and indexed.spec.completions == 3
+    assert indexed.status.succeeded == 3
+
+    def frames(name: str) -> str:
+        local = tmp_path / f"{name}.mp4"
+        s3.client().download_file("vibecraft", f"e2e/{name}/video.mp4", str(local))
+        return subprocess.run(["ffmpeg", "-v", "error", "-i", str(local), "-map", "0:v", "-f", "framemd5", "-"],
+                              capture_output=True, text=True, check=True).stdout.split("\n", 4)[-1]  # fmt: skip
+
+    assert frames("split") == frames("whole")

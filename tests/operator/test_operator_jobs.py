@@ -207,3 +207,26 @@ def test_estimate_is_capped_at_max_memory():
 def test_memory_above_max_memory_is_an_invalid_spec():
     with pytest.raises(InvalidSpec, match=r"above resources\.maxMemory"):
         render_resources(spec(resources={"memory": "4Gi", "maxMemory": "2Gi"}), settings())
+
+
+def test_a_split_render_has_a_job_per_stage_and_an_indexed_job_for_its_chunks():
+    """Issue 20: prepare, segments (an Indexed Job: every chunk at once, one failed chunk fails it), join."""
+    from vibecraft_common.resource import ENV_CHUNKS, ENV_STAGE
+
+    one = build(attempt=2)
+    assert ENV_STAGE not in env_of(one) and "completionMode" not in one["spec"] and one["spec"]["backoffLimit"] == 0
+    names = {stage: build(attempt=2, stage=stage, chunks=3)["metadata"]["name"] for stage in ("prepare", "segments", "join")}
+    assert names == {"prepare": "demo-a2-p", "segments": "demo-a2-s", "join": "demo-a2-j"}
+    assert len(job_name("x" * 80, 7, "segments") + "-9999-") <= 58
+
+    job = build(attempt=2, stage="segments", chunks=3)
+    assert {k: job["spec"][k] for k in ("completionMode", "completions", "parallelism", "maxFailedIndexes")} == {
+        "completionMode": "Indexed", "completions": 3, "parallelism": 3, "maxFailedIndexes": 0}
+    assert job["spec"]["backoffLimitPerIndex"] >= 1 and "backoffLimit" not in job["spec"]
+    assert job["spec"]["podFailurePolicy"]["rules"][1]["action"] == "FailIndex"
+    env = env_of(job)
+    assert env[ENV_STAGE]["value"] == "segments" and env[ENV_CHUNKS]["value"] == "3"
+    for stage in ("prepare", "join"):
+        other = build(attempt=2, stage=stage, chunks=3)
+        assert env_of(other)[ENV_STAGE]["value"] == stage and ENV_CHUNKS not in env_of(other)
+        assert "completionMode" not in other["spec"] and other["spec"]["podFailurePolicy"]["rules"][1]["action"] == "FailJob"

@@ -560,3 +560,42 @@ def test_deadlines_fail_with_a_deadline_kind_failure():
     plan = step(mv, job_=job(mv), now=T0 + timedelta(seconds=200))
     failure = plan.status["lastFailure"]
     assert (failure["reason"], failure["kind"], failure["attempt"]) == ("DeadlineExceeded", "deadline", 1)
+
+
+def test_a_split_render_runs_prepare_then_an_indexed_job_then_join_in_one_attempt():
+    """Issue 20: spec.parallelism 3 → the attempt's prepare Job, then its segments Job (3 chunks, from the
+    frames prepare reported), then its join Job; the attempt counter does not move, success after join."""
+    mv = accepted(parallelism=3)
+    plan = step(mv)
+    assert plan.create_job["metadata"]["name"] == "demo-a1-p" and plan.status["stage"] == "prepare"
+    mv = applied(mv, plan)
+    mv["status"]["progress"] = {"framesTotal": 180 * 30}  # the prepare pod reported the song's frames
+
+    def finished(mv):
+        done = job(mv, condition="Complete")
+        done["metadata"]["name"] = mv["status"]["jobName"]
+        return done
+
+    plan = step(mv, job_=finished(mv), now=T0 + timedelta(seconds=20))
+    seg = plan.create_job
+    assert seg["metadata"]["name"] == "demo-a1-s" and seg["spec"]["completions"] == 3
+    assert plan.status["stage"] == "segments" and plan.status["chunks"] == 3 and plan.status["jobName"] == "demo-a1-s"
+    assert "attempts" not in plan.status and plan.outcome is None
+    mv = applied(mv, plan)
+
+    plan = step(mv, job_=finished(mv), now=T0 + timedelta(seconds=80))
+    assert plan.create_job["metadata"]["name"] == "demo-a1-j" and plan.status["stage"] == "join"
+    mv = applied(mv, plan)
+    plan = step(mv, job_=finished(mv), now=T0 + timedelta(seconds=90))
+    assert plan.create_job is None and plan.status["phase"] == "Succeeded" and plan.outcome is Outcome.SUCCEEDED
+    assert applied(mv, plan)["status"]["attempts"] == 1
+
+
+def test_auto_parallelism_follows_the_song_and_the_operators_cap():
+    from vibecraft_operator.jobs import chunks_for, is_split
+
+    assert not is_split({}) and not is_split({"parallelism": 1}) and is_split({"parallelism": "auto"})
+    assert chunks_for({"parallelism": "auto"}, 10 * 60 * 30, 30, cap=4) == 4  # 10 min: 5 wanted, 4 allowed
+    assert chunks_for({"parallelism": "auto"}, 3 * 60 * 30, 30, cap=4) == 2  # 3 min: one per 2 min
+    assert chunks_for({"parallelism": 8}, 45 * 30, 30, cap=16) == 2  # never more chunks than 30 s segments
+    assert chunks_for({"parallelism": "auto"}, None, 30, cap=3) == 3
