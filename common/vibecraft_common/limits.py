@@ -52,6 +52,9 @@ PARALLELISM_MAX: Final = 16
 DEFAULT_PARALLELISM: Final = 1
 PARALLELISM_AUTO: Final = "auto"
 AUTO_CHUNK_SECONDS: Final = 120.0
+# The renderer's checkpoint segment (VIBECRAFT_SEGMENT_SECONDS overrides it); a split render never has more
+# chunks than segments of this length.
+DEFAULT_SEGMENT_SECONDS: Final = 30.0
 
 # spec.retries / spec.deadlineSeconds
 RETRIES_MIN: Final = 0

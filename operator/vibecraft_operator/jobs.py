@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import kopf
-from vibecraft_common.limits import AUTO_CHUNK_SECONDS, DEFAULT_PARALLELISM, PARALLELISM_AUTO
+from vibecraft_common.limits import AUTO_CHUNK_SECONDS, DEFAULT_PARALLELISM, DEFAULT_SEGMENT_SECONDS, PARALLELISM_AUTO
 from vibecraft_common.resource import (
     ENV_ATTEMPT,
     ENV_CHUNKS,
@@ -270,14 +270,16 @@ def is_split(spec: Mapping[str, Any]) -> bool:
     return value == PARALLELISM_AUTO or (isinstance(value, int) and value > 1)
 
 
-def chunks_for(spec: Mapping[str, Any], frames: int | None, fps: int, cap: int, segment_seconds: float = 30.0) -> int:
+def chunks_for(spec: Mapping[str, Any], frames: int | None, fps: int, cap: int) -> int:
     """The segments stage's pods: spec.parallelism (auto: one per AUTO_CHUNK_SECONDS of song), at most `cap`
     and at most one per segment; `frames` is the song's frame count the prepare stage reported (None: unknown,
     then auto means `cap`)."""
     value = spec.get("parallelism", DEFAULT_PARALLELISM)
     duration = frames / max(fps, 1) if frames else None
-    wanted = cap if value == PARALLELISM_AUTO and duration is None else (
-        math.ceil(duration / AUTO_CHUNK_SECONDS) if value == PARALLELISM_AUTO and duration is not None else int(value))
+    if value == PARALLELISM_AUTO:
+        wanted = cap if duration is None else math.ceil(duration / AUTO_CHUNK_SECONDS)
+    else:
+        wanted = int(value)
     if duration is not None:
-        wanted = min(wanted, math.ceil(duration / segment_seconds))
+        wanted = min(wanted, math.ceil(duration / DEFAULT_SEGMENT_SECONDS))
     return max(1, min(wanted, cap))

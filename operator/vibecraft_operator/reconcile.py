@@ -374,13 +374,12 @@ def _next_stage(obs: Observation, settings: Settings, generation: int, attempt: 
     mv, now = obs.mv, obs.now
     spec, status = mv.get("spec") or {}, mv.get("status") or {}
     resources = render_resources(spec, settings)  # valid: the attempt's first Job was built from it
-    started = parse_time(status.get("startedAt")) or now
-    remaining = int(spec.get("deadlineSeconds") or DEFAULT_DEADLINE_SECONDS) - int((now - started).total_seconds())
-    frames = (status.get("progress") or {}).get("framesTotal")
-    fps = int((spec.get("video") or {}).get("fps") or DEFAULT_FPS)
-    chunks = chunks_for(spec, int(frames) if frames else None, fps, settings.max_parallelism)
-    if stage != STAGE_SEGMENTS:
-        chunks = int(status.get("chunks") or 1)
+    remaining = _deadline_left(spec, status, now)
+    chunks = int(status.get("chunks") or 1)
+    if stage == STAGE_SEGMENTS:
+        frames = (status.get("progress") or {}).get("framesTotal")
+        fps = int((spec.get("video") or {}).get("fps") or DEFAULT_FPS)
+        chunks = chunks_for(spec, int(frames) if frames else None, fps, settings.max_parallelism)
     memory = str(status.get("memoryLimit") or resources.memory)
     job = build_job(mv, attempt=attempt, memory=memory, cpu=resources.cpu, deadline_seconds=max(1, remaining),
                     settings=settings, stage=stage, chunks=chunks)  # fmt: skip
@@ -516,9 +515,8 @@ def _launch(obs: Observation, settings: Settings, generation: int, attempt: int)
         resources = render_resources(spec, settings)
     except InvalidSpec as exc:
         return _give_up(obs, generation, attempt, invalid_spec(exc))
-    started = parse_time(status.get("startedAt")) or now
     deadline = int(spec.get("deadlineSeconds") or DEFAULT_DEADLINE_SECONDS)
-    remaining = deadline - int((now - started).total_seconds())
+    remaining = _deadline_left(spec, status, now)
     if remaining <= 0:
         message = f"spec.deadlineSeconds ({deadline}s) used up before attempt {attempt + 1}"
         return _give_up(obs, generation, attempt, Failure(FailureKind.DEADLINE, R_DEADLINE, message))
@@ -544,6 +542,12 @@ def _launch(obs: Observation, settings: Settings, generation: int, attempt: int)
     patch.update(stage=None if stage == STAGE_ALL else stage, chunks=None)
     plan = Plan(patch, create_job=job, first_job=number == 1, again=None, predictions=max_predictions)
     return plan.info("JobCreated", f"attempt {number}: Job {name} ({memory} memory, {resources.cpu} cpu)")
+
+
+def _deadline_left(spec: Mapping[str, Any], status: Mapping[str, Any], now: datetime) -> int:
+    """Seconds of spec.deadlineSeconds left, counted from the first attempt's start (or now)."""
+    started = parse_time(status.get("startedAt")) or now
+    return int(spec.get("deadlineSeconds") or DEFAULT_DEADLINE_SECONDS) - int((now - started).total_seconds())
 
 
 def _await_budget(obs: Observation, generation: int, message: str) -> Plan:

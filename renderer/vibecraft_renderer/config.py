@@ -10,10 +10,10 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
-from vibecraft_common.limits import DEFAULT_CRF, DEFAULT_MODEL, DEFAULT_PRESET, Backend, CutEvery
+from vibecraft_common.limits import DEFAULT_CRF, DEFAULT_MODEL, DEFAULT_PRESET, DEFAULT_SEGMENT_SECONDS, Backend, CutEvery
 from vibecraft_common.resource import (
     ENV_MEMORY_LIMIT_MB,
     ENV_REPLICATE_MAX_PREDICTIONS,
@@ -24,7 +24,6 @@ from vibecraft_common.spec import AudioTiming, Style, Video
 
 from .errors import UsageError
 
-DEFAULT_SEGMENT_SECONDS: Final = 30.0
 M = TypeVar("M", bound=BaseModel)
 
 
