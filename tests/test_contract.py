@@ -159,3 +159,21 @@ def test_the_scan_finds_a_copy(tmp_path: Path) -> None:
                       'D = "VIBECRAFT_SPEC_JSON"\n')
     assert [v for _, v, _ in _string_literals(sample) if v in CONTRACT_STRINGS] == ["Succeeded", "video.mp4",
                                                                                       "VIBECRAFT_SPEC_JSON"]
+
+
+def test_parallelism_is_bounded_in_the_model_and_the_crd() -> None:
+    """spec.parallelism (issue 20): 1..PARALLELISM_MAX or auto; nothing else reaches the operator."""
+    from pydantic import ValidationError
+    from vibecraft_common import limits as L
+    from vibecraft_common.spec import MusicVideoSpec
+
+    base = {"audio": {"url": "s3://bucket/song.ogg"}, "output": {"url": "s3://bucket/out/"}}
+    for good in (1, L.PARALLELISM_MAX, "auto"):
+        assert MusicVideoSpec.model_validate({**base, "parallelism": good}).parallelism == good
+    for bad in (0, L.PARALLELISM_MAX + 1, "many", True, 2.5):
+        with pytest.raises(ValidationError):
+            MusicVideoSpec.model_validate({**base, "parallelism": bad})
+    crd = yaml.safe_load((ROOT / "crds" / "musicvideo.yaml").read_text())
+    field = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["parallelism"]
+    assert field["x-kubernetes-int-or-string"] is True
+    assert f"self <= {L.PARALLELISM_MAX}" in field["x-kubernetes-validations"][0]["rule"]
