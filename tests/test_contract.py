@@ -95,6 +95,12 @@ def test_the_charts_ttl_bound_is_the_contracts() -> None:
     assert ttl["minimum"] == crd_ttl["minimum"] == 0
 
 
+def test_the_charts_parallelism_cap_is_the_contracts() -> None:
+    schema = json.loads((ROOT / "charts/vibecraft/values.schema.json").read_text())
+    cap = schema["properties"]["operator"]["properties"]["maxParallelism"]
+    assert (cap["minimum"], cap["maximum"]) == (limits.PARALLELISM_MIN, limits.PARALLELISM_MAX)
+
+
 def test_vocabularies_reach_the_crd() -> None:
     schema = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
     video = schema["spec"]["properties"]["video"]["properties"]

@@ -8,9 +8,10 @@ import secrets
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from vibecraft_common.limits import DEFAULT_PARALLELISM, PARALLELISM_AUTO
 from vibecraft_common.resource import ANNOTATION_DELETE_OUTPUTS, API_VERSION, GROUP, KIND, LABEL_FINISHED
 from vibecraft_common.status import PENDING
 
@@ -89,6 +90,8 @@ def build_musicvideo(*, name: str, tenant: str, req: VideoCreate, bucket: str, a
         spec["deadlineSeconds"] = req.deadlineSeconds
     if req.ttlSecondsAfterFinished is not None:
         spec["ttlSecondsAfterFinished"] = req.ttlSecondsAfterFinished
+    if req.parallelism is not None:
+        spec["parallelism"] = req.parallelism
     labels = {LABEL_TENANT: tenant, LABEL_CREATED_BY: CREATED_BY}
     # A video the API made goes with its files, however it is deleted (API, TTL or kubectl).
     annotations = {ANNOTATION_REQUEST_HASH: request_hash(req), ANNOTATION_DELETE_OUTPUTS: "true"}
@@ -147,6 +150,12 @@ def starts_in(status: Mapping[str, Any], now: datetime | None = None) -> int | N
     return max(0, round(seconds - max(0.0, elapsed)))
 
 
+def _parallelism(value: object) -> int | Literal["auto"]:
+    if value == PARALLELISM_AUTO:
+        return PARALLELISM_AUTO
+    return _int(value) or DEFAULT_PARALLELISM
+
+
 def to_public(obj: dict[str, Any], bucket: str) -> VideoPublic:
     """The client's view of a MusicVideo: no S3 locations (of the song or the outputs), no Kubernetes details."""
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
@@ -171,6 +180,7 @@ def to_public(obj: dict[str, Any], bucket: str) -> VideoPublic:
         retries=_int(spec.get("retries")),
         deadlineSeconds=_int(spec.get("deadlineSeconds")),
         ttlSecondsAfterFinished=_int(spec.get("ttlSecondsAfterFinished")),
+        parallelism=_parallelism(spec.get("parallelism")),
         progress=_lenient(ProgressPublic, status.get("progress")),
         queuePosition=_int(status.get("queuePosition")),
         estimatedStartSeconds=starts_in(status),

@@ -32,6 +32,8 @@ PRINTER_COLUMNS: Final = (
      "jsonPath": ".status.progress.percent"},
     {"name": "Stage", "type": "string", "description": "What the renderer is doing.", "jsonPath": ".status.progress.stage"},
     {"name": "Attempts", "type": "integer", "jsonPath": ".status.attempts"},
+    {"name": "Parallelism", "type": "string", "description": "Pods the render is split over (spec.parallelism).",
+     "jsonPath": ".spec.parallelism", "priority": 1},
     {"name": "Memory", "type": "string", "description": "Memory limit of the current attempt.",
      "jsonPath": ".status.memoryLimit", "priority": 1},
     {"name": "Reason", "type": "string", "description": "Why the last attempt failed.",
@@ -48,10 +50,11 @@ PRINTER_COLUMNS: Final = (
 
 # Key order in the generated schema, for a file people read (kubectl explain does not care).
 _ORDER: Final = ("type", "format", "description", "default", "required", "enum", "minimum", "maximum", "multipleOf",
-                 "minLength", "maxLength", "pattern", "maxItems", "x-kubernetes-int-or-string", "x-kubernetes-list-type",
-                 "x-kubernetes-list-map-keys", "x-kubernetes-validations", "properties", "items")
+                 "minLength", "maxLength", "pattern", "maxItems", "maxProperties", "x-kubernetes-int-or-string",
+                 "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-validations", "properties",
+                 "additionalProperties", "items")
 INT64_MAX: Final = 2**63 - 1
-_DROP: Final = frozenset({"title", "examples", "additionalProperties", "x-crd-cel-instead", "$defs"})
+_DROP: Final = frozenset({"title", "examples", "x-crd-cel-instead", "$defs"})
 
 
 def _number(value: Any) -> Any:
@@ -110,6 +113,10 @@ def structural(node: dict[str, Any], defs: dict[str, Any], explain: bool = False
             value = {name: structural(child, defs, explain) for name, child in value.items()}
         elif key == "items":
             value = structural(value, defs, explain)
+        elif key == "additionalProperties":
+            if not isinstance(value, dict):
+                continue  # `false` (a closed model): a structural schema says that by listing its properties
+            value = structural(value, defs, explain)  # a map's values (dict[str, Model])
         elif key in ("minimum", "maximum", "multipleOf", "default"):
             value = _number(value)
         out[key] = value

@@ -6,6 +6,7 @@ renderer's validation and CLI all follow, so changing a number here changes all 
 the CRD, the API's OpenAPI and the renderer CLI and compare them with these constants).
 """
 
+import math
 from typing import Final, Literal, get_args
 
 # spec.audio.url: a song URL; long enough for presigned URLs, short enough for an env var.
@@ -55,6 +56,20 @@ AUTO_CHUNK_SECONDS: Final = 120.0
 # The renderer's checkpoint segment (VIBECRAFT_SEGMENT_SECONDS overrides it); a split render never has more
 # chunks than segments of this length.
 DEFAULT_SEGMENT_SECONDS: Final = 30.0
+
+
+def chunk_count(parallelism: int | str, duration: float | None, cap: int,
+                segment_seconds: float = DEFAULT_SEGMENT_SECONDS) -> int:
+    """A split render's chunks (the segments stage's pods, or the CLI's processes): `parallelism` (auto: one
+    per AUTO_CHUNK_SECONDS of song), at most `cap` and at most one per segment; `duration` is the song's
+    seconds as the prepare stage found them (None: unknown, then auto means `cap`)."""
+    if parallelism == PARALLELISM_AUTO:
+        wanted = cap if duration is None else math.ceil(duration / AUTO_CHUNK_SECONDS)
+    else:
+        wanted = int(parallelism)
+    if duration is not None:
+        wanted = min(wanted, math.ceil(duration / segment_seconds))
+    return max(1, min(wanted, cap))
 
 # spec.retries / spec.deadlineSeconds
 RETRIES_MIN: Final = 0

@@ -237,6 +237,15 @@ TtlSecondsAfterFinished = Annotated[int, Field(
                 "deletes it; unset: the operator's default (none unless configured). Editing it does not render again.")]
 
 
+Parallelism = Annotated[
+    Annotated[int, Field(ge=L.PARALLELISM_MIN, le=L.PARALLELISM_MAX, strict=True)] | Literal["auto"],
+    Field(description=f"Pods the render is split over (an Indexed Job), {L.PARALLELISM_MIN}..{L.PARALLELISM_MAX}, "
+                      f"or auto: one per {L.AUTO_CHUNK_SECONDS:.0f} s of song, capped by the operator.",
+          json_schema_extra={"x-kubernetes-int-or-string": True, **cel((
+              f"type(self) == int ? self >= {L.PARALLELISM_MIN} && self <= {L.PARALLELISM_MAX} : self == 'auto'",
+              f"parallelism must be {L.PARALLELISM_MIN}..{L.PARALLELISM_MAX} or auto"))})]
+
+
 class MusicVideoSpec(_Strict):
     """What to render. Editing it (except suspend and ttlSecondsAfterFinished) renders again as a new attempt."""
 
@@ -253,10 +262,4 @@ class MusicVideoSpec(_Strict):
                                   description="Kueue LocalQueue; the Job is created suspended for Kueue to admit.")
     priorityClassName: str | None = Field(default=None, max_length=253, pattern=K8S_DNS_SUBDOMAIN_PATTERN,
                                           description="PriorityClass of the render pod.")
-    parallelism: Annotated[int, Field(ge=L.PARALLELISM_MIN, le=L.PARALLELISM_MAX, strict=True)] | Literal["auto"] = Field(
-        default=L.DEFAULT_PARALLELISM,
-        description=f"Pods the render is split over (an Indexed Job), {L.PARALLELISM_MIN}..{L.PARALLELISM_MAX}, "
-                    f"or auto: one per {L.AUTO_CHUNK_SECONDS:.0f} s of song, capped by the operator.",
-        json_schema_extra={"x-kubernetes-int-or-string": True, **cel((
-            f"type(self) == int ? self >= {L.PARALLELISM_MIN} && self <= {L.PARALLELISM_MAX} : self == 'auto'",
-            f"parallelism must be {L.PARALLELISM_MIN}..{L.PARALLELISM_MAX} or auto"))})
+    parallelism: Parallelism = L.DEFAULT_PARALLELISM

@@ -52,6 +52,15 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class ChunkProgress(_Open):
+    """One pod of a split render's segments stage, as it reports itself (status.progress.chunks.<index>)."""
+
+    stage: Stage | None = Field(default=None, description="The chunk pod's stage.")
+    framesDone: int | None = Field(default=None, ge=0, description="Frames of this chunk drawn and encoded so far.")
+    framesTotal: int | None = Field(default=None, ge=0, description="Frames of this chunk.")
+    etaSeconds: float | None = Field(default=None, ge=0, description="Estimated seconds until this chunk is done.")
+
+
 class Progress(_Open):
     """Progress of the current attempt, as the renderer reports it."""
 
@@ -64,6 +73,10 @@ class Progress(_Open):
                                 description="What is happening now, in words (the operator's, between attempts).")
     predictions: int | None = Field(default=None, ge=0,
                                     description="Replicate predictions this attempt has created so far (billed).")
+    chunks: dict[str, ChunkProgress] | None = Field(
+        default=None, max_length=L.PARALLELISM_MAX,
+        description="With spec.parallelism: each segments-stage pod's own progress by its index (\"0\", \"1\"...); "
+                    "percent, framesDone and etaSeconds above are their sum (frames) and the latest to finish (ETA).")
 
 
 class Failure(_Open):

@@ -2,12 +2,11 @@
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from typing import Any, Final
 
 import kopf
-from vibecraft_common.limits import AUTO_CHUNK_SECONDS, DEFAULT_PARALLELISM, DEFAULT_SEGMENT_SECONDS, PARALLELISM_AUTO
+from vibecraft_common.limits import DEFAULT_PARALLELISM, PARALLELISM_AUTO, chunk_count
 from vibecraft_common.resource import (
     ENV_ATTEMPT,
     ENV_CHUNKS,
@@ -271,15 +270,5 @@ def is_split(spec: Mapping[str, Any]) -> bool:
 
 
 def chunks_for(spec: Mapping[str, Any], frames: int | None, fps: int, cap: int) -> int:
-    """The segments stage's pods: spec.parallelism (auto: one per AUTO_CHUNK_SECONDS of song), at most `cap`
-    and at most one per segment; `frames` is the song's frame count the prepare stage reported (None: unknown,
-    then auto means `cap`)."""
-    value = spec.get("parallelism", DEFAULT_PARALLELISM)
-    duration = frames / max(fps, 1) if frames else None
-    if value == PARALLELISM_AUTO:
-        wanted = cap if duration is None else math.ceil(duration / AUTO_CHUNK_SECONDS)
-    else:
-        wanted = int(value)
-    if duration is not None:
-        wanted = min(wanted, math.ceil(duration / DEFAULT_SEGMENT_SECONDS))
-    return max(1, min(wanted, cap))
+    """The segments stage's pods for this spec (vibecraft_common.limits.chunk_count)."""
+    return chunk_count(spec.get("parallelism", DEFAULT_PARALLELISM), frames / max(fps, 1) if frames else None, cap)

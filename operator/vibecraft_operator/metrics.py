@@ -16,7 +16,9 @@ RENDER_DURATION = Histogram(
     ["result"],
     buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400),
 )
-RUNNING = Gauge("vibecraft_renders_running", "Renders holding a render slot (phase Running).")
+RUNNING = Gauge("vibecraft_renders_running", "Renders holding render slots (phase Running).")
+SLOTS = Gauge("vibecraft_render_slots_used",
+              "Render slots the running renders hold: one per pod (a render split over 3 pods holds 3).")
 QUEUED = Gauge("vibecraft_renders_queued", "Renders waiting for a slot or for Kueue (phase Queued).")
 OLDEST_QUEUED = Gauge(
     "vibecraft_oldest_queued_seconds", "Age of the oldest render waiting in phase Queued (0 when none wait)."
@@ -58,6 +60,7 @@ class Census:
     running: int = 0
     queued: int = 0
     oldest_queued: datetime | None = None  # creationTimestamp of the oldest render in phase Queued
+    slots: int = 0  # render slots the running renders hold
 
 
 _census = Census()
@@ -75,6 +78,7 @@ def _oldest_queued_seconds() -> float:
 
 
 RUNNING.set_function(lambda: _census.running)
+SLOTS.set_function(lambda: _census.slots)
 QUEUED.set_function(lambda: _census.queued)
 OLDEST_QUEUED.set_function(_oldest_queued_seconds)  # ages between censuses too
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from vibecraft_common.limits import DEFAULT_PARALLELISM, PARALLELISM_AUTO
 from vibecraft_common.status import PENDING, QUEUED, RUNNING, SUCCEEDED
 
 from vibecraft_operator.constants import R_QUEUED
@@ -34,6 +35,7 @@ class QueueEntry:
     estimate: int | None = None  # status.estimatedStartSeconds as written
     queue_updated: str = ""  # status.queueUpdatedAt: when `estimate` was written
     eta: float | None = None  # status.progress.etaSeconds: the renderer's own estimate of what is left
+    slots: int = 1  # render slots it holds or wants: its pods (spec.parallelism, status.chunks); 0 = auto, not yet known
 
     @property
     def running(self) -> bool:
@@ -57,6 +59,16 @@ class Limits:
 
     cluster: int = 0
     namespace: int = 0
+    per_render: int = 0  # pods one render may split over (the operator's max_parallelism); 0 = no cap
+
+    def slots(self, entry: QueueEntry) -> int:
+        """The slots `entry` holds or needs: its pods, at most `per_render` ("auto" before its chunks are known:
+        `per_render`) and never more than a limit allows, or it could never start."""
+        wanted = entry.slots or self.per_render or 1
+        for cap in (self.per_render, self.cluster, self.namespace):
+            if cap:
+                wanted = min(wanted, cap)
+        return max(1, wanted)
 
 
 @dataclass(frozen=True)
@@ -93,7 +105,22 @@ def queue_entry(body: Mapping[str, Any]) -> QueueEntry:
         estimate=_number(status.get("estimatedStartSeconds")),
         queue_updated=str(status.get("queueUpdatedAt") or ""),
         eta=_number((status.get("progress") or {}).get("etaSeconds")),
+        slots=slots_of(spec, status),
     )
+
+
+def slots_of(spec: Mapping[str, Any], status: Mapping[str, Any]) -> int:
+    """The render slots a render takes: one per pod it may run at once. A split render reserves its chunks for
+    the whole render (prepare and join run one pod, but the segments stage between them must not find its
+    slots taken): status.chunks once the prepare stage fixed them, before that spec.parallelism (0 = auto:
+    as many as a render may use, Limits.per_render)."""
+    chunks = _number(status.get("chunks"))
+    if chunks:
+        return chunks
+    wanted = spec.get("parallelism", DEFAULT_PARALLELISM)
+    if wanted == PARALLELISM_AUTO:
+        return 0
+    return _number(wanted) or 1
 
 
 def estimate_now(entry: QueueEntry, now: datetime) -> float | None:
@@ -116,10 +143,14 @@ def fair_order(entries: Iterable[QueueEntry], limits: Limits) -> list[QueueEntry
     least recently (the latest startedAt of its renders; never beats any), then the one whose oldest
     waiting render is oldest. Within a namespace, oldest first. So a tenant who queues 10 renders while
     another queues one does not make the other wait for all 10: the other's render takes the next slot
-    that frees, even with a single slot. A namespace at its own cap gets no more (its renders are left out).
+    that frees, even with a single slot. A namespace at its own cap gets no more (its renders are left out),
+    counting slots: a render split over 3 pods holds 3 (Limits.slots).
     """
     entries = list(entries)
-    running = Counter(e.namespace for e in entries if e.running)
+    running: Counter[str] = Counter()
+    for e in entries:
+        if e.running:
+            running[e.namespace] += limits.slots(e)
     last_slot: dict[str, str] = {}
     for e in entries:
         if e.started > last_slot.get(e.namespace, ""):
@@ -129,12 +160,14 @@ def fair_order(entries: Iterable[QueueEntry], limits: Limits) -> list[QueueEntry
         queues.setdefault(entry.namespace, deque()).append(entry)
     order: list[QueueEntry] = []
     while queues:
-        open_ = [ns for ns in queues if not (limits.namespace and running[ns] >= limits.namespace)]
+        open_ = [ns for ns in queues
+                 if not (limits.namespace and running[ns] + limits.slots(queues[ns][0]) > limits.namespace)]
         if not open_:
             break
         ns = min(open_, key=lambda n: (running[n], last_slot.get(n, ""), queues[n][0].order))
-        order.append(queues[ns].popleft())
-        running[ns] += 1
+        placed = queues[ns].popleft()
+        order.append(placed)
+        running[ns] += limits.slots(placed)
         last_slot[ns] = f"~{len(order):09d}"  # placed now: after every real timestamp, in placing order
         if not queues[ns]:
             del queues[ns]
@@ -163,13 +196,14 @@ def forecast(entries: Iterable[QueueEntry], limits: Limits, now: datetime, typic
     """The waiting renders' places and estimated starts (uid → Forecast), by simulating slot turnover.
 
     Slots free when running renders end: after the renderer's own ETA when it reports one, else after
-    `typical` seconds from their start; each waiting render then takes `typical` seconds. The order is
+    `typical` seconds from their start; each waiting render then takes `typical` seconds, and as many slots as
+    it has pods (it starts when the last of them frees). The order is
     fair_order's (round robin between namespaces); a namespace at its own cap waits for its own renders.
     O(n log n): cheap enough to run over every MusicVideo on each pass.
     """
     entries = list(entries)
-    order = fair_order(entries, Limits(cluster=limits.cluster))  # the namespace cap is simulated below
-    ends: dict[str, list[float]] = {}
+    order = fair_order(entries, replace(limits, namespace=0))  # the namespace cap is simulated below
+    ends: dict[str, list[float]] = {}  # namespace: when each slot it holds frees
     for e in entries:
         if e.running:
             if e.eta is not None:
@@ -178,7 +212,7 @@ def forecast(entries: Iterable[QueueEntry], limits: Limits, now: datetime, typic
                 began = parse_time(e.started)
                 elapsed = (now - began).total_seconds() if began is not None else 0.0
                 left = max(0.0, typical - elapsed)
-            ends.setdefault(e.namespace, []).append(left)
+            ends.setdefault(e.namespace, []).extend([left] * limits.slots(e))
     cluster: list[float] | None = None
     if limits.cluster:
         cluster = sorted(t for times in ends.values() for t in times)[: limits.cluster]
@@ -188,37 +222,56 @@ def forecast(entries: Iterable[QueueEntry], limits: Limits, now: datetime, typic
         heapq.heapify(times)
     result: dict[str, Forecast] = {}
     for position, e in enumerate(order, start=1):
-        start = heapq.heappop(cluster) if cluster is not None else 0.0
+        need = limits.slots(e)
+        start = max(heapq.heappop(cluster) for _ in range(need)) if cluster is not None else 0.0
         mine = ends.setdefault(e.namespace, [])
         while mine and mine[0] <= start:
             heapq.heappop(mine)
-        if limits.namespace and len(mine) >= limits.namespace:
-            start = heapq.heappop(mine)  # the earliest of its namespace's renders to end
+        while limits.namespace and mine and len(mine) + need > limits.namespace:
+            start = max(start, heapq.heappop(mine))  # the earliest of its namespace's slots to free
         end = start + typical
-        if cluster is not None:
-            heapq.heappush(cluster, end)
-        heapq.heappush(mine, end)
+        for _ in range(need):
+            if cluster is not None:
+                heapq.heappush(cluster, end)
+            heapq.heappush(mine, end)
         result[e.uid] = Forecast(position, round(start))
     return result
 
 
 def admit(target: QueueEntry, entries: Iterable[QueueEntry], limits: Limits) -> Admission:
-    """Admit `target` iff it is among the waiting renders the free slots go to (fair_order).
+    """Admit `target` iff it is among the waiting renders the free slots go to (fair_order), each taking its
+    pods' slots. A render needing more slots than are free makes the ones behind it wait too (no overtaking:
+    a wide render would otherwise starve behind a stream of narrow ones).
 
     A full namespace does not block other namespaces; a full cluster blocks everyone.
     """
     everyone = [*(e for e in entries if e.uid != target.uid), target]
-    used = sum(1 for e in everyone if e.running)
-    free = max(0, limits.cluster - used) if limits.cluster else len(everyone)
+    free = free_slots(everyone, limits)
     order = fair_order(everyone, limits)
     index = next((i for i, e in enumerate(order) if e.uid == target.uid), None)
-    if index is not None and index < free:
-        return Admission(True)
     if index is None:  # its namespace is at its own cap
         return Admission(False, R_QUEUED, f"waiting for a render slot ({limits.namespace} may run in this namespace)")
+    fits = 0  # the renders at the front of the line that the free slots take, in order (no overtaking)
+    for e in order:
+        if free is not None:
+            free -= limits.slots(e)
+            if free < 0:
+                break
+        fits += 1
+    if index < fits:
+        return Admission(True)
     # Beyond the free slots (there are only so many with a cluster-wide limit): the cluster is full.
-    return Admission(False, R_QUEUED, f"waiting for a render slot ({limits.cluster} may run cluster-wide)",
-                     position=index - free + 1)
+    need = limits.slots(target)
+    pods = f"; it needs {need}" if need > 1 else ""
+    return Admission(False, R_QUEUED, f"waiting for a render slot ({limits.cluster} may run cluster-wide{pods})",
+                     position=index - fits + 1)
+
+
+def free_slots(entries: Iterable[QueueEntry], limits: Limits) -> int | None:
+    """Cluster-wide slots no running render holds (None: no cluster-wide limit)."""
+    if not limits.cluster:
+        return None
+    return max(0, limits.cluster - sum(limits.slots(e) for e in entries if e.running))
 
 
 class Ledger:
@@ -230,23 +283,41 @@ class Ledger:
 
     def __init__(self) -> None:
         self._phases: dict[str, str] = {}
+        self._slots: dict[str, int] = {}
 
     def note(self, uid: str, phase: str) -> None:
         """Record the phase just written for `uid`."""
         self._phases[uid] = phase
 
+    def note_slots(self, uid: str, chunks: int | None) -> None:
+        """Record status.chunks just written for `uid` (its slots: an auto render gives some back); None: cleared,
+        the index's view (from the spec) holds again."""
+        if chunks:
+            self._slots[uid] = chunks
+        else:
+            self._slots.pop(uid, None)
+
     def forget(self, uid: str) -> None:
         """The MusicVideo is gone."""
         self._phases.pop(uid, None)
+        self._slots.pop(uid, None)
 
     def entries(self, observed: Iterable[QueueEntry]) -> list[QueueEntry]:
-        """The observed entries with the noted phases applied (stale notes are dropped)."""
+        """The observed entries with the noted phases and slots applied (stale notes are dropped)."""
         result = []
         seen = set()
         for entry in observed:
             seen.add(entry.uid)
-            phase = self._phases.get(entry.uid)
-            result.append(replace(entry, phase=phase) if phase is not None and phase != entry.phase else entry)
-        for uid in set(self._phases) - seen:
-            del self._phases[uid]
+            phase, slots = self._phases.get(entry.uid), self._slots.get(entry.uid)
+            if phase is not None and phase != entry.phase:
+                entry = replace(entry, phase=phase)
+            if slots is not None:
+                if slots == entry.slots:
+                    del self._slots[entry.uid]  # the index has caught up
+                else:
+                    entry = replace(entry, slots=slots)
+            result.append(entry)
+        for notes in (self._phases, self._slots):
+            for uid in set(notes) - seen:
+                del notes[uid]
         return result

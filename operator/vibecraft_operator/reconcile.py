@@ -381,11 +381,19 @@ def _next_stage(obs: Observation, settings: Settings, generation: int, attempt: 
         fps = int((spec.get("video") or {}).get("fps") or DEFAULT_FPS)
         chunks = chunks_for(spec, int(frames) if frames else None, fps, settings.max_parallelism)
     memory = str(status.get("memoryLimit") or resources.memory)
+    # The prepare stage made every image (and was charged for them): later stages may create none, so a
+    # chunk missing an image fails instead of paying again beside the budget's reservation.
+    max_predictions = 0 if uses_replicate(spec) else None
     job = build_job(mv, attempt=attempt, memory=memory, cpu=resources.cpu, deadline_seconds=max(1, remaining),
-                    settings=settings, stage=stage, chunks=chunks)  # fmt: skip
+                    settings=settings, stage=stage, chunks=chunks, max_predictions=max_predictions)  # fmt: skip
     name = job["metadata"]["name"]
     message = (f"attempt {attempt}: {stage} Job {name}" + (f" ({chunks} pods)" if stage == STAGE_SEGMENTS else ""))
-    patch = st.progressing(status, reason=R_JOB_CREATED, message=message, generation=generation, now=now)
+    if spec.get("queueName"):  # each stage's Job is created suspended: Kueue admits it (Queued until then)
+        message += " waits for Kueue admission"
+        patch = st.queued(status, reason=R_KUEUE, message=message, generation=generation, now=now)
+        patch["progress"] = {"message": message}  # the attempt goes on: its percent and predictions stay
+    else:
+        patch = st.progressing(status, reason=R_JOB_CREATED, message=message, generation=generation, now=now)
     patch.update(jobName=name, stage=stage, chunks=chunks)
     return Plan(patch, create_job=job).info("StageStarted", message)
 
@@ -539,7 +547,9 @@ def _launch(obs: Observation, settings: Settings, generation: int, attempt: int)
     name = job_name(mv["metadata"]["name"], number, stage)
     patch = st.launched(status, attempt=number, job_name=name, memory=memory, kueue=kueue,
                         generation=generation, now=now)
-    patch.update(stage=None if stage == STAGE_ALL else stage, chunks=None)
+    patch.update(stage=None if stage == STAGE_ALL else stage)
+    if stage == STAGE_ALL:
+        patch["chunks"] = None  # a split render's retry keeps its chunks: they are the slots it holds
     plan = Plan(patch, create_job=job, first_job=number == 1, again=None, predictions=max_predictions)
     return plan.info("JobCreated", f"attempt {number}: Job {name} ({memory} memory, {resources.cpu} cpu)")
 

@@ -32,6 +32,7 @@ from vibecraft_operator.queue import (
     estimate_now,
     fair_order,
     forecast,
+    free_slots,
     queue_entry,
     typical_duration,
 )
@@ -97,18 +98,19 @@ def as_body(obj: Mapping[str, Any]) -> kopf.Body:
     return cast(kopf.Body, obj)
 
 
-def census(entries: Iterable[QueueEntry]) -> metrics.Census:
+def census(entries: Iterable[QueueEntry], limits: Limits) -> metrics.Census:
     """The gauges' values for these MusicVideos."""
-    running = queued = 0
+    running = queued = slots = 0
     oldest = ""
     for entry in entries:
         if entry.phase == RUNNING:
             running += 1
+            slots += limits.slots(entry)
         elif entry.phase == QUEUED:
             queued += 1
             if entry.created and (not oldest or entry.created < oldest):
                 oldest = entry.created
-    return metrics.Census(running=running, queued=queued, oldest_queued=parse_time(oldest))
+    return metrics.Census(running=running, queued=queued, oldest_queued=parse_time(oldest), slots=slots)
 
 
 def seconds_since(stamp: object) -> float | None:
@@ -202,7 +204,8 @@ class Runtime:
     @property
     def limits(self) -> Limits:
         """Concurrency limits from the settings."""
-        return Limits(cluster=self.settings.max_running, namespace=self.settings.max_running_per_namespace)
+        return Limits(cluster=self.settings.max_running, namespace=self.settings.max_running_per_namespace,
+                      per_render=self.settings.max_parallelism)
 
     def changed(self, observed: Callable[[], Iterable[QueueEntry]]) -> None:
         """A MusicVideo was added, changed or deleted: take a census soon (one for a burst of changes)."""
@@ -276,7 +279,7 @@ class Runtime:
         """Publish the gauges from all MusicVideos as they are now (the index, with this process's own
         phase writes that the watch has not delivered yet)."""
         entries = self.ledger.entries(observed)
-        metrics.publish(census(entries))
+        metrics.publish(census(entries, self.limits))
         if self.clocks.size() > len(entries):
             self.clocks.keep_only({entry.uid for entry in entries})
 
@@ -395,6 +398,8 @@ class Runtime:
         self._reserve(uid, namespace, plan, allowance)
         if new_phase:
             self.ledger.note(uid, new_phase)
+        if "chunks" in plan.status:
+            self.ledger.note_slots(uid, plan.status["chunks"])
         try:
             again = await self.apply(mv, plan, logger, tick)
         except BaseException:
@@ -402,8 +407,8 @@ class Runtime:
             raise
         if new_phase and new_phase != old_phase:  # the gauges show it now, not only once the watch says so
             self.recount(observed())
-        if old_phase == RUNNING and new_phase and new_phase != RUNNING:
-            self.slot_freed()
+        if (old_phase == RUNNING and new_phase and new_phase != RUNNING) or plan.status.get("chunks"):
+            self.slot_freed()  # ended, or its chunks are fixed (auto reserved as many as a render may use)
         if again is None and (new_phase or old_phase) == QUEUED and not (mv.get("spec") or {}).get("queueName"):
             return WAIT_FOR_SLOT
         return again
@@ -416,7 +421,7 @@ class Runtime:
             self.wakeups.wake_all()
             return
         entries = self.ledger.entries(self._observed())
-        free = max(0, self.limits.cluster - sum(1 for e in entries if e.running))
+        free = free_slots(entries, self.limits) or 0
         for entry in fair_order(entries, self.limits)[: free + WAKE_MARGIN]:
             self.wakeups.wake((entry.namespace, entry.name))
 

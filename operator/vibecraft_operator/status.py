@@ -31,7 +31,7 @@ Status = Mapping[str, Any]
 Patch = dict[str, Any]
 # Merge-patch nulls: the renderer's fields of status.progress, removed between attempts.
 CLEARED_PROGRESS: Patch = {"stage": None, "percent": None, "framesDone": None, "framesTotal": None, "etaSeconds": None,
-                           "predictions": None}
+                           "predictions": None, "chunks": None}
 
 
 def with_condition(
@@ -119,7 +119,8 @@ def restarted(status: Status, *, spec_hash: str, generation: int, now: datetime)
     return _step(status, generation, now, message,
                  (COND_READY, False, R_SPEC_CHANGED, message), (COND_PROGRESSING, True, R_SPEC_CHANGED, message),
                  progress={"percent": 0}, phase=PENDING, specHash=spec_hash, failedAttempts=0, memoryLimit=None,
-                 nextAttemptAt=None, startedAt=None, finishedAt=None, output=None, analysis=None)
+                 nextAttemptAt=None, startedAt=None, finishedAt=None, output=None, analysis=None,
+                 stage=None, chunks=None)  # a split render's chunks are its slots: the new spec decides them
 
 
 def observed(generation: int) -> Patch:

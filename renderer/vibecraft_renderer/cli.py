@@ -1,6 +1,7 @@
 """`vibecraft-render`: the CLI and the Job entry point; translates domain errors into exit codes.
 
 vibecraft-render song.mp3 -o out.mp4          # local render with a progress bar
+vibecraft-render song.mp3 -o out.mp4 --parallelism 4   # split over 4 local processes (as spec.parallelism)
 vibecraft-render --from-env                   # in a Job: spec from VIBECRAFT_SPEC_JSON
 vibecraft-render --warmup                     # compile numba once (populates NUMBA_CACHE_DIR)
 """
@@ -13,13 +14,14 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from vibecraft_common import limits as L
 from vibecraft_common.resource import (
@@ -51,6 +53,9 @@ from .config import (
 )
 from .errors import RenderError, UsageError
 
+if TYPE_CHECKING:
+    from .pipeline import RenderResult
+
 log = logging.getLogger("vibecraft_renderer")
 
 EXIT_SIGTERM = 128 + signal.SIGTERM
@@ -66,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="vibecraft-render",
         description="Render an audio-reactive music video (H.264/AAC MP4 + thumbnail + analysis.json).",
+        allow_abbrev=False,  # --parallelism passes the command line on to its chunks: flags must be spelled out
     )
     p.add_argument("audio", nargs="?", help="input audio: path, file://, http(s):// or s3://bucket/key")
     p.add_argument("-o", "--output", help="out.mp4 (siblings out.jpg, out.analysis.json) or a dir/s3 prefix")
@@ -107,9 +113,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"with --stage segments: this chunk, 0..N-1 (default ${ENV_COMPLETION_INDEX})")
     st.add_argument("--chunks", type=int, default=None, metavar="N",
                     help=f"with --stage segments: the number of chunks (default ${ENV_CHUNKS}, else 1)")
+    st.add_argument("--parallelism", type=_parallelism, default=None, metavar="N|auto",
+                    help=f"split the render over N processes of this machine ({L.PARALLELISM_MIN}.."
+                         f"{L.PARALLELISM_MAX}, or auto: one per {L.AUTO_CHUNK_SECONDS:.0f} s of song, at most one "
+                         "per CPU): the stages spec.parallelism runs as pods, the same video")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
+
+
+def _parallelism(text: str) -> int | str:
+    if text == L.PARALLELISM_AUTO:
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not L.PARALLELISM_MIN <= value <= L.PARALLELISM_MAX:
+        raise argparse.ArgumentTypeError(f"must be {L.PARALLELISM_MIN}..{L.PARALLELISM_MAX} or auto, not {text[:20]!r}")
+    return value
 
 
 def spec_from_args(ns: argparse.Namespace) -> RenderSpec:
@@ -133,6 +155,7 @@ def spec_from_args(ns: argparse.Namespace) -> RenderSpec:
 def _spec_for(ns: argparse.Namespace) -> RenderSpec:
     if ns.spec:
         text = sys.stdin.read() if ns.spec == "-" else Path(ns.spec).read_text()
+        ns.spec_text = text  # --parallelism hands it to its chunk processes (stdin is read once)
         return spec_from_json(text)
     env_spec = os.environ.get(ENV_SPEC_JSON)
     if ns.from_env or (env_spec and not ns.audio and not ns.output):
@@ -165,7 +188,78 @@ def stage_from(ns: argparse.Namespace) -> tuple[RenderStage, int, int]:
     for name, value in (("--chunk", ns.chunk), ("--chunks", ns.chunks)):
         if value is not None and stage != STAGE_SEGMENTS:
             raise UsageError(f"{name} needs --stage segments")
+    if ns.parallelism is not None and stage != STAGE_ALL:
+        raise UsageError("--parallelism runs every stage itself: not with --stage")
     return stage, chunk, chunks
+
+
+def _child_argv(argv: Sequence[str], spec_file: Path | None) -> list[str]:
+    """The command line for --parallelism's chunk processes: without --parallelism and --report (the
+    parent's), and `--spec -` read from `spec_file` (the parent has read stdin)."""
+    out: list[str] = []
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg in ("--parallelism", "--report"):
+            skip = True
+        elif arg.startswith(("--parallelism=", "--report=")):
+            continue
+        elif arg == "-" and i > 0 and argv[i - 1] == "--spec" and spec_file is not None:
+            out.append(str(spec_file))
+        elif arg == "--spec=-" and spec_file is not None:
+            out.append(f"--spec={spec_file}")
+        else:
+            out.append(arg)
+    return out
+
+
+def render_split_locally(ns: argparse.Namespace, spec: RenderSpec, opts: RuntimeOptions) -> RenderResult:
+    """--parallelism: prepare here, then every chunk in its own process at once (`--stage segments`, what an
+    Indexed Job's pods run), then join here. Chunk processes log to stderr; the first to fail fails the render."""
+    from . import pipeline
+    from .errors import StageError
+    from .progress import Progress, default_sinks, stage_span, stage_weights
+
+    weights = stage_weights(spec.style.backend)
+    prepared = pipeline.prepare(spec, opts, Progress(default_sinks(ns.quiet), weights,
+                                                     span=stage_span(STAGE_PREPARE, weights)))
+    cap = L.PARALLELISM_MAX if ns.parallelism != L.PARALLELISM_AUTO else max(1, os.cpu_count() or 1)
+    chunks = L.chunk_count(ns.parallelism, prepared.duration, cap, opts.segment_seconds)
+    log.info("rendering %d chunks in %d processes", chunks, chunks)
+    with tempfile.TemporaryDirectory(prefix="vibecraft-split-", dir=opts.work_dir) as tmp:
+        spec_file = None
+        if getattr(ns, "spec_text", None) is not None and ns.spec == "-":
+            spec_file = Path(tmp) / "spec.json"
+            spec_file.write_text(ns.spec_text)
+        base = [sys.executable, "-m", "vibecraft_renderer", *_child_argv(ns.argv, spec_file), "--quiet"]
+        procs = [subprocess.Popen([*base, "--stage", STAGE_SEGMENTS, "--chunks", str(chunks), "--chunk", str(k)])
+                 for k in range(chunks)]
+        try:
+            while (codes := [proc.poll() for proc in procs]) and None in codes:
+                if any(code not in (None, EXIT_OK) for code in codes):
+                    break  # one failed: the render has failed, stop the others (finally)
+                time.sleep(0.2)
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+            codes = [proc.wait() for proc in procs]
+    # The chunk that failed first, not one stopped because of it (SIGTERM).
+    failed = sorted(((k, code) for k, code in enumerate(codes) if code != EXIT_OK), key=lambda f: f[1] == EXIT_SIGTERM)
+    if failed:
+        k, code = failed[0]
+        raise StageError(f"chunk {k + 1}/{chunks} failed (exit {code}; its log is above)")
+    return pipeline.join(spec, opts, Progress(default_sinks(ns.quiet), weights, span=stage_span(STAGE_JOIN, weights)))
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and the children it waited for (ffmpeg): a stage's work, in its pod's log
+    (bench/bench_split_pods.py sums it over a split render's pods)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def write_termination_log(line: str) -> None:
@@ -234,13 +328,18 @@ def run(ns: argparse.Namespace) -> int:
         keep_segments=ns.keep_segments,
     )
     from . import pipeline
-    from .progress import Progress, default_sinks, stage_weights
+    from .progress import Progress, default_sinks, stage_span, stage_weights
 
     stage, chunk, chunks = stage_from(ns)
-    progress = Progress(default_sinks(quiet=ns.quiet), stage_weights(spec.style.backend))
+    weights = stage_weights(spec.style.backend)
+    sinks = default_sinks(quiet=ns.quiet, **({"chunk": chunk, "chunks": chunks} if stage == STAGE_SEGMENTS else {}))
+    progress = Progress(sinks, weights, span=stage_span(stage, weights))
     t0 = time.monotonic()
     try:
-        if stage == STAGE_PREPARE:
+        if ns.parallelism not in (None, 1):
+            progress.close()
+            result = render_split_locally(ns, spec, opts)
+        elif stage == STAGE_PREPARE:
             result = pipeline.prepare(spec, opts, progress)
         elif stage == STAGE_SEGMENTS:
             result = pipeline.render_chunk(spec, opts, progress, chunk, chunks)
@@ -252,13 +351,14 @@ def run(ns: argparse.Namespace) -> int:
         progress.close()
     elapsed = time.monotonic() - t0
     if stage != STAGE_ALL:
-        log.info("stage %s%s done in %.1f s: %d segments rendered, %d reused (render key %s)", stage,
-                 f" (chunk {chunk + 1}/{chunks})" if stage == STAGE_SEGMENTS else "", elapsed,
+        log.info("stage %s%s done in %.1f s (cpu %.1f s): %d segments rendered, %d reused (render key %s)", stage,
+                 f" (chunk {chunk + 1}/{chunks})" if stage == STAGE_SEGMENTS else "", elapsed, cpu_seconds(),
                  result.segments_rendered, result.segments_reused, result.render_key)  # fmt: skip
     else:
-        log.info("rendered %s: %d frames, %.1f s of audio in %.1f s (%.2fx), %d segments rendered, %d reused",
-                 result.layout.video, result.frames, result.duration, elapsed, elapsed / max(result.duration, 1e-9),
-                 result.segments_rendered, result.segments_reused)  # fmt: skip
+        log.info("rendered %s: %d frames, %.1f s of audio in %.1f s (%.2fx, cpu %.1f s), %d segments rendered, "
+                 "%d reused", result.layout.video, result.frames, result.duration, elapsed,
+                 elapsed / max(result.duration, 1e-9), cpu_seconds(), result.segments_rendered,
+                 result.segments_reused)  # fmt: skip
     log.info("stage times: %s", ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items()))
     if ns.report:
         import resource
@@ -278,8 +378,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
     signal.signal(signal.SIGTERM, _on_sigterm)
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         ns = parser.parse_args(argv)
+        ns.argv = argv
     except UsageError as exc:
         parser.print_usage(sys.stderr)
         print(f"vibecraft-render: error: {exc}", file=sys.stderr)

@@ -139,6 +139,7 @@ def _prepare(
     storage.put_bytes(analysis_mod.dump_state(an), storage.join(job.store.prefix, STATE_NAME), work,
                       "application/octet-stream")  # fmt: skip
     job.store.write_manifest(_manifest(spec, job))
+    progress.update(frames_total=job.timeline.n_frames)  # the operator sizes `auto` parallelism from it
     plan_doc = {"key": job.key, "inputs": _plan_inputs(spec, opts), "frames": job.timeline.n_frames,
                 "framesPerSegment": job.per, "segments": len(job.plan)}  # fmt: skip
     storage.put_bytes(json.dumps(plan_doc, indent=1).encode(), storage.join(layout.segments, PLAN_NAME), work,
@@ -164,6 +165,7 @@ def render_chunk(spec: RenderSpec, opts: RuntimeOptions, progress: Progress, ind
         job, publish_soundtrack = _plan_for_chunk(spec, opts, layout, work, progress, index, stop)
         mine = segments.chunk(job.plan, index, count)
         todo = [s for s in mine if not job.store.is_done(s)]
+        progress.render_frames = job.timeline.n_frames
         progress.stage("generating", f"chunk {index + 1}/{count}: segments {_span(mine)}")
         source = _frame_source(spec, opts, job.an, job.timeline, generator, progress) if todo else None
         progress.stage("composing", f"{len(mine) - len(todo)}/{len(mine)} segments already done")
@@ -189,6 +191,8 @@ def join(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> RenderRe
         if missing:
             raise StageError(f"cannot join: {len(missing)} of {len(job.plan)} segments are not rendered "
                              f"(first missing: {missing[0].name})")  # fmt: skip
+        frames = job.timeline.n_frames
+        progress.update(frames_done=frames, frames_total=frames)  # every frame is rendered: the totals stay
         _publish(spec, opts, layout, job, _soundtrack(spec, opts, job, work), work, progress)
         return _result(layout, job, 0, progress)
 

@@ -3,6 +3,14 @@
 In a Job (VIBECRAFT_MUSICVIDEO_NAME/NAMESPACE set) the renderer patches only `status.progress` of
 its MusicVideo with a JSON merge patch, at most about once a second, stage changes immediately.
 A failing patch is logged and never fails the render: progress is advisory.
+
+A split render (spec.parallelism) reports one percent across its three stages: each stage maps its own
+0..100 onto its share of the whole (stage_span), so the percent only rises from prepare through the
+segments stage's pods to the join. The segments stage's pods run at once: each writes its own
+`status.progress.chunks.<index>` and the totals (frames summed, the latest ETA) computed from everyone's
+latest report, under the resourceVersion it read: a write that raced another pod's is refused (409)
+and made again from the fresh state (CONFLICT_RETRIES times), so one pod's report never overwrites
+another's and the totals never go down.
 """
 
 from __future__ import annotations
@@ -12,11 +20,20 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from vibecraft_common.resource import ENV_MV_NAME, ENV_MV_NAMESPACE, GROUP, PLURAL, VERSION
+from vibecraft_common.resource import (
+    ENV_MV_NAME,
+    ENV_MV_NAMESPACE,
+    GROUP,
+    PLURAL,
+    STAGE_JOIN,
+    STAGE_PREPARE,
+    STAGE_SEGMENTS,
+    VERSION,
+)
 from vibecraft_common.status import STAGES, Stage
 
 log = logging.getLogger(__name__)
@@ -24,6 +41,7 @@ log = logging.getLogger(__name__)
 PATCH_INTERVAL_S: Final = 1.0
 LOG_INTERVAL_S: Final = 10.0
 PATCH_TIMEOUT_S: Final = (3.0, 5.0)
+CONFLICT_RETRIES: Final = 4  # a chunk's report raced another pod's this many times in a row: left for the next one
 
 
 def stage_weights(backend: str) -> dict[str, float]:
@@ -31,6 +49,16 @@ def stage_weights(backend: str) -> dict[str, float]:
     generating = 25.0 if backend == "replicate" else 0.5
     return {"downloading": 2.0, "analyzing": 6.0, "generating": generating, "composing": 82.0,
             "encoding": 6.0, "uploading": 3.0}  # fmt: skip
+
+
+def stage_span(stage: str, weights: dict[str, float]) -> tuple[float, float]:
+    """The share (percent from, to) of a split render's progress that a render stage covers: prepare what
+    comes before composing, the segments stage composing, the join the rest; a whole render all of it."""
+    total = sum(weights.values())
+    before = 100.0 * sum(weights.get(s, 0.0) for s in STAGES[: STAGES.index("composing")]) / total
+    after = before + 100.0 * weights.get("composing", 0.0) / total
+    return {STAGE_PREPARE: (0.0, before), STAGE_SEGMENTS: (before, after), STAGE_JOIN: (after, 100.0)}.get(
+        stage, (0.0, 100.0))
 
 
 @dataclass(frozen=True)
@@ -44,6 +72,8 @@ class Snapshot:
     eta_seconds: int | None
     message: str
     predictions: int | None = None  # Replicate predictions created so far (replicate backend only)
+    span: tuple[float, float] = (0.0, 100.0)  # the share of the whole render's percent this process covers
+    render_frames: int | None = None  # a chunk's: frames of the whole render (frames_* are the chunk's own)
 
     def to_status(self) -> dict[str, Any]:
         """camelCase fields of status.progress (None clears a field in a merge patch); `predictions` only
@@ -79,9 +109,12 @@ class Progress:
         sinks: Sequence[Sink],
         weights: dict[str, float] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        span: tuple[float, float] = (0.0, 100.0),
     ) -> None:
         self.sinks = list(sinks)
         self.weights = weights or stage_weights("procedural")
+        self.span = span  # this process's share of the whole render's percent (stage_span)
+        self.render_frames: int | None = None  # a chunk: frames of the whole render
         self.clock = clock
         self.started = clock()
         self.stage_seconds: dict[str, float] = {}  # wall time per finished stage
@@ -127,8 +160,9 @@ class Progress:
     def _emit(self, important: bool) -> None:
         with self._emitting:
             pct = self._percent()
-            snap = Snapshot(self.stage_name, pct, self.frames_done, self.frames_total, self._eta(pct), self.message,
-                            self.predictions)
+            lo, hi = self.span
+            snap = Snapshot(self.stage_name, lo + (hi - lo) * pct / 100.0, self.frames_done, self.frames_total,
+                            self._eta(pct), self.message, self.predictions, self.span, self.render_frames)
             self.last = snap
             for sink in self.sinks:
                 sink.emit(snap, important)
@@ -261,9 +295,14 @@ class KubeStatusSink:
         api: Any | None = None,
         interval: float = PATCH_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
+        chunk: int | None = None,
+        chunks: int = 1,
     ) -> None:
         self.name = name
         self.namespace = namespace
+        self.chunk = chunk  # a segments-stage pod: reports to status.progress.chunks.<chunk> and the totals
+        self.chunks = chunks
+        self.conflicts = 0
         self.interval = interval
         self.clock = clock
         self._api = api
@@ -302,12 +341,11 @@ class KubeStatusSink:
         if snap is None or api is None:
             return
         self._last_sent = self.clock()
-        body = {"status": {"progress": snap.to_status()}}
         try:
-            api.patch_namespaced_custom_object_status(
-                GROUP, VERSION, self.namespace, PLURAL, self.name, body,
-                _content_type="application/merge-patch+json", _request_timeout=PATCH_TIMEOUT_S,
-            )  # fmt: skip
+            if self.chunk is None:
+                self._patch(api, {"status": {"progress": snap.to_status()}})
+            else:
+                self._report_chunk(api, snap)
             self.sent += 1
             self._failures = 0
         except Exception as exc:
@@ -317,6 +355,30 @@ class KubeStatusSink:
                 log.warning("progress: patching %s/%s status failed (%d in a row): %s",
                             self.namespace, self.name, self._failures, _short(exc))  # fmt: skip
 
+    def _patch(self, api: Any, body: Mapping[str, Any]) -> None:
+        api.patch_namespaced_custom_object_status(
+            GROUP, VERSION, self.namespace, PLURAL, self.name, body,
+            _content_type="application/merge-patch+json", _request_timeout=PATCH_TIMEOUT_S,
+        )  # fmt: skip
+
+    def _report_chunk(self, api: Any, snap: Snapshot) -> None:
+        """This chunk's entry and the totals from everyone's latest entries, written only over the version
+        they were computed from (409: another pod wrote in between; read again and recompute)."""
+        for _ in range(CONFLICT_RETRIES):
+            mv = api.get_namespaced_custom_object_status(GROUP, VERSION, self.namespace, PLURAL, self.name,
+                                                         _request_timeout=PATCH_TIMEOUT_S)  # fmt: skip
+            current = (mv.get("status") or {}).get("progress") or {}
+            progress = chunk_progress(snap, str(self.chunk), current, self.chunks)
+            body = {"metadata": {"resourceVersion": mv["metadata"]["resourceVersion"]}, "status": {"progress": progress}}
+            try:
+                self._patch(api, body)
+                return
+            except Exception as exc:
+                if getattr(exc, "status", None) != 409:
+                    raise
+                self.conflicts += 1
+        raise RuntimeError(f"{CONFLICT_RETRIES} conflicting writes in a row (other chunks reporting)")
+
     def close(self) -> None:
         """Send the last pending snapshot; log the tally (a cluster's admission policy may refuse some)."""
         if self._pending is not None:
@@ -325,16 +387,50 @@ class KubeStatusSink:
             log.info("progress: %d status patches accepted, %d refused", self.sent, self.refused)
 
 
+def chunk_progress(snap: Snapshot, key: str, current: Mapping[str, Any], chunks: int) -> dict[str, Any]:
+    """status.progress of a split render's segments stage: chunk `key`'s own entry from `snap`, and the totals
+    over the chunks of `current` (status.progress as last read) with this one replaced. A chunk's frames never
+    go back (a retried pod reports 0 until it has looked at the segments it can reuse); pods that have not
+    reported yet count 0 frames. Percent spans the segments stage's share (Snapshot.span) and never falls
+    below what was read: a chunk's first report, before it knows the render's frame count, takes the one
+    the prepare stage (or another chunk) wrote."""
+    read_percent = float(current.get("percent") or 0.0)
+    read_total = int(current.get("framesTotal") or 0)
+    current = current.get("chunks") or {}
+    before = current.get(key) or {}
+    frames = snap.frames_done
+    if frames is None or frames < int(before.get("framesDone") or 0):
+        frames = before.get("framesDone")
+    mine = {"stage": snap.stage, "framesDone": frames, "framesTotal": snap.frames_total or before.get("framesTotal"),
+            "etaSeconds": snap.eta_seconds}
+    everyone = {**current, key: mine}
+    done = sum(int(c.get("framesDone") or 0) for c in everyone.values())
+    total = snap.render_frames or read_total or sum(int(c.get("framesTotal") or 0) for c in everyone.values())
+    finished = sum(1 for c in everyone.values() if c.get("framesTotal") and c.get("framesDone") == c["framesTotal"])
+    etas = [float(c["etaSeconds"]) for c in everyone.values() if c.get("etaSeconds") is not None]
+    lo, hi = snap.span
+    return {
+        "stage": "composing",
+        "percent": round(max(read_percent, lo + (hi - lo) * min(1.0, done / total) if total else lo), 1),
+        "framesDone": done,
+        "framesTotal": total or None,
+        "etaSeconds": round(max(etas)) if etas and finished < chunks else None,
+        "message": f"{finished}/{chunks} chunks rendered, {len(everyone)} reporting",
+        "chunks": {key: mine},
+    }
+
+
 def _short(exc: Exception) -> str:
     text = " ".join(str(exc).split())
     return text[:200]
 
 
-def default_sinks(quiet: bool = False) -> list[Sink]:
-    """MusicVideo status when running in a Job, a tqdm bar on a terminal, log lines otherwise."""
+def default_sinks(quiet: bool = False, chunk: int | None = None, chunks: int = 1) -> list[Sink]:
+    """MusicVideo status when running in a Job (a segments-stage pod: as chunk `chunk` of `chunks`), a tqdm
+    bar on a terminal, log lines otherwise."""
     name, namespace = os.environ.get(ENV_MV_NAME), os.environ.get(ENV_MV_NAMESPACE)
     if name and namespace:
-        return [KubeStatusSink(name, namespace), LogSink()]
+        return [KubeStatusSink(name, namespace, chunk=chunk, chunks=chunks), LogSink()]
     if not quiet and sys.stderr.isatty():
         return [TqdmSink()]
     return [LogSink()]

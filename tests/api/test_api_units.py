@@ -146,6 +146,22 @@ def test_a_given_tempo_goes_into_the_spec_and_comes_back_with_the_analysis() -> 
     assert to_public(plain, "b").audio.bpm is None
 
 
+@pytest.mark.parametrize("given", [3, "auto"])
+def test_parallelism_goes_into_the_spec_and_comes_back(given: int | str) -> None:
+    req = VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3"}, "parallelism": given})
+    obj = build_musicvideo(name="mv-1", tenant="acme", req=req, bucket="b", audio_url="https://e.example/a.mp3")
+    assert obj["spec"]["parallelism"] == given and to_public(obj, "b").parallelism == given
+    plain = VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3"}})
+    obj = build_musicvideo(name="mv-2", tenant="acme", req=plain, bucket="b", audio_url="https://e.example/a.mp3")
+    assert "parallelism" not in obj["spec"] and to_public(obj, "b").parallelism == 1
+
+
+@pytest.mark.parametrize("bad", [0, 17, "many", True, 2.5, "3"])
+def test_parallelism_is_refused_outside_the_crds_bounds(bad: Any) -> None:
+    with pytest.raises(ValidationError):
+        VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3"}, "parallelism": bad})
+
+
 def test_build_and_read_back_a_musicvideo() -> None:
     req = VideoCreate.model_validate({"audio": {"key": "uploads/acme/" + "0" * 32 + "/a.mp3"},
                                       "style": {"backend": "replicate", "prompt": "rain"},

@@ -228,3 +228,66 @@ def test_a_refused_render_learns_its_place_in_line():
                entry("mv04")]
     places = [admit(e, entries, Limits(cluster=1)).position for e in entries[1:]]
     assert places == [2, 1, 3]  # b runs nothing, so its render is next; then a's by age
+
+
+def test_a_split_render_takes_a_slot_per_pod():
+    """Issue 20: a render split over 3 pods holds 3 slots of 4; the next 2-pod render waits for them, and the
+    1-pod render behind it does not overtake (no starving wide renders), though 1 slot is free."""
+    limits = Limits(cluster=4, per_render=4)
+    entries = [entry("mv01", "Running", slots=3), entry("mv02", "Queued", slots=2), entry("mv03", "Queued")]
+    wide, narrow = (admit(e, entries, limits) for e in entries[1:])
+    assert not wide.admitted and wide.position == 1 and "it needs 2" in wide.message
+    assert not narrow.admitted and narrow.position == 2
+    done = [entry("mv01", "Succeeded", slots=3), *entries[1:]]
+    assert admit(entries[1], done, limits).admitted and admit(entries[2], done, limits).admitted
+
+
+def test_slots_are_capped_so_a_wide_render_can_always_start():
+    """spec.parallelism 16 under a cluster limit of 2 needs 2 slots, not 16 (it would wait forever); auto
+    before its chunks are known reserves per_render; with no cluster limit anyone starts."""
+    limits = Limits(cluster=2, per_render=4)
+    assert limits.slots(entry("mv01", slots=16)) == 2
+    assert Limits(cluster=8, per_render=4).slots(entry("mv01", slots=0)) == 4
+    assert Limits(per_render=4).slots(entry("mv01", slots=16)) == 4
+    assert admit(entry("mv01", slots=16), [entry("mv01", slots=16)], limits).admitted
+    assert admit(entry("mv02", slots=5), [entry("mv01", "Running", slots=5), entry("mv02", slots=5)], Limits()).admitted
+
+
+def test_the_namespace_cap_counts_slots():
+    limits = Limits(cluster=10, namespace=3, per_render=4)
+    entries = [entry("mv01", "Running", slots=2), entry("mv02", "Queued", slots=2), entry("mv03", "Queued",
+                                                                                           namespace="b", slots=3)]
+    assert not admit(entries[1], entries, limits).admitted  # 2 + 2 > 3
+    assert admit(entries[2], entries, limits).admitted
+
+
+def test_slots_of_a_body_follow_spec_then_status_chunks():
+    assert queue_entry(musicvideo()).slots == 1
+    assert queue_entry(musicvideo(parallelism=3)).slots == 3
+    assert queue_entry(musicvideo(parallelism="auto")).slots == 0
+    assert queue_entry(musicvideo(parallelism="auto", status={"phase": "Running", "chunks": 2})).slots == 2
+
+
+def test_forecast_starts_a_wide_render_when_its_last_slot_frees():
+    """Two slots: one frees at 100 s, the other at 240 s; a 2-pod render starts at 240, the 1-pod render
+    behind it when the 2-pod one ends (540), not at 100 (no overtaking in the simulation either)."""
+    entries = [entry("r1", "Running", eta=100.0), entry("r2", "Running", started="2025-01-01T00:59:00Z"),
+               entry("q01", "Queued", slots=2), entry("q02", "Queued")]
+    places = forecast(entries, Limits(cluster=2, per_render=4), NOW, typical=300.0)
+    assert {uid: (f.position, f.start_seconds) for uid, f in places.items()} == {"q01": (1, 240), "q02": (2, 540)}
+
+
+def test_the_ledger_gives_back_an_auto_renders_slots_before_the_index_sees_them():
+    """An auto render reserved 4 slots; its prepare stage fixed 2 chunks: the 2 it gave back are free at once
+    for the next render, not after the watch delivers the new status (nothing else would wake that render)."""
+    limits = Limits(cluster=4, per_render=4)
+    stale = [entry("mv01", "Running", slots=0), entry("mv02", "Queued", slots=2)]
+    ledger = Ledger()
+    assert not admit(stale[1], ledger.entries(stale), limits).admitted
+    ledger.note_slots("mv01", 2)
+    assert admit(stale[1], ledger.entries(stale), limits).admitted
+    caught_up = [entry("mv01", "Running", slots=2), stale[1]]
+    assert ledger.entries(caught_up) == caught_up and ledger._slots == {}  # the note is dropped
+    ledger.note_slots("mv01", 3)
+    ledger.note_slots("mv01", None)  # cleared (a spec edit): the index's view holds again
+    assert ledger.entries(stale)[0].slots == 0

@@ -303,6 +303,7 @@ def test_spec_change_while_running_restarts_as_a_new_attempt():
     assert plan.delete_job == "demo-a1" and plan.status["phase"] == "Pending"
     assert plan.status["failedAttempts"] == 0 and plan.status["memoryLimit"] is None
     assert plan.status["observedGeneration"] == 2
+    assert plan.status["chunks"] is None and plan.status["stage"] is None  # the new spec decides its slots
     mv = applied(mv, plan)
     assert step(mv, job_=job(mv, deleting=True)).create_job is None
     plan = step(mv, job_=None)
@@ -583,12 +584,40 @@ def test_a_split_render_runs_prepare_then_an_indexed_job_then_join_in_one_attemp
     assert "attempts" not in plan.status and plan.outcome is None
     mv = applied(mv, plan)
 
+    retry = step(mv, job_=failed_job(mv), pods=[pod(exit_code=1)], now=T0 + timedelta(seconds=60))
+    retry = step(applied(mv, retry), job_=failed_job(mv), now=T0 + timedelta(seconds=90))
+    assert retry.create_job["metadata"]["name"] == "demo-a2-p" and "chunks" not in retry.status  # its slots stay
+
     plan = step(mv, job_=finished(mv), now=T0 + timedelta(seconds=80))
     assert plan.create_job["metadata"]["name"] == "demo-a1-j" and plan.status["stage"] == "join"
     mv = applied(mv, plan)
     plan = step(mv, job_=finished(mv), now=T0 + timedelta(seconds=90))
     assert plan.create_job is None and plan.status["phase"] == "Succeeded" and plan.outcome is Outcome.SUCCEEDED
     assert applied(mv, plan)["status"]["attempts"] == 1
+
+
+def test_with_kueue_each_stage_waits_for_admission_as_queued_not_requeued():
+    """Every stage's Job is created suspended for Kueue: between stages the render is Queued for Kueue (no
+    "Requeued" warning, which means preempted), and Running again once Kueue admits the next Job."""
+    mv = accepted(parallelism=2, queueName="renders")
+    plan = step(mv, admitted=False)
+    assert plan.create_job["spec"]["suspend"] is True and plan.status["phase"] == "Queued"
+    mv = applied(mv, plan)
+    mv = applied(mv, step(mv, job_=job(mv, suspended=False)))  # Kueue admitted the prepare Job
+    assert mv["status"]["phase"] == "Running"
+    done = job(mv, condition="Complete")
+    done["metadata"]["name"] = mv["status"]["jobName"]
+    plan = step(mv, job_=done, now=T0 + timedelta(seconds=20))
+    assert plan.create_job["metadata"]["name"] == "demo-a1-s" and plan.create_job["spec"]["suspend"] is True
+    assert plan.status["phase"] == "Queued" and [e.reason for e in plan.events] == ["StageStarted"]
+    mv = applied(mv, plan)
+    held = job(mv, suspended=True)
+    held["metadata"]["name"] = "demo-a1-s"
+    assert step(mv, job_=held).status == {}
+    admitted = job(mv, suspended=False)
+    admitted["metadata"]["name"] = "demo-a1-s"
+    plan = step(mv, job_=admitted)
+    assert plan.status["phase"] == "Running" and [e.reason for e in plan.events] == ["Admitted"]
 
 
 def test_auto_parallelism_follows_the_song_and_the_operators_cap():

@@ -271,3 +271,24 @@ def test_a_freed_slot_wakes_the_reconcilers_next_in_line_not_all():
     rt.slot_freed()
     woken = sorted(name for (_, name), event in rt.wakeups._events.items() if event.is_set())
     assert woken == ["q000", "q001", "q002"], woken  # 1 free slot + WAKE_MARGIN, oldest first
+
+
+def test_a_split_render_holds_a_slot_per_pod(events):
+    """Issue 20: with 4 slots a render split over 3 pods leaves 1; a 2-pod render waits (told it needs 2), a
+    1-pod render behind it too (no overtaking); the slots gauge counts pods, the running gauge renders."""
+    from prometheus_client import REGISTRY
+
+    rt, kube = make(max_running=4)
+    for i, parallelism in enumerate((3, 2, 1)):
+        add(kube, f"mv{i}", f"u{i}", second=i)
+        kube.mvs[("default", f"mv{i}")]["spec"]["parallelism"] = parallelism
+    observed = snapshot(kube)
+    for i in range(3):
+        asyncio.run(rt.reconcile("default", f"mv{i}", observed, LOG))
+    phases = [kube.mvs[("default", f"mv{i}")]["status"]["phase"] for i in range(3)]
+    assert phases == ["Running", "Queued", "Queued"]
+    assert sorted(name for _, name in kube.jobs) == ["mv0-a1-p"]  # the split render's prepare stage
+    assert "it needs 2" in kube.mvs[("default", "mv1")]["status"]["conditions"][0]["message"]
+    rt.recount(queue_entry(mv) for mv in kube.mvs.values())
+    assert REGISTRY.get_sample_value("vibecraft_render_slots_used") == 3
+    assert REGISTRY.get_sample_value("vibecraft_renders_running") == 1

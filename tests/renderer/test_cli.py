@@ -68,3 +68,13 @@ def test_usage_error_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("VIBECRAFT_SPEC_JSON", raising=False)
     assert cli.main(["--fps", "30"]) == 2
     assert "AUDIO" in (tmp_path / "log").read_text()
+
+
+def test_parallelism_hands_its_chunks_the_command_line_without_itself() -> None:
+    from vibecraft_renderer.cli import _child_argv
+
+    argv = ["song.ogg", "-o", "out.mp4", "--parallelism", "3", "--report=r.json", "--fps", "10", "--report", "x"]
+    assert _child_argv(argv, None) == ["song.ogg", "-o", "out.mp4", "--fps", "10"]
+    assert _child_argv(["--spec", "-", "--parallelism=auto"], Path("/tmp/s.json")) == ["--spec", "/tmp/s.json"]
+    assert _child_argv(["--spec=-"], Path("/tmp/s.json")) == ["--spec=/tmp/s.json"]
+    assert _child_argv(["-o", "-", "x"], Path("/tmp/s.json")) == ["-o", "-", "x"]  # only --spec's dash

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.cluster
 @pytest.fixture
 def kube(request: pytest.FixtureRequest) -> tuple[Any, str]:
     try:
+        request.getfixturevalue("crd")  # installed and established (run alone, no other test installs it)
         return request.getfixturevalue("cluster"), request.getfixturevalue("namespace")
     except pytest.FixtureLookupError:
         pytest.skip("no `cluster` fixture (tests/conftest.py) in this checkout")
@@ -42,3 +43,55 @@ def test_status_progress_is_patched(kube: tuple[Any, str], click100: tuple[Path,
     assert progress["stage"] == "uploading" and progress["percent"] == 100
     assert progress["framesDone"] == progress["framesTotal"] == 90
     assert got["spec"]["suspend"] is True  # the renderer never touches the spec
+
+
+def test_chunk_pods_report_one_rising_total_through_real_conflicts(kube: tuple[Any, str]) -> None:
+    """Issue 20: the segments stage's pods write status.progress under the resourceVersion they read. Here a
+    third writer changes the MusicVideo between one chunk's read and its write, every time: the real API
+    server refuses that write (409), the chunk reads again and its report still lands, and the totals
+    (frames summed over the chunks, percent) only rise."""
+    from kubernetes import client
+    from vibecraft_common.resource import GROUP, PLURAL, VERSION
+    from vibecraft_renderer.progress import KubeStatusSink, Snapshot
+
+    cluster, ns = kube
+    if cluster.kubectl("get", "crd", "musicvideos.vibecraft.io", check=False).returncode != 0:
+        pytest.skip("MusicVideo CRD not installed")
+    mv = {"apiVersion": "vibecraft.io/v1alpha1", "kind": "MusicVideo", "metadata": {"name": "split", "namespace": ns},
+          "spec": {"audio": {"url": "s3://vibecraft/songs/x.ogg"}, "output": {"url": "s3://vibecraft/videos/x/"},
+                   "suspend": True, "parallelism": 2}}  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(mv))
+    api = client.CustomObjectsApi(cluster.api_client())
+    other = client.CustomObjectsApi(cluster.api_client())
+
+    class Interloper:
+        """The real API, with someone else writing between every other read and the write after it."""
+
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def get_namespaced_custom_object_status(self, *args: Any, **kw: Any) -> Any:
+            got = api.get_namespaced_custom_object_status(*args, **kw)
+            self.reads += 1
+            if self.reads % 2:
+                other.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, ns, PLURAL, "split", {"status": {"progress": {"message": f"noise {self.reads}"}}})
+            return got
+
+        def patch_namespaced_custom_object_status(self, *args: Any, **kw: Any) -> Any:
+            return api.patch_namespaced_custom_object_status(*args, **kw)
+
+    sinks = [KubeStatusSink("split", ns, api=Interloper(), chunk=0, chunks=2),
+             KubeStatusSink("split", ns, api=api, chunk=1, chunks=2)]
+    percents = []
+    for done in (0, 40, 80, 100):
+        for sink in sinks:
+            eta = None if done == 100 else 5
+            sink.emit(Snapshot("composing", 0, done, 100, eta, "", span=(10.0, 90.0), render_frames=200), important=True)
+            got = api.get_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, "split")["status"]["progress"]
+            percents.append(got["percent"])
+    assert sinks[0].conflicts == 4 and sinks[0].refused == 0 and sinks[1].refused == 0
+    assert percents == sorted(percents) and percents[-1] == 90.0
+    assert got["framesDone"] == 200 and got["message"] == "2/2 chunks rendered, 2 reporting" and got["chunks"] == {
+        "0": {"stage": "composing", "framesDone": 100, "framesTotal": 100},
+        "1": {"stage": "composing", "framesDone": 100, "framesTotal": 100}}

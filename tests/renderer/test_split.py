@@ -83,6 +83,14 @@ def test_split_render_equals_one_process_render(real_song: Path, tmp_path: Path)
     assert json.loads((split / "analysis.json").read_text()) == json.loads((one / "analysis.json").read_text())
     assert not (split / "segments").exists()  # checkpoints, state and plan go once the video is published
 
+    # The CLI runs the same stages itself over local processes: the same video again.
+    local = tmp_path / "local"
+    res = run_render([*common, "-o", str(local), "--parallelism", "3"])
+    assert res.returncode == 0, res.stderr
+    assert "rendering 3 chunks in 3 processes" in res.stderr and "chunk 3/3 rendered" in res.stderr
+    assert stream_md5(local / "video.mp4", "v") == stream_md5(one / "video.mp4", "v")
+    assert stream_md5(local / "video.mp4", "a") == stream_md5(one / "video.mp4", "a")
+
 
 def test_stages_refuse_a_missing_plan_prepare_over_another_specs_and_check_numbers(
     click100: tuple[Path, Any], tmp_path: Path
@@ -115,6 +123,10 @@ def test_stages_refuse_a_missing_plan_prepare_over_another_specs_and_check_numbe
     res = run_render([*base, "--stage", "segments", "--chunks", "2", "--chunk", "1", "--seed", "6"],
                      env={**env, ENV_PLAN_WAIT: "soon"})  # fmt: skip
     assert res.returncode == EXIT_USAGE and "must be seconds between 0 and 86400" in log.read_text()
+    for bad in (["--parallelism", "0"], ["--parallelism", "17"], ["--parallelism", "many"],
+                ["--parallelism", "2", "--stage", "join"]):
+        res = run_render([*base, *bad], env=env)
+        assert res.returncode == EXIT_USAGE and "parallelism" in res.stderr, (bad, res.stderr)
 
 
 def test_chunks_started_together_analyse_the_song_once(click100: tuple[Path, Any], tmp_path: Path) -> None:

@@ -23,7 +23,16 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 from vibecraft_common.limits import AUDIO_URL_MAX_LENGTH, AUDIO_URL_MIN_LENGTH
-from vibecraft_common.spec import AudioTiming, DeadlineSeconds, Retries, Style, TtlSecondsAfterFinished, Video, rule_error
+from vibecraft_common.spec import (
+    AudioTiming,
+    DeadlineSeconds,
+    Parallelism,
+    Retries,
+    Style,
+    TtlSecondsAfterFinished,
+    Video,
+    rule_error,
+)
 from vibecraft_common.status import PHASES, TERMINAL_PHASES, Phase
 from vibecraft_common.status import AnalysisSummary as AnalysisPublic
 from vibecraft_common.status import Failure as FailurePublic
@@ -77,6 +86,7 @@ class VideoCreate(BaseModel):
         {"audio": {"url": "https://example.com/song.ogg", "bpm": 97, "beatOffsetSeconds": 0.42},
          "style": {"backend": "replicate", "prompt": "neon city at night, synthwave"},
          "video": {"width": 1080, "height": 1920, "preset": "fast", "crf": 23}},
+        {"audio": {"key": "uploads/acme/0f8fad5bd9cb469fa16570867728950e/mix.flac"}, "parallelism": "auto"},
     ]})
 
     audio: AudioSource
@@ -85,6 +95,7 @@ class VideoCreate(BaseModel):
     retries: Retries | None = None
     deadlineSeconds: DeadlineSeconds | None = None
     ttlSecondsAfterFinished: TtlSecondsAfterFinished | None = None
+    parallelism: Parallelism | None = None
 
 
 class AudioPublic(BaseModel):
@@ -146,6 +157,7 @@ class VideoPublic(BaseModel):
     deadlineSeconds: int | None = None
     ttlSecondsAfterFinished: int | None = Field(default=None, description="Seconds the finished video is kept "
                                                 "before it is deleted with its files; null: the installation's default")
+    parallelism: int | Literal["auto"] = Field(default=1, description="Pods the render is split over, or auto")
     progress: ProgressPublic | None = None
     queuePosition: int | None = Field(default=None, description="While queued: the place in the render queue "
                                       "(1 starts next); slots go round robin between tenants")
