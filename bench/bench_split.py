@@ -98,14 +98,19 @@ def prepare_seconds(song: Path, work: Path) -> tuple[float, float]:
     return planned, time.perf_counter() - start
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def song_args(doc: str | None, prefix: str, keep: str) -> tuple[argparse.Namespace, Path, float]:
+    """The split benches' command line (--minutes, --keep DIR): (args, work dir, song seconds)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--keep", help="keep outputs in this directory")
+    ap.add_argument("--keep", help=keep)
     args = ap.parse_args()
-    work = Path(args.keep or tempfile.mkdtemp(prefix="vibecraft-bench-split-"))
+    work = Path(args.keep or tempfile.mkdtemp(prefix=prefix))
     work.mkdir(parents=True, exist_ok=True)
-    seconds = args.minutes * 60.0
+    return args, work, args.minutes * 60.0
+
+
+def main() -> int:
+    args, work, seconds = song_args(__doc__, "vibecraft-bench-split-", "keep outputs in this directory")
     try:
         song = make_song(work / "song.ogg", seconds)
         subprocess.run([sys.executable, "-m", "vibecraft_renderer", "--warmup"], check=True, capture_output=True)

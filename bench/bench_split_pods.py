@@ -17,23 +17,22 @@ work), and the pods' own wall times. From the one-pod render's composing time pe
 the split renders' prepare / join pods, it projects a 60-minute song on N 2-core nodes (one chunk
 pod per node, each with the whole node):
 
-  wall(N) = prepare + ceil(120 / N) x segment + join + 3 x pod start
+  wall(N) = prepare + ceil(120 / N) x segment + join + between stages
 
-with prepare and join scaled from 10 to 60 minutes and the pod start measured here (Job created →
-the renderer's first log line).
+with prepare and join (at 1 CPU: pessimistic for a node of its own) scaled from 10 to 60 minutes, and
+`between stages` what the parallelism-2 render took beyond its three stages' pods (the operator
+noticing a stage finished, creating the next Job, scheduling, container start), measured here.
 
     python bench/bench_split_pods.py [--minutes 10] [--keep DIR]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_renderer import FPS, HEIGHT, WIDTH, make_song
+from bench_split import song_args
 from kubernetes import client
 from vibecraft_common.resource import GROUP, LABEL_NAME, PLURAL, VERSION
 
@@ -89,13 +89,7 @@ def render(cluster: Cluster, custom: client.CustomObjectsApi, core: client.CoreV
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--keep", help="keep the cluster's state and the song in this directory")
-    args = ap.parse_args()
-    work = Path(args.keep or tempfile.mkdtemp(prefix="vibecraft-bench-pods-"))
-    work.mkdir(parents=True, exist_ok=True)
-    seconds = args.minutes * 60.0
+    args, work, seconds = song_args(__doc__, "vibecraft-bench-pods-", "keep the cluster's state and the song here")
     song = make_song(work / "song.ogg", seconds)
     lc = start_cluster(work / "cluster", "kubelet", "bench-node")
     operator: OperatorProcess | None = None
@@ -145,16 +139,17 @@ def main() -> int:
     two = rows[1]
     prepare = next(p["wall"] for p in two["pods"] if p["job"].endswith("-p"))
     join = next(p["wall"] for p in two["pods"] if p["job"].endswith("-j"))
-    start = max(p["start"] for row in rows for p in row["pods"])
+    chunks = max(p["wall"] for p in two["pods"] if p["job"].endswith("-s"))
+    between = two["wall"] - prepare - chunks - join
     scale = 3600.0 / seconds
     long_segments = math.ceil(3600.0 / SEGMENT_SECONDS)
     print("\nprojection, 60-minute song on N 2-core nodes, one chunk pod each with the whole node:")
-    print(f"  wall(N) = prepare + ceil({long_segments} / N) x segment + join + 3 x pod start")
+    print(f"  wall(N) = prepare + ceil({long_segments} / N) x segment + join + between stages")
     print(f"  measured for {seconds / 60:.1f} min (x{scale:.2f} for 60 min; prepare and join at parallelism 2, 1 CPU): "
           f"prepare {prepare:.1f} s, join {join:.1f} s, segment {per_segment:.1f} s (30 s of video, 2 CPUs), "
-          f"pod start {start:.1f} s (the slowest seen)")
+          f"between stages {between:.1f} s")
     for n in (1, 2, 4, 8, 16):
-        total = prepare * scale + math.ceil(long_segments / n) * per_segment + join * scale + 3 * start
+        total = prepare * scale + math.ceil(long_segments / n) * per_segment + join * scale + between
         print(f"  N = {n:>2}: {total:7.0f} s  ({total / 3600.0:.2f}x the song)")
     print(json.dumps({"bench": "split_pods", **{f"p{r['parallelism']} work ratio": round(r["cpu"] / one["cpu"], 3)
                                                 for r in rows}}))
