@@ -79,7 +79,8 @@ def build_musicvideo(*, name: str, tenant: str, req: VideoCreate, bucket: str, a
                      idempotency: str | None = None) -> dict[str, Any]:
     """The MusicVideo for a validated request; CRD defaults are left to the API server."""
     spec: dict[str, Any] = {
-        "audio": {"url": audio_url, **req.audio.model_dump(include={"bpm", "beatOffsetSeconds"}, exclude_none=True)},
+        "audio": {"url": audio_url, **req.audio.model_dump(include={"bpm", "beatOffsetSeconds", "normalize"},
+                                                           exclude_none=True, exclude_defaults=True)},
         "style": req.style.model_dump(exclude_none=True),
         "video": req.video.model_dump(exclude_none=True),
         "output": {"url": s3_url(bucket, output_prefix(tenant, name))},
@@ -174,7 +175,8 @@ def to_public(obj: dict[str, Any], bucket: str) -> VideoPublic:
         phase=phase_of(obj),
         createdAt=meta.get("creationTimestamp"),
         audio=AudioPublic(key=key, url=public_url, bpm=_number(audio.get("bpm")),
-                          beatOffsetSeconds=_number(audio.get("beatOffsetSeconds"))),
+                          beatOffsetSeconds=_number(audio.get("beatOffsetSeconds")),
+                          normalize=audio.get("normalize") is not False),
         style=_lenient(StylePublic, spec.get("style")) or StylePublic(),
         video=_lenient(VideoOptionsPublic, spec.get("video")) or VideoOptionsPublic(),
         retries=_int(spec.get("retries")),

@@ -107,12 +107,31 @@ def ratio(aspect_ratio: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def frame_size(width: int | None, height: int | None, aspect_ratio: str | None) -> tuple[int, int]:
-    """The frame a spec.video renders: width x height, or height at aspectRatio (16:9 at 720p by default).
+# spec.video.platform (issue 21): where the video goes decides its frame (instead of width/height/ratio).
+Platform = Literal["youtube", "shorts", "reels", "tiktok", "square"]
+PLATFORMS: Final[tuple[str, ...]] = get_args(Platform)
+PLATFORM_SIZES: Final[dict[str, tuple[int, int]]] = {
+    "youtube": (1920, 1080), "shorts": (1080, 1920), "reels": (1080, 1920), "tiktok": (1080, 1920),
+    "square": (1080, 1080),
+}
+
+# spec.audio.normalize (issue 21): the soundtrack is brought to the loudness streaming platforms play at
+# (YouTube, Spotify: -14 LUFS integrated), true peaks below -1 dBTP, by ffmpeg's loudnorm in two passes.
+LOUDNESS_TARGET_LUFS: Final = -14.0
+LOUDNESS_TRUE_PEAK_DBTP: Final = -1.0
+LOUDNESS_RANGE_LU: Final = 11.0
+
+
+def frame_size(width: int | None, height: int | None, aspect_ratio: str | None,
+               platform: str | None = None) -> tuple[int, int]:
+    """The frame a spec.video renders: the platform's, width x height, or height at aspectRatio (16:9 at
+    720p by default).
 
     One function for the renderer (which renders this size) and the operator (which sizes memory for
     it): the width from a ratio is rounded to the nearest even number (halves up), as yuv420p needs.
     """
+    if platform is not None:
+        return PLATFORM_SIZES[platform]
     h = height if height is not None else DEFAULT_HEIGHT
     if width is not None:
         return width, h

@@ -67,12 +67,16 @@ BEAT_OFFSET_RULE = ("!has(self.beatOffsetSeconds) || has(self.bpm)", "audio.beat
 
 
 class AudioTiming(_Strict):
-    """What a musician may say about the song's beat (the API's audio object adds where the song is)."""
+    """What a musician may say about the song's beat and sound (the API's audio object adds where the song is)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=cel(BEAT_OFFSET_RULE))
 
     bpm: Bpm | None = None
     beatOffsetSeconds: BeatOffset | None = None
+    normalize: bool = Field(
+        default=True, description=f"Bring the soundtrack to {L.LOUDNESS_TARGET_LUFS:g} LUFS integrated loudness (true "
+                                  f"peaks below {L.LOUDNESS_TRUE_PEAK_DBTP:g} dBTP), as streaming platforms play it; "
+                                  "false keeps the song's own level.")
 
     @model_validator(mode="after")
     def _offset_needs_bpm(self) -> AudioTiming:
@@ -143,16 +147,23 @@ SIZE_RULES = (
 )
 
 
+PLATFORM_RULE = ("!has(self.platform) || !(has(self.width) || has(self.height) || has(self.aspectRatio))",
+                 "video.platform sets the frame size: not with video.width, video.height or video.aspectRatio")
+
+
 class Video(_Strict):
     """Frame size, frame rate, cutting and encoding."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=cel(*SIZE_RULES))
+    model_config = ConfigDict(extra="forbid", json_schema_extra=cel(*SIZE_RULES, PLATFORM_RULE))
 
     width: int | None = Field(default=None, ge=L.WIDTH_MIN, le=L.WIDTH_MAX, multiple_of=2,
                               description="Frame width in pixels (even).")
     height: int | None = Field(default=None, ge=L.HEIGHT_MIN, le=L.HEIGHT_MAX, multiple_of=2,
                                description="Frame height in pixels (even).")
     aspectRatio: L.AspectRatio | None = Field(default=None, description="With height, sets the width.")
+    platform: L.Platform | None = Field(
+        default=None, description="Where the video goes, which sets its frame: youtube 1920x1080, shorts / reels / "
+                                  "tiktok 1080x1920, square 1080x1080 (not with width, height or aspectRatio).")
     # Bounds only, no CEL twin: the API server would report one mistake twice.
     fps: int = Field(default=L.DEFAULT_FPS, ge=L.FPS_MIN, le=L.FPS_MAX, description="Frames per second.")
     cutEvery: L.CutEvery = Field(default="beat", description="How often the picture changes, in musical time.")
@@ -174,11 +185,13 @@ class Video(_Strict):
         for (_, message), bad in zip(SIZE_RULES, broken, strict=True):
             if bad:
                 raise rule_error(message)
+        if self.platform is not None and any(present.values()):
+            raise rule_error(PLATFORM_RULE[1])
         return self
 
     def frame_size(self) -> tuple[int, int]:
         """The frame this renders (see limits.frame_size)."""
-        return L.frame_size(self.width, self.height, self.aspectRatio)
+        return L.frame_size(self.width, self.height, self.aspectRatio, self.platform)
 
 
 # -------------------------------------------------------------------------------------- output & co.

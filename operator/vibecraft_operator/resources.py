@@ -25,7 +25,8 @@ class RenderResources:
 def frame_size(video: Mapping[str, Any]) -> tuple[int, int]:
     """Output width and height, exactly as the renderer will render them (vibecraft_common.limits.frame_size)."""
     height, width = video.get("height"), video.get("width")
-    return frame_size_of(int(width) if width else None, int(height) if height else None, video.get("aspectRatio"))
+    return frame_size_of(int(width) if width else None, int(height) if height else None, video.get("aspectRatio"),
+                         video.get("platform"))
 
 
 def estimate_memory(video: Mapping[str, Any], settings: Settings) -> int:

@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the song's tempo ({L.BPM_MIN:g}..{L.BPM_MAX:g}); replaces tempo detection")
     a.add_argument("--beat-offset", type=float, default=None, metavar="SECONDS",
                    help="time of any one beat, e.g. the first downbeat (needs --bpm): the beat grid is then exact")
+    a.add_argument("--no-normalize", dest="normalize", action="store_false", default=None,
+                   help=f"keep the song's own level (default: the soundtrack at {L.LOUDNESS_TARGET_LUFS:g} LUFS)")
     g = p.add_argument_group("style (spec.style)")
     g.add_argument("--backend", choices=L.BACKENDS, default=None)
     g.add_argument("--prompt", default=None)
@@ -94,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--height", type=int, default=None,
                    help=f"even, {L.HEIGHT_MIN}..{L.HEIGHT_MAX} (default {L.DEFAULT_HEIGHT}; alone: 16:9)")
     v.add_argument("--aspect-ratio", choices=L.ASPECT_RATIOS, default=None)
+    v.add_argument("--platform", choices=L.PLATFORMS, default=None,
+                   help="where the video goes, which sets its frame (youtube 1920x1080, shorts/reels/tiktok "
+                        "1080x1920, square 1080x1080); not with --width/--height/--aspect-ratio")
     v.add_argument("--fps", type=int, default=None, help=f"{L.FPS_MIN}..{L.FPS_MAX} (default {L.DEFAULT_FPS})")
     v.add_argument("--cut-every", choices=L.CUT_EVERY, default=None)
     v.add_argument("--preset", choices=L.PRESETS, default=None, help=f"x264 preset (default {L.DEFAULT_PRESET})")
@@ -140,15 +145,15 @@ def spec_from_args(ns: argparse.Namespace) -> RenderSpec:
         raise UsageError("need AUDIO and -o OUTPUT (or --from-env / --spec)")
     if ns.beat_offset is not None and ns.bpm is None:
         raise UsageError("--beat-offset requires --bpm")
-    audio = {k: v for k, v in {"url": ns.audio, "bpm": ns.bpm, "beatOffsetSeconds": ns.beat_offset}.items()
-             if v is not None}
+    audio = {k: v for k, v in {"url": ns.audio, "bpm": ns.bpm, "beatOffsetSeconds": ns.beat_offset,
+                               "normalize": ns.normalize}.items() if v is not None}  # fmt: skip
     style = {k: v for k, v in {"backend": ns.backend, "prompt": ns.prompt, "seed": ns.seed,
                                "model": ns.model}.items() if v is not None}  # fmt: skip
     # A height alone means 16:9 on the command line (the spec wants the ratio said).
     ratio = ns.aspect_ratio or ("16:9" if ns.height is not None and ns.width is None else None)
     video = {k: v for k, v in {"width": ns.width, "height": ns.height, "aspectRatio": ratio,
-                               "fps": ns.fps, "cutEvery": ns.cut_every, "preset": ns.preset,
-                               "crf": ns.crf}.items() if v is not None}  # fmt: skip
+                               "platform": ns.platform, "fps": ns.fps, "cutEvery": ns.cut_every,
+                               "preset": ns.preset, "crf": ns.crf}.items() if v is not None}  # fmt: skip
     return spec_from_dict({"audio": audio, "output": {"url": ns.output}, "style": style, "video": video})
 
 

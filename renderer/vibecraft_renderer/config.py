@@ -59,6 +59,7 @@ class RenderSpec:
     video: VideoSpec = field(default_factory=VideoSpec)
     bpm: float | None = None  # spec.audio.bpm: replaces tempo detection
     beat_offset: float | None = None  # spec.audio.beatOffsetSeconds: the time of one beat (only with bpm)
+    normalize: bool = True  # spec.audio.normalize: the soundtrack at LOUDNESS_TARGET_LUFS
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that changes the pixels; hashed into segment and cache keys."""
@@ -134,7 +135,8 @@ def spec_from_dict(spec: Mapping[str, Any]) -> RenderSpec:
     does not use (resources, retries...) are the operator's and are ignored here.
     """
     audio = _obj(spec.get("audio"), "audio")
-    timing = _validated(AudioTiming, {k: v for k, v in audio.items() if k in ("bpm", "beatOffsetSeconds")}, "audio")
+    timing = _validated(AudioTiming, {k: v for k, v in audio.items() if k in ("bpm", "beatOffsetSeconds", "normalize")},
+                        "audio")
     style = _validated(Style, _obj(spec.get("style"), "style"), "style")
     video = _validated(Video, _obj(spec.get("video"), "video"), "video")
     width, height = video.frame_size()
@@ -147,6 +149,7 @@ def spec_from_dict(spec: Mapping[str, Any]) -> RenderSpec:
                         crf=DEFAULT_CRF if video.crf is None else video.crf),
         bpm=timing.bpm,
         beat_offset=timing.beatOffsetSeconds,
+        normalize=timing.normalize,
     )
 
 

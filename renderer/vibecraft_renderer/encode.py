@@ -12,8 +12,10 @@ import fcntl
 import logging
 import math
 import os
+import re
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -21,6 +23,7 @@ from typing import IO, Final
 
 import numpy as np
 import numpy.typing as npt
+from vibecraft_common import limits as L
 
 from .audio import untrusted_input
 from .errors import EncodeError
@@ -192,34 +195,94 @@ class AudioEncoder:
 
     It runs niced on spare cycles during analysis and composing instead of being a serial step
     after the last frame (4.5 s of a 3-minute render); the final mux then only copies streams.
+    With `normalize` (spec.audio.normalize) it is two passes in a background thread: ffmpeg's EBU R128
+    meter measures the song's integrated loudness and true peak, then the encode applies the one gain
+    that brings it to LOUDNESS_TARGET_LUFS, with a limiter only when that gain would push the peaks
+    above LOUDNESS_TRUE_PEAK_DBTP (a quiet song with loud transients). A silent song is left as it is.
+    Not loudnorm: it resamples to 192 kHz, 3x the soundtrack's CPU (18.6 against 6.2 CPU-s for 3
+    minutes); the meter and a gain cost 1.5 CPU-s more.
     """
 
-    def __init__(self, audio: Path, out: Path, sample_rate: int = 0) -> None:
+    def __init__(self, audio: Path, out: Path, sample_rate: int = 0, normalize: bool = False) -> None:
         self.out = out
         self._err = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the ffmpeg process
-        self._proc = subprocess.Popen(self.command(audio, out, sample_rate), stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL, stderr=self._err)  # fmt: skip
-        with contextlib.suppress(OSError):  # it only has to be done by the end: analysis comes first
-            os.setpriority(os.PRIO_PROCESS, self._proc.pid, NICE)
+        self._stopped = False
+        self._failure: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        if normalize:
+            self._thread = threading.Thread(target=self._two_passes, args=(audio, out, sample_rate), daemon=True,
+                                            name="soundtrack")  # fmt: skip
+            self._thread.start()
+        else:
+            self._proc = self._start(self.command(audio, out, sample_rate), self._err)
 
     @staticmethod
-    def command(audio: Path, out: Path, sample_rate: int = 0) -> list[str]:
-        """The ffmpeg command: the user's audio (untrusted input) to a stereo AAC track in MP4."""
+    def _start(cmd: list[str], err: IO[bytes]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        with contextlib.suppress(OSError):  # it only has to be done by the end: analysis comes first
+            os.setpriority(os.PRIO_PROCESS, proc.pid, NICE)
+        return proc
+
+    @staticmethod
+    def command(audio: Path, out: Path, sample_rate: int = 0, gain: str | None = None) -> list[str]:
+        """The ffmpeg command: the user's audio (untrusted input) to a stereo AAC track in MP4 (`gain`: the
+        normalising filters, gain_filters())."""
         # 192k AAC at 22 kHz sends ffmpeg's rate loop searching for bits it cannot use: measured 2.4x
         # the CPU of the same audio resampled to 44.1 kHz (9 CPU-minutes for an hour).
         rate = ["-ar", str(AAC_RATE)] if 0 < sample_rate < LOW_RATE else []
+        filters = ["-af", f"{STEREO},{gain}"] if gain is not None else []
         return ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y", *untrusted_input(audio),
-                "-map", "0:a:0", "-vn", "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ac", "2", *rate,
+                "-map", "0:a:0", "-vn", *filters, "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ac", "2", *rate,
                 "-f", "mp4", str(out)]  # fmt: skip
+
+    @staticmethod
+    def measure_command(audio: Path) -> list[str]:
+        """The first pass: EBU R128 integrated loudness and true peak, in the summary at the end of stderr."""
+        return ["ffmpeg", "-nostdin", "-hide_banner", "-v", "info", "-nostats", *untrusted_input(audio),
+                "-map", "0:a:0", "-vn", "-af", f"{STEREO},ebur128=peak=true:framelog=verbose",
+                "-f", "null", "-"]  # fmt: skip
+
+    def _two_passes(self, audio: Path, out: Path, sample_rate: int) -> None:
+        try:
+            with tempfile.TemporaryFile() as log_fh:
+                self._proc = self._start(self.measure_command(audio), log_fh)
+                if self._proc.wait() != 0 or self._stopped:
+                    log_fh.seek(0)
+                    raise EncodeError(f"measuring the song's loudness failed: {_stderr_tail(log_fh)}")
+                log_fh.seek(0)
+                measured = loudness_measured(log_fh.read().decode(errors="replace"))
+            gain = None
+            if measured is None:
+                log.info("soundtrack: silent or unmeasurable song, its level is kept")
+            else:
+                gain = gain_filters(*measured)
+                log.info("soundtrack: %.1f LUFS, true peak %.1f dBTP measured: %s", *measured, gain)
+            if not self._stopped:
+                self._proc = self._start(self.command(audio, out, sample_rate, gain), self._err)
+        except BaseException as exc:  # reported by result()
+            self._failure = exc
 
     def result(self) -> Path:
         """Wait for the soundtrack; EncodeError if ffmpeg failed."""
+        if self._thread is not None:
+            self._thread.join()
+            if self._failure is not None:
+                raise self._failure
+        assert self._proc is not None
         _finish(self._proc, self._err, "the soundtrack")
         return self.out
 
     def abort(self) -> None:
         """Stop the encoder (error paths, and after result() a harmless no-op)."""
-        if self._proc.poll() is None:
+        self._stopped = True
+        if self._thread is not None:
+            while self._thread.is_alive():
+                proc = self._proc
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                self._thread.join(timeout=0.1)
+        if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
         self._err.close()
@@ -229,6 +292,33 @@ class AudioEncoder:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.abort()
+
+
+# Both passes measure what is encoded: a mono song duplicated into two channels is 3 LU louder.
+STEREO: Final = "aformat=channel_layouts=stereo"
+SILENT_LUFS: Final = -69.0  # ebur128's absolute gate is -70 LUFS: at or below it there is nothing to measure
+
+
+def loudness_measured(stderr: str) -> tuple[float, float] | None:
+    """(integrated LUFS, true peak dBTP) from ebur128's summary; None for silence or no summary."""
+    loudness = re.findall(r"I:\s+(-?[0-9.]+|-?inf) LUFS", stderr)
+    peak = re.findall(r"Peak:\s+(-?[0-9.]+|-?inf) dBFS", stderr)
+    if not loudness or not peak:
+        return None
+    values = float(loudness[-1]), float(peak[-1])
+    return values if all(math.isfinite(v) for v in values) and values[0] > SILENT_LUFS else None
+
+
+def gain_filters(lufs: float, true_peak: float) -> str:
+    """The filters that bring a song measured at `lufs` to LOUDNESS_TARGET_LUFS: one gain, then, if that
+    gain lifts the true peak above the ceiling, a limiter at the ceiling (its delay compensated, so the
+    soundtrack stays aligned with the frames)."""
+    gain = L.LOUDNESS_TARGET_LUFS - lufs
+    chain = f"volume={gain:.2f}dB"
+    if true_peak + gain > L.LOUDNESS_TRUE_PEAK_DBTP:
+        ceiling = 10 ** (L.LOUDNESS_TRUE_PEAK_DBTP / 20)
+        chain += f",alimiter=limit={ceiling:.4f}:level=false:latency=true"
+    return chain
 
 
 def join_and_mux(

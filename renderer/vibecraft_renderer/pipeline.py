@@ -211,7 +211,7 @@ def _soundtrack(spec: RenderSpec, opts: RuntimeOptions, job: _Job, work: Path) -
     if _key(spec, opts, audio_path) != job.key:
         raise StageError(f"the song at {storage.redact(spec.audio_url)} changed since render plan {job.key} was prepared")
     info = audio.probe(audio_path, storage.redact(spec.audio_url))
-    with encode.AudioEncoder(audio_path, local, info.sample_rate) as encoder:
+    with encode.AudioEncoder(audio_path, local, info.sample_rate, spec.normalize) as encoder:
         return encoder.result()
 
 
@@ -244,7 +244,8 @@ def _analyse(
     progress.stage("downloading", song)
     audio_path = storage.fetch(spec.audio_url, work)
     info = audio.probe(audio_path, song)
-    soundtrack = stop.enter_context(encode.AudioEncoder(audio_path, work / "soundtrack.m4a", info.sample_rate))
+    soundtrack = stop.enter_context(encode.AudioEncoder(audio_path, work / "soundtrack.m4a", info.sample_rate,
+                                                        spec.normalize))
 
     progress.stage("analyzing")
     an = analysis_mod.analyze_blocks(
@@ -261,7 +262,10 @@ def _per(spec: RenderSpec, opts: RuntimeOptions) -> int:
 
 
 def _key(spec: RenderSpec, opts: RuntimeOptions, audio_path: Path) -> str:
-    return segments.render_key(segments.sha256_file(audio_path), spec.fingerprint(), _per(spec, opts))
+    """The checkpoint key: the song's bytes, the pixels' spec, the segment length, and the soundtrack's
+    loudness (published under the key: a render with `normalize` changed must not reuse it)."""
+    soundtrack = {"normalize": spec.normalize}
+    return segments.render_key(segments.sha256_file(audio_path), {**spec.fingerprint(), **soundtrack}, _per(spec, opts))
 
 
 def _context(

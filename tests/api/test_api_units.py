@@ -56,6 +56,8 @@ def test_given_tempo_bounds_and_rule(audio: dict[str, Any], field: str | None, m
     ({"width": 640, "height": 360, "aspectRatio": "16:9"}, "set video.width or video.aspectRatio, not both"),
     ({"height": 360}, "video.height requires video.width or video.aspectRatio"),
     ({"aspectRatio": "1:1"}, "video.aspectRatio requires video.height"),
+    ({"platform": "shorts", "height": 720, "aspectRatio": "9:16"},
+     "video.platform sets the frame size: not with video.width, video.height or video.aspectRatio"),
 ])
 def test_crd_cross_field_rules(video: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError) as info:
@@ -160,6 +162,19 @@ def test_parallelism_goes_into_the_spec_and_comes_back(given: int | str) -> None
 def test_parallelism_is_refused_outside_the_crds_bounds(bad: Any) -> None:
     with pytest.raises(ValidationError):
         VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3"}, "parallelism": bad})
+
+
+def test_platform_and_loudness_go_into_the_spec_and_come_back() -> None:
+    req = VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3", "normalize": False},
+                                      "video": {"platform": "tiktok"}})
+    obj = build_musicvideo(name="mv-1", tenant="acme", req=req, bucket="b", audio_url="https://e.example/a.mp3")
+    assert obj["spec"]["audio"] == {"url": "https://e.example/a.mp3", "normalize": False}
+    assert obj["spec"]["video"]["platform"] == "tiktok"
+    public = to_public(obj, "b")
+    assert public.audio.normalize is False and public.video.platform == "tiktok"
+    plain = VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3"}})
+    obj = build_musicvideo(name="mv-2", tenant="acme", req=plain, bucket="b", audio_url="https://e.example/a.mp3")
+    assert "normalize" not in obj["spec"]["audio"] and to_public(obj, "b").audio.normalize is True
 
 
 def test_build_and_read_back_a_musicvideo() -> None:

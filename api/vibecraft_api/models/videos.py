@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
-from vibecraft_common.limits import AUDIO_URL_MAX_LENGTH, AUDIO_URL_MIN_LENGTH
+from vibecraft_common.limits import AUDIO_URL_MAX_LENGTH, AUDIO_URL_MIN_LENGTH, LOUDNESS_TARGET_LUFS
 from vibecraft_common.spec import (
     AudioTiming,
     DeadlineSeconds,
@@ -106,6 +106,7 @@ class AudioPublic(BaseModel):
                                                       "uploaded song (see key), whose storage location is not shown")
     bpm: float | None = Field(default=None, description="The tempo given in the request, if any")
     beatOffsetSeconds: float | None = Field(default=None, description="The beat time given in the request, if any")
+    normalize: bool = Field(default=True, description=f"Whether the soundtrack is brought to {LOUDNESS_TARGET_LUFS:g} LUFS")
 
 
 class StylePublic(BaseModel):
@@ -123,6 +124,7 @@ class VideoOptionsPublic(BaseModel):
     width: int | None = None
     height: int | None = None
     aspectRatio: str | None = None
+    platform: str | None = None
     fps: int | None = None
     cutEvery: str | None = None
     preset: str | None = None
