@@ -67,7 +67,12 @@ def idempotency_label(tenant: str, key: str) -> str:
 
 
 def request_hash(req: VideoCreate) -> str:
-    canonical = json.dumps(req.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":"))
+    """The request's identity for idempotency keys. audio.normalize at its default is left out: requests
+    made before the field existed hash as they did."""
+    body = req.model_dump(mode="json", exclude_none=True)
+    if body.get("audio", {}).get("normalize") is True:
+        del body["audio"]["normalize"]
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

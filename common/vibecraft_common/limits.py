@@ -116,10 +116,11 @@ PLATFORM_SIZES: Final[dict[str, tuple[int, int]]] = {
 }
 
 # spec.audio.normalize (issue 21): the soundtrack is brought to the loudness streaming platforms play at
-# (YouTube, Spotify: -14 LUFS integrated), true peaks below -1 dBTP, by ffmpeg's loudnorm in two passes.
+# (YouTube, Spotify: -14 LUFS integrated), peaks limited near -1 dBTP (renderer/encode.py: a measuring pass,
+# then one gain, at most LOUDNESS_MAX_GAIN_DB up: a near-silent song is not turned into loud noise).
 LOUDNESS_TARGET_LUFS: Final = -14.0
 LOUDNESS_TRUE_PEAK_DBTP: Final = -1.0
-LOUDNESS_RANGE_LU: Final = 11.0
+LOUDNESS_MAX_GAIN_DB: Final = 30.0
 
 
 def frame_size(width: int | None, height: int | None, aspect_ratio: str | None,

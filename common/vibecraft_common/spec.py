@@ -74,8 +74,8 @@ class AudioTiming(_Strict):
     bpm: Bpm | None = None
     beatOffsetSeconds: BeatOffset | None = None
     normalize: bool = Field(
-        default=True, description=f"Bring the soundtrack to {L.LOUDNESS_TARGET_LUFS:g} LUFS integrated loudness (true "
-                                  f"peaks below {L.LOUDNESS_TRUE_PEAK_DBTP:g} dBTP), as streaming platforms play it; "
+        default=True, description=f"Bring the soundtrack to {L.LOUDNESS_TARGET_LUFS:g} LUFS integrated loudness (peaks "
+                                  f"limited near {L.LOUDNESS_TRUE_PEAK_DBTP:g} dBTP), as streaming platforms play it; "
                                   "false keeps the song's own level.")
 
     @model_validator(mode="after")
@@ -182,11 +182,11 @@ class Video(_Strict):
             present["height"] and not present["width"] and not present["aspectRatio"],
             present["aspectRatio"] and not present["height"],
         ]
+        if self.platform is not None and any(present.values()):  # first: the mistake is the platform
+            raise rule_error(PLATFORM_RULE[1])
         for (_, message), bad in zip(SIZE_RULES, broken, strict=True):
             if bad:
                 raise rule_error(message)
-        if self.platform is not None and any(present.values()):
-            raise rule_error(PLATFORM_RULE[1])
         return self
 
     def frame_size(self) -> tuple[int, int]:

@@ -51,7 +51,13 @@ MAX_NAME = 63  # label values (the pods' `job-name` label among them) are capped
 # renderer by its pod's name (the ServiceAccount token carries it), so the name must arrive whole:
 # 52 leaves room for a 4-digit completion index.
 MAX_JOB_NAME = 52
-SPEC_FIELDS_NOT_RENDERED = ("suspend", "ttlSecondsAfterFinished")  # editing these does not restart the render
+# Editing these does not restart the render: they steer it (parallelism: an attempt's next stage uses the new
+# value; the video is the same frame for frame).
+SPEC_FIELDS_NOT_RENDERED = ("suspend", "ttlSecondsAfterFinished", "parallelism")
+# Fields the CRD gained, with a default, after MusicVideos existed: the API server fills the default into
+# old objects as it reads them, which must not look like an edit (every MusicVideo, finished ones too,
+# would render again after an upgrade). At their default they are left out of the hash.
+DEFAULTED_LATER: Final = ((("audio", "normalize"), True),)
 RENDERER_UID = 65532  # "nonroot" in distroless-style images
 
 
@@ -92,6 +98,10 @@ def selector_labels(mv_name: str, attempt: int) -> dict[str, str]:
 def spec_hash(spec: Mapping[str, Any]) -> str:
     """Identity of what is rendered: the spec minus the fields that only steer the render."""
     rendered = {k: v for k, v in spec.items() if k not in SPEC_FIELDS_NOT_RENDERED}
+    for (section, name), default in DEFAULTED_LATER:
+        part = rendered.get(section)
+        if isinstance(part, Mapping) and name in part and part[name] == default:
+            rendered[section] = {k: v for k, v in part.items() if k != name}
     return short_hash(json.dumps(rendered, sort_keys=True), 16)
 
 

@@ -376,10 +376,11 @@ def _next_stage(obs: Observation, settings: Settings, generation: int, attempt: 
     resources = render_resources(spec, settings)  # valid: the attempt's first Job was built from it
     remaining = _deadline_left(spec, status, now)
     chunks = int(status.get("chunks") or 1)
-    if stage == STAGE_SEGMENTS:
+    if stage == STAGE_SEGMENTS:  # never more pods than the slots the render was admitted with (status.chunks)
         frames = (status.get("progress") or {}).get("framesTotal")
         fps = int((spec.get("video") or {}).get("fps") or DEFAULT_FPS)
-        chunks = chunks_for(spec, int(frames) if frames else None, fps, settings.max_parallelism)
+        reserved = int(status.get("chunks") or slot_cap(settings))
+        chunks = chunks_for(spec, int(frames) if frames else None, fps, min(reserved, slot_cap(settings)))
     memory = str(status.get("memoryLimit") or resources.memory)
     # The prepare stage made every image (and was charged for them): later stages may create none, so a
     # chunk missing an image fails instead of paying again beside the budget's reservation.
@@ -549,9 +550,18 @@ def _launch(obs: Observation, settings: Settings, generation: int, attempt: int)
                         generation=generation, now=now)
     patch.update(stage=None if stage == STAGE_ALL else stage)
     if stage == STAGE_ALL:
-        patch["chunks"] = None  # a split render's retry keeps its chunks: they are the slots it holds
+        patch["chunks"] = None
+    elif not status.get("chunks"):  # the slots it is admitted with (a retry keeps the chunks it had)
+        patch["chunks"] = chunks_for(spec, None, DEFAULT_FPS, slot_cap(settings))
     plan = Plan(patch, create_job=job, first_job=number == 1, again=None, predictions=max_predictions)
     return plan.info("JobCreated", f"attempt {number}: Job {name} ({memory} memory, {resources.cpu} cpu)")
+
+
+def slot_cap(settings: Settings) -> int:
+    """The most pods (slots) one render may hold: max_parallelism, and no more than a limit allows
+    (queue.Limits.slots: a render wider than MAX_RUNNING could never start)."""
+    return min(cap for cap in (settings.max_parallelism, settings.max_running, settings.max_running_per_namespace)
+               if cap)
 
 
 def _deadline_left(spec: Mapping[str, Any], status: Mapping[str, Any], now: datetime) -> int:

@@ -327,7 +327,8 @@ def _plan_inputs(spec: RenderSpec, opts: RuntimeOptions) -> dict[str, object]:
     (hashed: it may carry a token) and the segment length. A plan left by an earlier spec or song of the
     same output (a render that never joined, --keep-segments) does not match and is prepared again."""
     url = hashlib.sha256(spec.audio_url.encode()).hexdigest()[:16]
-    return {"spec": spec.fingerprint(), "audioUrl": url, "framesPerSegment": _per(spec, opts)}
+    return {"spec": spec.fingerprint(), "audioUrl": url, "framesPerSegment": _per(spec, opts),
+            "normalize": spec.normalize}
 
 
 def _load_plan(spec: RenderSpec, opts: RuntimeOptions, layout: OutputLayout, work: Path) -> _Job | None:

@@ -58,7 +58,7 @@ def test_streamed_upload_video_events_download(new_tenant: Callable[..., TenantH
     video = create_video(t, {"key": upload["key"], "bpm": 97}, style={"backend": "procedural", "seed": 3})
     assert video["phase"] == "Pending"
     # An upload is shown by its key, never by its location in S3; the API server accepted audio.bpm.
-    assert video["audio"] == {"key": upload["key"], "url": None, "bpm": 97.0, "beatOffsetSeconds": None}
+    assert video["audio"] == {"key": upload["key"], "url": None, "bpm": 97.0, "beatOffsetSeconds": None, "normalize": True}
     assert video["video"]["fps"] == 30  # the CRD's default, applied by the API server
 
     resp = t.client.get(f"/v1/videos/{video['id']}/download")

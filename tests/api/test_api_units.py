@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import logging
 import ssl
 import subprocess
@@ -175,6 +176,19 @@ def test_platform_and_loudness_go_into_the_spec_and_come_back() -> None:
     plain = VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3"}})
     obj = build_musicvideo(name="mv-2", tenant="acme", req=plain, bucket="b", audio_url="https://e.example/a.mp3")
     assert "normalize" not in obj["spec"]["audio"] and to_public(obj, "b").audio.normalize is True
+
+
+def test_the_idempotency_hash_of_a_request_did_not_change_with_the_loudness_field() -> None:
+    from vibecraft_api.manifests import request_hash
+
+    plain = VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3"}})
+    explicit = VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3", "normalize": True}})
+    off = VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3", "normalize": False}})
+    before = hashlib.sha256(json.dumps(  # what request_hash gave before audio.normalize existed
+        {k: v for k, v in {**plain.model_dump(mode="json", exclude_none=True),
+                           "audio": {"url": "https://e.example/a.mp3"}}.items()},
+        sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert request_hash(plain) == request_hash(explicit) == before != request_hash(off)
 
 
 def test_build_and_read_back_a_musicvideo() -> None:

@@ -230,3 +230,14 @@ def test_a_split_render_has_a_job_per_stage_and_an_indexed_job_for_its_chunks():
         other = build(attempt=2, stage=stage, chunks=3)
         assert env_of(other)[ENV_STAGE]["value"] == stage and ENV_CHUNKS not in env_of(other)
         assert "completionMode" not in other["spec"] and other["spec"]["podFailurePolicy"]["rules"][1]["action"] == "FailJob"
+
+
+def test_an_upgrade_filling_new_defaults_into_old_musicvideos_is_not_an_edit():
+    """The API server fills a CRD's new defaults into objects stored before it had them: a MusicVideo rendered
+    before audio.normalize and parallelism existed must keep its hash (or every one would render again),
+    while setting normalize to false is an edit. parallelism steers the render: never an edit."""
+    old = {"audio": {"url": "s3://vibecraft/songs/a.ogg"}, "output": {"url": "s3://vibecraft/v/"}, "retries": 2}
+    filled = {**old, "audio": {**old["audio"], "normalize": True}, "parallelism": 1}
+    assert spec_hash(filled) == spec_hash(old)
+    assert spec_hash({**filled, "parallelism": 4}) == spec_hash(old)
+    assert spec_hash({**old, "audio": {**old["audio"], "normalize": False}}) != spec_hash(old)

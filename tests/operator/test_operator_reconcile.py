@@ -628,3 +628,23 @@ def test_auto_parallelism_follows_the_song_and_the_operators_cap():
     assert chunks_for({"parallelism": "auto"}, 3 * 60 * 30, 30, cap=4) == 2  # 3 min: one per 2 min
     assert chunks_for({"parallelism": 8}, 45 * 30, 30, cap=16) == 2  # never more chunks than 30 s segments
     assert chunks_for({"parallelism": "auto"}, None, 30, cap=3) == 3
+
+
+def test_a_split_render_never_runs_more_pods_than_the_slots_it_was_admitted_with():
+    """Admitted with parallelism 2 (2 slots, status.chunks), then edited to 8 mid-render (parallelism steers, so
+    no restart): the segments stage still runs 2 pods. Under MAX_RUNNING=3 a render asking for 16 gets 3."""
+    mv = accepted(parallelism=2)
+    plan = step(mv)
+    assert plan.status["chunks"] == 2
+    mv = applied(mv, plan)
+    mv["spec"]["parallelism"] = 8
+    mv["status"]["progress"] = {"framesTotal": 600 * 30}
+    done = job(mv, condition="Complete")
+    done["metadata"]["name"] = mv["status"]["jobName"]
+    plan = step(mv, job_=done, now=T0 + timedelta(seconds=20))
+    assert plan.create_job["spec"]["completions"] == 2 and plan.status["chunks"] == 2
+
+    from vibecraft_operator.reconcile import slot_cap
+
+    assert slot_cap(settings(max_running=3, max_parallelism=16)) == 3
+    assert slot_cap(settings(max_parallelism=4)) == 4

@@ -56,7 +56,7 @@ def test_the_soundtrack_is_normalised_to_the_platform_loudness(levels: dict[str,
 
 
 def test_silence_is_left_silent(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """loudnorm measures -inf for silence: no gain to compute, the song is encoded as it is (the renderer
+    """The meter reads no loudness in silence: no gain to compute, the song is encoded as it is (the renderer
     refuses a silent song before it matters; the soundtrack encoder must not fail on one anyway)."""
     song = tmp_path / "silence.wav"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "anullsrc=r=22050:cl=mono", "-t", "4",
@@ -73,7 +73,8 @@ def test_silence_is_left_silent(tmp_path: Path, caplog: pytest.LogCaptureFixture
 def test_the_gain_is_one_number_and_the_limiter_comes_only_when_peaks_would_pass_the_ceiling() -> None:
     assert gain_filters(-8.0, -0.1) == "volume=-6.00dB"  # a loud master: turned down, nothing else
     assert gain_filters(-20.0, -10.0) == "volume=6.00dB"  # quiet, with room above its peaks
-    assert gain_filters(-20.0, -3.0).startswith("volume=6.00dB,alimiter=limit=0.8913")  # +6 dB would reach +3 dBTP
+    assert gain_filters(-20.0, -3.0).startswith("volume=6.00dB,alimiter=limit=0.8414")  # +6 dB would reach +3 dBTP
+    assert gain_filters(-60.0, -40.0) == "volume=30.00dB"  # near silence: not turned into loud noise
 
 
 @pytest.mark.parametrize("platform", ["shorts", "square"])
