@@ -82,7 +82,6 @@ def render(cluster: Cluster, custom: client.CustomObjectsApi, core: client.CoreV
         composing = COMPOSING.search(log)
         pods.append({"pod": pod.metadata.name, "job": pod.metadata.labels.get("batch.kubernetes.io/job-name", ""),
                      "cpu": cpu_s, "wall": (state.finished_at - state.started_at).total_seconds(),
-                     "start": (state.started_at - pod.metadata.creation_timestamp).total_seconds(),
                      "composing": float(composing.group(1)) if composing else 0.0})  # fmt: skip
     return {"parallelism": parallelism, "cpuPerPod": cpu, "wall": wall, "cpu": sum(p["cpu"] for p in pods),
             "pods": pods}
