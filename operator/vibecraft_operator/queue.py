@@ -12,6 +12,7 @@ from vibecraft_common.limits import DEFAULT_PARALLELISM, PARALLELISM_AUTO
 from vibecraft_common.status import PENDING, QUEUED, RUNNING, SUCCEEDED
 
 from vibecraft_operator.constants import R_QUEUED
+from vibecraft_operator.settings import Settings
 from vibecraft_operator.timeutil import parse_time
 
 WAITING_PHASES = frozenset({"", PENDING, QUEUED})
@@ -61,14 +62,17 @@ class Limits:
     namespace: int = 0
     per_render: int = 0  # pods one render may split over (the operator's max_parallelism); 0 = no cap
 
+    @property
+    def cap(self) -> int:
+        """The most slots one render may hold (0: no limit): per_render, and no more than a limit allows, or
+        it could never start."""
+        return min((c for c in (self.per_render, self.cluster, self.namespace) if c), default=0)
+
     def slots(self, entry: QueueEntry) -> int:
-        """The slots `entry` holds or needs: its pods, at most `per_render` ("auto" before its chunks are known:
-        `per_render`) and never more than a limit allows, or it could never start."""
+        """The slots `entry` holds or needs: its pods ("auto" before its chunks are known: `per_render`), at
+        most `cap`."""
         wanted = entry.slots or self.per_render or 1
-        for cap in (self.per_render, self.cluster, self.namespace):
-            if cap:
-                wanted = min(wanted, cap)
-        return max(1, wanted)
+        return max(1, min(wanted, self.cap) if self.cap else wanted)
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,12 @@ class Admission:
     reason: str = ""
     message: str = ""
     position: int | None = None  # if not admitted: its place in line (1 = the next slot is its)
+
+
+def limits_of(settings: Settings) -> Limits:
+    """The operator's limits, from its settings."""
+    return Limits(cluster=settings.max_running, namespace=settings.max_running_per_namespace,
+                  per_render=settings.max_parallelism)
 
 
 def queue_entry(body: Mapping[str, Any]) -> QueueEntry:

@@ -56,7 +56,7 @@ from vibecraft_operator.errors import InvalidSpec
 from vibecraft_operator.jobs import build_job, chunks_for, is_split, job_name, spec_hash
 from vibecraft_operator.pods import pod_activity, stuck_since
 from vibecraft_operator.quantities import escalate_memory
-from vibecraft_operator.queue import Admission
+from vibecraft_operator.queue import Admission, limits_of
 from vibecraft_operator.resources import render_resources
 from vibecraft_operator.settings import Settings
 from vibecraft_operator.timeutil import format_time, parse_time
@@ -558,10 +558,8 @@ def _launch(obs: Observation, settings: Settings, generation: int, attempt: int)
 
 
 def slot_cap(settings: Settings) -> int:
-    """The most pods (slots) one render may hold: max_parallelism, and no more than a limit allows
-    (queue.Limits.slots: a render wider than MAX_RUNNING could never start)."""
-    return min(cap for cap in (settings.max_parallelism, settings.max_running, settings.max_running_per_namespace)
-               if cap)
+    """The most pods (slots) one render may hold (queue.Limits.cap; max_parallelism is at least 1)."""
+    return limits_of(settings).cap
 
 
 def _deadline_left(spec: Mapping[str, Any], status: Mapping[str, Any], now: datetime) -> int:

@@ -33,6 +33,7 @@ from vibecraft_operator.queue import (
     fair_order,
     forecast,
     free_slots,
+    limits_of,
     queue_entry,
     typical_duration,
 )
@@ -204,8 +205,7 @@ class Runtime:
     @property
     def limits(self) -> Limits:
         """Concurrency limits from the settings."""
-        return Limits(cluster=self.settings.max_running, namespace=self.settings.max_running_per_namespace,
-                      per_render=self.settings.max_parallelism)
+        return limits_of(self.settings)
 
     def changed(self, observed: Callable[[], Iterable[QueueEntry]]) -> None:
         """A MusicVideo was added, changed or deleted: take a census soon (one for a burst of changes)."""
