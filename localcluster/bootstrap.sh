@@ -32,7 +32,7 @@ go_pid=$!
 trap 'kill $go_pid 2>/dev/null || true' INT TERM
 
 step "apt packages, .venv, librosa's numba kernels, container images (first time ~5 min, then the images ~25 min beside the Go builds)"
-APT_PACKAGES=(ffmpeg libsndfile1 openssl util-linux hyperrogue-music fluidsynth fluid-soundfont-gm)
+APT_PACKAGES=(ffmpeg libsndfile1 openssl util-linux hyperrogue-music fluidsynth fluid-soundfont-gm tesseract-ocr tesseract-ocr-eng)
 # The real node and the image builds (make demo, tests/realnode, tests/images): containerd + runc + CNI
 # plugins, podman/buildah/mmdebstrap for the images, gcc for the pause binary, iptables/conntrack for kube-proxy.
 APT_PACKAGES+=(containerd runc containernetworking-plugins iptables conntrack podman buildah mmdebstrap gcc libc6-dev)

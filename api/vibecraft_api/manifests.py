@@ -21,6 +21,7 @@ from vibecraft_api.models.videos import (
     AnalysisPublic,
     AudioPublic,
     FailurePublic,
+    LyricsPublic,
     OutputPublic,
     Phase,
     ProgressPublic,
@@ -98,6 +99,11 @@ def build_musicvideo(*, name: str, tenant: str, req: VideoCreate, bucket: str, a
         spec["ttlSecondsAfterFinished"] = req.ttlSecondsAfterFinished
     if req.parallelism is not None:
         spec["parallelism"] = req.parallelism
+    if req.lyrics is not None:
+        spec["lyrics"] = req.lyrics.model_dump(exclude_none=True)
+    for name in ("title", "artist"):
+        if getattr(req, name) is not None:
+            spec[name] = getattr(req, name)
     labels = {LABEL_TENANT: tenant, LABEL_CREATED_BY: CREATED_BY}
     # A video the API made goes with its files, however it is deleted (API, TTL or kubectl).
     annotations = {ANNOTATION_REQUEST_HASH: request_hash(req), ANNOTATION_DELETE_OUTPUTS: "true"}
@@ -162,6 +168,14 @@ def _parallelism(value: object) -> int | Literal["auto"]:
     return _int(value) or DEFAULT_PARALLELISM
 
 
+def _lyrics(value: object) -> LyricsPublic | None:
+    if not isinstance(value, dict):
+        return None
+    url = value.get("url")
+    return LyricsPublic(url=url if isinstance(url, str) and url.startswith(("http://", "https://")) else None,
+                        inline=isinstance(value.get("text"), str), format=str(value.get("format") or "auto"))
+
+
 def to_public(obj: dict[str, Any], bucket: str) -> VideoPublic:
     """The client's view of a MusicVideo: no S3 locations (of the song or the outputs), no Kubernetes details."""
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
@@ -188,6 +202,9 @@ def to_public(obj: dict[str, Any], bucket: str) -> VideoPublic:
         deadlineSeconds=_int(spec.get("deadlineSeconds")),
         ttlSecondsAfterFinished=_int(spec.get("ttlSecondsAfterFinished")),
         parallelism=_parallelism(spec.get("parallelism")),
+        lyrics=_lyrics(spec.get("lyrics")),
+        title=spec.get("title") if isinstance(spec.get("title"), str) else None,
+        artist=spec.get("artist") if isinstance(spec.get("artist"), str) else None,
         progress=_lenient(ProgressPublic, status.get("progress")),
         queuePosition=_int(status.get("queuePosition")),
         estimatedStartSeconds=starts_in(status),

@@ -144,3 +144,16 @@ def frame_size(width: int | None, height: int | None, aspect_ratio: str | None,
 # posing as a song would make ffmpeg open further files (docs/security.md, T5).
 AUDIO_DEMUXERS: Final = frozenset({"mp3", "aac", "ogg", "wav", "flac", "mov", "mp4", "m4a", "aiff", "matroska",
                                    "webm", "caf", "amr"})
+
+# spec.lyrics, spec.title, spec.artist (issue 21): text burned into the picture (renderer/captions.py).
+# A song's lyrics with word times are a few KiB. A lyrics file read from a URL: at most LYRICS_MAX_BYTES
+# (enforced while reading). Inline text travels in the render pod's VIBECRAFT_SPEC_JSON, one env string the
+# kernel limits to 128 KiB: at most LYRICS_TEXT_MAX_LENGTH characters (4 bytes each at worst, in UTF-8).
+LYRICS_MAX_BYTES: Final = 128 * 1024
+LYRICS_TEXT_MAX_LENGTH: Final = 16 * 1024
+LYRICS_MAX_LINES: Final = 2000  # timed lines (cues) in one lyrics file
+LYRICS_LINE_MAX_SECONDS: Final = 8.0  # an LRC line without a next timestamp (or end mark) stays this long at most
+LyricsFormat = Literal["auto", "lrc", "srt", "vtt"]
+LYRICS_FORMATS: Final[tuple[str, ...]] = get_args(LyricsFormat)
+TITLE_MAX_LENGTH: Final = 120  # spec.title and spec.artist (one line each on the title card)
+TITLE_CARD_SECONDS: Final = (0.5, 4.5)  # when the title card is on screen (cut short by a shorter song)

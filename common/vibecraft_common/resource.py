@@ -72,6 +72,7 @@ EXIT_REPLICATE_FAILED: Final = 13
 EXIT_MEMORY_GUARD: Final = 14
 EXIT_INPUT_NOT_FOUND: Final = 15  # the input's server answered: no such object, file or bucket
 EXIT_REPLICATE_BUDGET: Final = 16  # the render needs more new Replicate images than its budget allows
+EXIT_BAD_LYRICS: Final = 17  # spec.lyrics cannot be read as timed lyrics (renderer/captions.py)
 EXIT_INTERNAL: Final = 1
 
 # What each exit code means, as the failure reason the operator records (status.lastFailure.reason).
@@ -85,10 +86,12 @@ EXIT_REASONS: Final = {
     EXIT_MEMORY_GUARD: "MemoryGuard",
     EXIT_INPUT_NOT_FOUND: "InputNotFound",
     EXIT_REPLICATE_BUDGET: "ReplicateBudgetExceeded",
+    EXIT_BAD_LYRICS: "BadLyrics",
 }
 # Exit codes a retry cannot fix (failure class "permanent"): the same spec and audio fail the same way,
 # and a URL whose object (or bucket) does not exist is looked up again and found missing again.
 # A used-up Replicate budget stays used up until the month ends.
-PERMANENT_EXIT_CODES: Final = frozenset({EXIT_USAGE, EXIT_BAD_AUDIO, EXIT_INPUT_NOT_FOUND, EXIT_REPLICATE_BUDGET})
+PERMANENT_EXIT_CODES: Final = frozenset({EXIT_USAGE, EXIT_BAD_AUDIO, EXIT_INPUT_NOT_FOUND, EXIT_REPLICATE_BUDGET,
+                                         EXIT_BAD_LYRICS})
 
 TERMINATION_LOG: Final = "/dev/termination-log"

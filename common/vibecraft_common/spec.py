@@ -209,6 +209,40 @@ class Output(_Strict):
     )
 
 
+LYRICS_SOURCE_RULE = ("has(self.url) != has(self.text)", "lyrics needs either lyrics.url or lyrics.text, not both")
+LYRICS_URL_PATTERN = rf"^(s3://{S3_BUCKET}/{S3_KEY}|https?://.+)$"
+
+
+class Lyrics(_Strict):
+    """Lyrics burned into the picture as captions, each line while it is sung (word by word with word times)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=cel(LYRICS_SOURCE_RULE))
+
+    url: str | None = Field(
+        default=None, min_length=L.AUDIO_URL_MIN_LENGTH, max_length=L.AUDIO_URL_MAX_LENGTH, pattern=LYRICS_URL_PATTERN,
+        description=f"The lyrics file, as an s3://, https:// or http:// URL (at most {L.LYRICS_MAX_BYTES // 1024} KiB).",
+        json_schema_extra=cel((f"self.matches('{LYRICS_URL_PATTERN}')",
+                               "lyrics.url must be an s3://bucket/key, https:// or http:// URL")) | CEL_INSTEAD)
+    text: str | None = Field(
+        default=None, min_length=1, max_length=L.LYRICS_TEXT_MAX_LENGTH,
+        description=f"The lyrics themselves, at most {L.LYRICS_TEXT_MAX_LENGTH} characters (longer: lyrics.url): LRC "
+                    "([mm:ss.xx] line times, <mm:ss.xx> word times), SRT or WebVTT.")
+    format: L.LyricsFormat = Field(
+        default="auto", description="lrc, srt or vtt; auto tells them apart by their timestamps.",
+        json_schema_extra={"maxLength": 8, **cel((f"self in {list(L.LYRICS_FORMATS)!r}",
+                                                  f"lyrics.format must be {', '.join(L.LYRICS_FORMATS)}")),
+                           **CEL_INSTEAD})
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Lyrics:
+        if (self.url is None) == (self.text is None):
+            raise rule_error(LYRICS_SOURCE_RULE[1])
+        return self
+
+
+CardText = Annotated[str, Field(min_length=1, max_length=L.TITLE_MAX_LENGTH)]
+
+
 def _quantity_rule(field: str, above: str, example: str) -> dict[str, Any]:
     return {"x-kubernetes-int-or-string": True, **cel((
         f"isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('{above}'))",
@@ -276,3 +310,10 @@ class MusicVideoSpec(_Strict):
     priorityClassName: str | None = Field(default=None, max_length=253, pattern=K8S_DNS_SUBDOMAIN_PATTERN,
                                           description="PriorityClass of the render pod.")
     parallelism: Parallelism = L.DEFAULT_PARALLELISM
+    lyrics: Lyrics | None = None
+    title: CardText | None = Field(
+        default=None,
+        description=f"The song's title, on a title card from {L.TITLE_CARD_SECONDS[0]:g} s to "
+                    f"{L.TITLE_CARD_SECONDS[1]:g} s.",
+    )
+    artist: CardText | None = Field(default=None, description="The artist, on the title card (under the title).")

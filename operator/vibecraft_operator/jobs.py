@@ -106,8 +106,10 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
 
 
 def spec_json(spec: Mapping[str, Any]) -> str:
-    """The spec as the renderer reads it from VIBECRAFT_SPEC_JSON (stable key order)."""
-    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    """The spec as the renderer reads it from VIBECRAFT_SPEC_JSON (stable key order). UTF-8 as is, not
+    \\u escapes: one env string is limited to 128 KiB by the kernel (MAX_ARG_STRLEN), and inline lyrics at
+    LYRICS_TEXT_MAX_LENGTH characters of any script must fit with the rest of the spec."""
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def build_env(mv: Mapping[str, Any], attempt: int, settings: Settings, max_predictions: int | None = None

@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", default=None)
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--model", default=None, help=f"Replicate model owner/name[:version] (default {L.DEFAULT_MODEL})")
+    t = p.add_argument_group("text in the picture (spec.lyrics, spec.title, spec.artist)")
+    t.add_argument("--lyrics", default=None, metavar="FILE|URL",
+                   help="lyrics burned in as captions: an LRC, SRT or WebVTT file, or its s3:// / http(s):// URL")
+    t.add_argument("--lyrics-format", choices=L.LYRICS_FORMATS, default=None, help="default auto")
+    t.add_argument("--title", default=None, help="title card: the song's title")
+    t.add_argument("--artist", default=None, help="title card: the artist")
     v = p.add_argument_group("video (spec.video)")
     v.add_argument("--width", type=int, default=None, help=f"even, {L.WIDTH_MIN}..{L.WIDTH_MAX} (needs --height)")
     v.add_argument("--height", type=int, default=None,
@@ -154,7 +160,12 @@ def spec_from_args(ns: argparse.Namespace) -> RenderSpec:
     video = {k: v for k, v in {"width": ns.width, "height": ns.height, "aspectRatio": ratio,
                                "platform": ns.platform, "fps": ns.fps, "cutEvery": ns.cut_every,
                                "preset": ns.preset, "crf": ns.crf}.items() if v is not None}  # fmt: skip
-    return spec_from_dict({"audio": audio, "output": {"url": ns.output}, "style": style, "video": video})
+    text: dict[str, object] = {k: v for k, v in {"title": ns.title, "artist": ns.artist}.items() if v is not None}
+    if ns.lyrics is not None:
+        text["lyrics"] = {"url": ns.lyrics, "format": ns.lyrics_format or "auto"}
+    elif ns.lyrics_format is not None:
+        raise UsageError("--lyrics-format needs --lyrics")
+    return spec_from_dict({"audio": audio, "output": {"url": ns.output}, "style": style, "video": video, **text})
 
 
 def _spec_for(ns: argparse.Namespace) -> RenderSpec:

@@ -6,21 +6,30 @@ object from flags, so both paths share validation and defaults.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from pydantic import BaseModel, ValidationError
-from vibecraft_common.limits import DEFAULT_CRF, DEFAULT_MODEL, DEFAULT_PRESET, DEFAULT_SEGMENT_SECONDS, Backend, CutEvery
+from pydantic import BaseModel, Field, ValidationError
+from vibecraft_common.limits import (
+    AUDIO_URL_MAX_LENGTH,
+    DEFAULT_CRF,
+    DEFAULT_MODEL,
+    DEFAULT_PRESET,
+    DEFAULT_SEGMENT_SECONDS,
+    Backend,
+    CutEvery,
+)
 from vibecraft_common.resource import (
     ENV_MEMORY_LIMIT_MB,
     ENV_REPLICATE_MAX_PREDICTIONS,
     ENV_SEGMENT_SECONDS,
     ENV_WORK_DIR,
 )
-from vibecraft_common.spec import AudioTiming, Style, Video
+from vibecraft_common.spec import AudioTiming, CardText, Lyrics, Style, Video
 
 from .errors import UsageError
 
@@ -50,6 +59,28 @@ class VideoSpec:
 
 
 @dataclass(frozen=True)
+class TextSpec:
+    """spec.lyrics, spec.title and spec.artist: what is written into the picture (captions.py)."""
+
+    lyrics_url: str | None = None
+    lyrics_text: str | None = None
+    lyrics_format: str = "auto"
+    title: str | None = None
+    artist: str | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.lyrics_url, self.lyrics_text, self.title, self.artist))
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The text's identity for keys: the lyrics by hash (inline text can be 128 KiB; a URL may carry a
+        token); what a URL's file holds is hashed into the render key once it is read."""
+        def digest(value: str | None) -> str | None:
+            return None if value is None else hashlib.sha256(value.encode()).hexdigest()[:16]
+        return {"lyricsUrl": digest(self.lyrics_url), "lyricsText": digest(self.lyrics_text),
+                "lyricsFormat": self.lyrics_format, "title": self.title, "artist": self.artist}
+
+
+@dataclass(frozen=True)
 class RenderSpec:
     """A MusicVideo spec: where the audio is, how it should look, where the results go."""
 
@@ -60,10 +91,12 @@ class RenderSpec:
     bpm: float | None = None  # spec.audio.bpm: replaces tempo detection
     beat_offset: float | None = None  # spec.audio.beatOffsetSeconds: the time of one beat (only with bpm)
     normalize: bool = True  # spec.audio.normalize: the soundtrack at LOUDNESS_TARGET_LUFS
+    text: TextSpec = field(default_factory=TextSpec)  # spec.lyrics, spec.title, spec.artist
 
     def fingerprint(self) -> dict[str, Any]:
-        """Everything that changes the pixels; hashed into segment and cache keys."""
-        return {
+        """Everything that changes the pixels; hashed into segment and cache keys (the text only when there
+        is some: a render without captions keeps the key it had before they existed)."""
+        return ({"text": self.text.fingerprint()} if self.text else {}) | {
             # A given tempo or beat moves the beat grid, hence the cuts and pulses.
             "audio": {"bpm": self.bpm, "beatOffsetSeconds": self.beat_offset},
             "style": {
@@ -96,6 +129,21 @@ class RuntimeOptions:
     max_predictions: int | None = None  # Replicate predictions this run may create (None: no budget)
 
 
+class _LocalLyrics(Lyrics):
+    """spec.lyrics as the renderer takes it: lyrics.url may also be a local path or file:// URL (the CLI's
+    --lyrics FILE), as audio.url may; the CRD and the API allow only s3:// and http(s):// there."""
+
+    url: str | None = Field(default=None, min_length=1, max_length=AUDIO_URL_MAX_LENGTH)
+
+
+class _Text(BaseModel):
+    """The spec's text fields, checked by the contract's own types."""
+
+    lyrics: _LocalLyrics | None = None
+    title: CardText | None = None
+    artist: CardText | None = None
+
+
 def _obj(value: object, where: str) -> Mapping[str, Any]:
     if value is None:
         return {}
@@ -116,7 +164,7 @@ def _validated(model: type[M], data: Mapping[str, Any], where: str) -> M:
         error = exc.errors()[0]
         if error["type"] == "spec_rule":  # a CEL rule's twin: its message names the fields itself
             raise UsageError(f"spec.{error['msg']}") from None
-        path = ".".join(str(p) for p in (where, *error["loc"]))
+        path = ".".join(str(p) for p in (where, *error["loc"]) if p != "")
         raise UsageError(f"spec.{path}: {error['msg']}, got {error['input']!r}") from None
 
 
@@ -140,6 +188,7 @@ def spec_from_dict(spec: Mapping[str, Any]) -> RenderSpec:
     style = _validated(Style, _obj(spec.get("style"), "style"), "style")
     video = _validated(Video, _obj(spec.get("video"), "video"), "video")
     width, height = video.frame_size()
+    text = _validated(_Text, {k: v for k, v in spec.items() if k in ("lyrics", "title", "artist")}, "")
     return RenderSpec(
         audio_url=_url(audio, "audio"),
         output_url=_url(_obj(spec.get("output"), "output"), "output"),
@@ -150,6 +199,9 @@ def spec_from_dict(spec: Mapping[str, Any]) -> RenderSpec:
         bpm=timing.bpm,
         beat_offset=timing.beatOffsetSeconds,
         normalize=timing.normalize,
+        text=TextSpec(lyrics_url=text.lyrics.url if text.lyrics else None,
+                      lyrics_text=text.lyrics.text if text.lyrics else None,
+                      lyrics_format=text.lyrics.format if text.lyrics else "auto", title=text.title, artist=text.artist),
     )
 
 

@@ -129,10 +129,17 @@ class SegmentEncoder:
         preset: str,
         crf: int,
         pix_fmt: str = "gbrp",
+        captions: Path | None = None,
+        start_frame: int = 0,
     ) -> None:
         iw, ih = in_size
         ow, oh = out_size
         vf = f"scale={ow}:{oh}:flags=bicubic:out_color_matrix=bt709:out_range=tv,format=yuv420p"
+        if captions is not None:
+            # The script is in the song's time; this segment's frames start at 0: shifted to their place in the
+            # song for libass, then back (ffmpeg runs in the script's directory: no path to escape in the graph).
+            vf += (f",setpts=PTS+{start_frame}/({fps}*TB),ass=filename={captions.name},"
+                   "setpts=PTS-STARTPTS")
         cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", pix_fmt, "-s", f"{iw}x{ih}", "-framerate", str(fps),
                "-i", "pipe:0", "-vf", vf,
@@ -140,10 +147,11 @@ class SegmentEncoder:
                "-threads", str(x264_threads()),
                # A keyframe every 2 s keeps seeking snappy; segments always start with one.
                "-g", str(2 * fps), *_BT709,
-               "-an", "-f", "mp4", str(out)]  # fmt: skip
+               "-an", "-f", "mp4", os.path.abspath(out)]  # fmt: skip
         self.out = out
         self._err = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the ffmpeg process
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err)
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err,
+                                      cwd=captions.resolve().parent if captions is not None else None)
         assert self._proc.stdin is not None
         grow_pipe(self._proc.stdin.fileno())
         self.frames = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from vibecraft_common.resource import (
     EXIT_BAD_AUDIO,
+    EXIT_BAD_LYRICS,
     EXIT_DOWNLOAD_FAILED,
     EXIT_INPUT_NOT_FOUND,
     EXIT_INTERNAL,
@@ -36,10 +37,20 @@ class UsageError(RenderError):
     exit_code = EXIT_USAGE
 
 
+class InputTooLargeError(UsageError):
+    """A small input (a lyrics file) is over its size bound; its reader says which input (captions.load)."""
+
+
 class BadAudioError(RenderError):
     """The input is not usable audio: not decodable, empty, silent or too long."""
 
     exit_code = EXIT_BAD_AUDIO
+
+
+class BadLyricsError(RenderError):
+    """spec.lyrics is not usable: empty, no timestamps, times that do not parse or lie past the song, too big."""
+
+    exit_code = EXIT_BAD_LYRICS
 
 
 class DownloadError(RenderError):

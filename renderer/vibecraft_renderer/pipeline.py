@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import subprocess
 import tempfile
@@ -29,7 +30,7 @@ from vibecraft_common.resource import ENV_PLAN_WAIT
 from vibecraft_common.status import ANALYSIS_NAME, THUMBNAIL_NAME, VIDEO_NAME
 
 from . import analysis as analysis_mod
-from . import audio, encode, segments, storage
+from . import audio, captions, encode, segments, storage
 from .compose import KenBurnsVisuals, working_size
 from .config import RenderSpec, RuntimeOptions
 from .errors import EncodeError, StageError, UsageError
@@ -87,8 +88,8 @@ def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Render
         work = Path(tmp)
         generator = _generator(spec, opts, layout, work, progress)
         guard = MemoryGuard(opts.memory_limit_mb)
-        audio_path, soundtrack, an = _analyse(spec, work, stop, progress, guard)
-        job = _context(spec, opts, layout, an, _key(spec, opts, audio_path), work)
+        audio_path, soundtrack, an, caps = _analyse(spec, work, stop, progress, guard)
+        job = _context(spec, opts, layout, an, _key(spec, opts, audio_path, caps), work, caps=caps)
         todo = [s for s in job.plan if not job.store.is_done(s)]
 
         progress.stage("generating", f"tempo {an.tempo:.1f} BPM ({an.tempo_source})")
@@ -97,7 +98,8 @@ def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Render
             job.store.write_manifest(_manifest(spec, job))
 
         progress.stage("composing", f"{len(job.plan) - len(todo)}/{len(job.plan)} segments already done")
-        _render_segments(spec, job.plan, job.store, source, progress, guard, job.timeline.n_frames, len(job.plan))
+        _render_segments(spec, job.plan, job.store, source, progress, guard, job.timeline.n_frames, len(job.plan),
+                         job.captions)
         _publish(spec, opts, layout, job, soundtrack.result(), work, progress)
         return _result(layout, job, len(todo), progress)
 
@@ -130,18 +132,21 @@ def _prepare(
     storage.check_writable(layout.root)
     generator = _generator(spec, opts, layout, work, progress)
     guard = MemoryGuard(opts.memory_limit_mb)
-    audio_path, soundtrack, an = _analyse(spec, work, stop, progress, guard)
-    job = _context(spec, opts, layout, an, _key(spec, opts, audio_path), work)
+    audio_path, soundtrack, an, caps = _analyse(spec, work, stop, progress, guard)
+    job = _context(spec, opts, layout, an, _key(spec, opts, audio_path, caps), work, caps=caps)
     if generator is not None:
         progress.stage("generating", f"tempo {an.tempo:.1f} BPM ({an.tempo_source})")
         _frame_source(spec, opts, an, job.timeline, generator, progress)  # fills the image cache
     progress.stage("uploading", "analysis state and render plan for the chunks")
     storage.put_bytes(analysis_mod.dump_state(an), storage.join(job.store.prefix, STATE_NAME), work,
                       "application/octet-stream")  # fmt: skip
+    if caps is not None:
+        storage.put_file(caps.path, storage.join(job.store.prefix, captions.CAPTIONS_NAME), "text/x-ssa")
     job.store.write_manifest(_manifest(spec, job))
     progress.update(frames_total=job.timeline.n_frames)  # the operator sizes `auto` parallelism from it
     plan_doc = {"key": job.key, "inputs": _plan_inputs(spec, opts), "frames": job.timeline.n_frames,
-                "framesPerSegment": job.per, "segments": len(job.plan)}  # fmt: skip
+                "framesPerSegment": job.per, "segments": len(job.plan),
+                "captions": caps.digest if caps is not None else None}  # fmt: skip
     storage.put_bytes(json.dumps(plan_doc, indent=1).encode(), storage.join(layout.segments, PLAN_NAME), work,
                       "application/json")  # fmt: skip
 
@@ -169,7 +174,8 @@ def render_chunk(spec: RenderSpec, opts: RuntimeOptions, progress: Progress, ind
         progress.stage("generating", f"chunk {index + 1}/{count}: segments {_span(mine)}")
         source = _frame_source(spec, opts, job.an, job.timeline, generator, progress) if todo else None
         progress.stage("composing", f"{len(mine) - len(todo)}/{len(mine)} segments already done")
-        _render_segments(spec, mine, job.store, source, progress, guard, sum(s.frames for s in mine), len(job.plan))
+        _render_segments(spec, mine, job.store, source, progress, guard, sum(s.frames for s in mine), len(job.plan),
+                         job.captions)
         if publish_soundtrack is not None:  # this chunk prepared: its soundtrack was encoded beside the frames
             progress.stage("uploading", "soundtrack")
             publish_soundtrack()
@@ -225,6 +231,7 @@ class _Job:
     per: int  # frames per segment
     key: str
     store: segments.CheckpointStore
+    captions: captions.Captions | None = None  # the lyrics and title card, burned into every segment
 
 
 def _generator(
@@ -238,12 +245,16 @@ def _generator(
 
 def _analyse(
     spec: RenderSpec, work: Path, stop: contextlib.ExitStack, progress: Progress, guard: MemoryGuard
-) -> tuple[Path, encode.AudioEncoder, analysis_mod.Analysis]:
-    """Download, start the soundtrack encoder beside the analysis, analyse."""
+) -> tuple[Path, encode.AudioEncoder, analysis_mod.Analysis, captions.Captions | None]:
+    """Download, start the soundtrack encoder beside the analysis, analyse, write the captions (bad lyrics
+    are found before the analysis, against the duration the container states)."""
     song = storage.redact(spec.audio_url)  # what messages call the input, not its scratch copy
     progress.stage("downloading", song)
     audio_path = storage.fetch(spec.audio_url, work)
     info = audio.probe(audio_path, song)
+    lyrics = captions.read_lyrics(spec.text)
+    if lyrics is not None:
+        captions.parse(lyrics, spec.text.lyrics_format, info.duration or math.inf)
     soundtrack = stop.enter_context(encode.AudioEncoder(audio_path, work / "soundtrack.m4a", info.sample_rate,
                                                         spec.normalize))
 
@@ -253,7 +264,8 @@ def _analyse(
         bpm=spec.bpm, beat_offset=spec.beat_offset,
     )  # fmt: skip
     guard.check(force=True)
-    return audio_path, soundtrack, an
+    caps = captions.prepare(spec.text, lyrics, work, an.duration, spec.video.width, spec.video.height)
+    return audio_path, soundtrack, an, caps
 
 
 def _per(spec: RenderSpec, opts: RuntimeOptions) -> int:
@@ -261,21 +273,24 @@ def _per(spec: RenderSpec, opts: RuntimeOptions) -> int:
     return max(1, round(opts.segment_seconds * spec.video.fps))
 
 
-def _key(spec: RenderSpec, opts: RuntimeOptions, audio_path: Path) -> str:
-    """The checkpoint key: the song's bytes, the pixels' spec, the segment length, and the soundtrack's
-    loudness (published under the key: a render with `normalize` changed must not reuse it)."""
-    soundtrack = {"normalize": spec.normalize}
-    return segments.render_key(segments.sha256_file(audio_path), {**spec.fingerprint(), **soundtrack}, _per(spec, opts))
+def _key(spec: RenderSpec, opts: RuntimeOptions, audio_path: Path, caps: captions.Captions | None = None) -> str:
+    """The checkpoint key: the song's bytes, the pixels' spec, the segment length, the soundtrack's
+    loudness (published under the key: a render with `normalize` changed must not reuse it) and the
+    caption script (a lyrics file changed at its URL changes the pixels)."""
+    extra: dict[str, object] = {"normalize": spec.normalize}
+    if caps is not None:
+        extra["captions"] = caps.digest
+    return segments.render_key(segments.sha256_file(audio_path), {**spec.fingerprint(), **extra}, _per(spec, opts))
 
 
 def _context(
     spec: RenderSpec, opts: RuntimeOptions, layout: OutputLayout, an: analysis_mod.Analysis, key: str, work: Path,
-    per: int | None = None,
+    per: int | None = None, caps: captions.Captions | None = None,
 ) -> _Job:
     timeline = Timeline(an, spec.video.fps, spec.video.cut_every)
     per = per or _per(spec, opts)
     plan = segments.plan_frames(timeline.n_frames, per)
-    return _Job(an, timeline, plan, per, key, segments.CheckpointStore(layout.segments, key, work))
+    return _Job(an, timeline, plan, per, key, segments.CheckpointStore(layout.segments, key, work), caps)
 
 
 def _plan_for_chunk(
@@ -350,7 +365,15 @@ def _load_plan(spec: RenderSpec, opts: RuntimeOptions, layout: OutputLayout, wor
         an = analysis_mod.load_state(state)
     except ValueError as exc:
         raise StageError(f"render plan {doc['key']}: {exc}") from None
-    job = _context(spec, opts, layout, an, str(doc["key"]), work, per=int(doc["framesPerSegment"]))
+    caps = None
+    if doc.get("captions"):
+        script = storage.get_bytes(storage.join(storage.join(layout.segments, doc["key"]), captions.CAPTIONS_NAME))
+        if script is None:
+            raise StageError(f"render plan {doc['key']} has no caption script")
+        caps = captions.write(script.decode(), work)
+        if caps.digest != doc["captions"]:
+            raise StageError(f"render plan {doc['key']}: its caption script changed")
+    job = _context(spec, opts, layout, an, str(doc["key"]), work, per=int(doc["framesPerSegment"]), caps=caps)
     if job.timeline.n_frames != doc["frames"] or len(job.plan) != doc["segments"]:
         raise StageError(f"render plan {doc['key']} does not match its analysis state")
     return job
@@ -437,8 +460,10 @@ def _render_segments(
     guard: MemoryGuard,
     total: int,
     of: int,
+    caps: captions.Captions | None = None,
 ) -> None:
-    """Render every segment of `plan` not yet in the store (`total` frames in `plan`, `of` segments in the video)."""
+    """Render every segment of `plan` not yet in the store (`total` frames in `plan`, `of` segments in the video),
+    with the caption script burned in."""
     done = sum(s.frames for s in plan if store.is_done(s))
     progress.update(frames_done=done, frames_total=total)
     progress.restart_rate()
@@ -450,7 +475,8 @@ def _render_segments(
         assert source is not None
         scratch = store.scratch_path(seg)
         with encode.SegmentEncoder(
-            scratch, (source.width, source.height), out_size, spec.video.fps, spec.video.preset, spec.video.crf
+            scratch, (source.width, source.height), out_size, spec.video.fps, spec.video.preset, spec.video.crf,
+            captions=caps.path if caps is not None else None, start_frame=seg.start,
         ) as enc:
             for i in range(seg.start, seg.end):
                 enc.write(source.render(i))

@@ -11,6 +11,7 @@ are what the rest of the renderer calls.
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import os
 import shutil
@@ -25,7 +26,7 @@ from vibecraft_common.s3 import S3UrlError, s3_client
 
 from . import egress
 from .egress import redact as redact  # re-exported: messages elsewhere name inputs by it
-from .errors import DownloadError, InputNotFoundError, RenderError, UploadError
+from .errors import DownloadError, InputNotFoundError, InputTooLargeError, RenderError, UploadError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ SINGLE_COPY_LIMIT: Final = 5 * 1024**3  # S3 CopyObject limit; bigger objects ne
 # WAV) needs 2.4 MB/s; a server dripping bytes fails the render after this, not at its deadline.
 AUDIO_DOWNLOAD_DEADLINE_S: Final = 600.0
 INPUT_ONLY: Final = "http(s) URLs are input only"
+SMALL_INPUT_DEADLINE_S: Final = 60.0  # a lyrics file: kilobytes
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,11 @@ class Store:
         """Copy the object to dest; `missing` when it does not exist, `error` for other failures."""
         raise NotImplementedError
 
+    def read_input(self, max_bytes: int, what: str) -> bytes:
+        """A small input's bytes (a lyrics file), never more than max_bytes read: InputTooLargeError past it,
+        InputNotFoundError / DownloadError as for fetch."""
+        raise NotImplementedError
+
     def join(self, name: str) -> str:
         raise RenderError("http(s) URLs cannot be written to")
 
@@ -173,6 +180,18 @@ class HttpStore(Store):
         except egress.EgressError as exc:
             raise error(str(exc)) from None
 
+    def read_input(self, max_bytes: int, what: str) -> bytes:
+        sink = io.BytesIO()
+        try:
+            egress.download(self.url, sink, max_bytes=max_bytes, deadline_s=SMALL_INPUT_DEADLINE_S, what=what)
+        except egress.TooLargeError:
+            raise InputTooLargeError(f"{what} at {redact(self.url)} is larger than {max_bytes // 1024} KiB") from None
+        except egress.NotFoundError as exc:
+            raise InputNotFoundError(str(exc)) from None
+        except egress.EgressError as exc:
+            raise DownloadError(str(exc)) from None
+        return sink.getvalue()
+
 
 @dataclass(frozen=True)
 class LocalStore(Store):
@@ -184,6 +203,15 @@ class LocalStore(Store):
         if not self.path.is_file():
             raise InputNotFoundError(f"input file not found: {self.path}")
         return self.path
+
+    def read_input(self, max_bytes: int, what: str) -> bytes:
+        if not self.path.is_file():
+            raise InputNotFoundError(f"{what} not found: {self.path}")
+        with self.path.open("rb") as fh:
+            data = fh.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise InputTooLargeError(f"{what} {self.path} is larger than {max_bytes // 1024} KiB")
+        return data
 
     def join(self, name: str) -> str:
         return str(self.path / name)
@@ -271,6 +299,26 @@ class S3Store(Store):
             raise missing(f"{loc} not found ({what})") from None
         except BotoCoreError as exc:
             raise error(f"cannot read {loc}: {_s3_error_text(exc)}") from None
+
+    def read_input(self, max_bytes: int, what: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        loc = self.loc
+        try:  # the range asks for one byte more than allowed: getting it means too large, without reading more
+            obj = _client().get_object(Bucket=loc.bucket, Key=loc.key, Range=f"bytes=0-{max_bytes}")
+            data: bytes = obj["Body"].read(max_bytes + 1)
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code in NOT_FOUND_CODES:
+                raise InputNotFoundError(f"{what} {loc} not found") from None
+            if code == "InvalidRange":  # an empty object
+                return b""
+            raise DownloadError(f"cannot read {what} {loc}: {_s3_error_text(exc)}") from None
+        except BotoCoreError as exc:
+            raise DownloadError(f"cannot read {what} {loc}: {_s3_error_text(exc)}") from None
+        if len(data) > max_bytes:
+            raise InputTooLargeError(f"{what} {loc} is larger than {max_bytes // 1024} KiB")
+        return data
 
     def join(self, name: str) -> str:
         return str(self.loc.join(name))
@@ -399,6 +447,11 @@ def join(prefix: str, name: str) -> str:
 def fetch(url: str, work_dir: Path) -> Path:
     """Make the input available as a local file; plain paths are used in place."""
     return location(url).fetch(work_dir)
+
+
+def read_input(url: str, max_bytes: int, what: str) -> bytes:
+    """A small input (a lyrics file) read whole, at most max_bytes (Store.read_input)."""
+    return location(url).read_input(max_bytes, what)
 
 
 def exists(url: str) -> bool:

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 import ssl
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from vibecraft_api.musicvideos import decode_continue, encode_continue, policy_d
 from vibecraft_api.ratelimit import RateLimiter
 from vibecraft_api.settings import Settings
 from vibecraft_api.uploads import safe_filename
-from vibecraft_common.limits import BEAT_OFFSET_MAX_SECONDS, BPM_MAX, BPM_MIN, DEFAULT_PRESET
+from vibecraft_common.limits import BEAT_OFFSET_MAX_SECONDS, BPM_MAX, BPM_MIN, DEFAULT_PRESET, LYRICS_TEXT_MAX_LENGTH
 from vibecraft_common.resource import ANNOTATION_DELETE_OUTPUTS
 
 from tests.api.utils import PROBLEM_JSON, wav_bytes
@@ -176,6 +177,34 @@ def test_platform_and_loudness_go_into_the_spec_and_come_back() -> None:
     plain = VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3"}})
     obj = build_musicvideo(name="mv-2", tenant="acme", req=plain, bucket="b", audio_url="https://e.example/a.mp3")
     assert "normalize" not in obj["spec"]["audio"] and to_public(obj, "b").audio.normalize is True
+
+
+def test_lyrics_title_and_artist_go_into_the_spec_and_come_back_without_the_text() -> None:
+    req = VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3"}, "title": "Crossroads",
+                                      "artist": "HyperRogue", "lyrics": {"text": "[00:01.00]First line\n"}})
+    obj = build_musicvideo(name="mv-1", tenant="acme", req=req, bucket="b", audio_url="https://e.example/a.mp3")
+    assert obj["spec"]["lyrics"] == {"text": "[00:01.00]First line\n", "format": "auto"}
+    assert (obj["spec"]["title"], obj["spec"]["artist"]) == ("Crossroads", "HyperRogue")
+    public = to_public(obj, "b")
+    assert (public.title, public.artist) == ("Crossroads", "HyperRogue")
+    assert public.lyrics is not None and public.lyrics.inline and public.lyrics.url is None
+    by_url = VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3"},
+                                         "lyrics": {"url": "https://e.example/a.lrc", "format": "lrc"}})
+    obj = build_musicvideo(name="mv-2", tenant="acme", req=by_url, bucket="b", audio_url="https://e.example/a.mp3")
+    public = to_public(obj, "b")
+    assert public.lyrics is not None and public.lyrics.url == "https://e.example/a.lrc" and not public.lyrics.inline
+
+
+@pytest.mark.parametrize(("lyrics", "says"), [
+    ({"url": "s3://other-tenant/secret.lrc"}, "lyrics.url must be an http:// or https:// URL"),
+    ({"url": "https://e.example/a.lrc", "text": "[00:01.00]x"}, "lyrics needs either lyrics.url or lyrics.text"),
+    ({}, "lyrics needs either lyrics.url or lyrics.text"),
+    ({"text": "x" * (LYRICS_TEXT_MAX_LENGTH + 1)}, f"at most {LYRICS_TEXT_MAX_LENGTH} characters"),
+    ({"text": "[00:01.00]x", "format": "ass"}, "Input should be 'auto', 'lrc', 'srt' or 'vtt'"),
+])  # fmt: skip
+def test_lyrics_a_tenant_cannot_send(lyrics: dict[str, Any], says: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(says)):
+        VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3"}, "lyrics": lyrics})
 
 
 def test_the_idempotency_hash_of_a_request_did_not_change_with_the_loudness_field() -> None:

@@ -150,6 +150,34 @@ def test_renderer_renders_h264_aac(songs: Path) -> None:
     assert streams.stdout.split() == ["h264,320,180", "aac"], streams.stdout + streams.stderr
 
 
+def test_renderer_draws_captions_with_its_own_font_on_a_read_only_root(songs: Path) -> None:
+    """libass in the image's ffmpeg, DejaVu Sans through fontconfig, nothing written outside the scratch dir:
+    the caption band of a frame with a lyric line differs from the same render without lyrics; the title card
+    shows in the middle. Read back with the host's tesseract when it has one."""
+    (songs / "song.lrc").write_text("[00:01.00]HELLO CAPTIONS\n[00:05.00]\n")
+    args = ["/w/song.mp3", "--width", "640", "--height", "360", "--fps", "10", "-q"]
+    extra = ("-v", f"{songs}:/w", "--read-only", "--tmpfs", "/tmp")
+    for out, more in (("plain.mp4", []), ("captions.mp4", ["--lyrics", "/w/song.lrc", "--title", "Crossroads"])):
+        res = run(RENDERER, *args, "-o", f"/w/{out}", *more, entrypoint=None, extra=extra)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+
+    def frame(name: str) -> bytes:
+        return subprocess.run(["ffmpeg", "-v", "error", "-ss", "2.5", "-i", str(songs / name), "-frames:v", "1",
+                               "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1"], capture_output=True, check=True).stdout
+    plain, captioned = frame("plain.mp4"), frame("captions.mp4")
+    rows = [sum(abs(a - b) > 60 for a, b in zip(plain[r * 640:(r + 1) * 640], captioned[r * 640:(r + 1) * 640],
+                                                strict=True)) for r in range(360)]  # fmt: skip
+    assert sum(rows[270:340]) > 400 and sum(rows[130:230]) > 400, "no lyric line or title drawn"
+    if shutil.which("tesseract"):
+        rgb = subprocess.run(["ffmpeg", "-v", "error", "-ss", "2.5", "-i", str(songs / "captions.mp4"), "-frames:v",
+                              "1", "-vf", "crop=640:70:0:280", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
+                             capture_output=True, check=True).stdout  # fmt: skip
+        pixels = [rgb[i:i + 3] for i in range(0, len(rgb), 3)]  # the white fill only: not the picture's bright edges
+        band = b"P5 640 70 255\n" + bytes(0 if min(p) > 200 and max(p) - min(p) < 40 else 255 for p in pixels)
+        text = subprocess.run(["tesseract", "stdin", "stdout", "--psm", "6"], input=band, capture_output=True).stdout
+        assert b"HELLO CAPTIONS" in text, text
+
+
 NUMBA_INDEX = """import pickle, pathlib, collections
 cpus = collections.Counter()
 for p in pathlib.Path('/opt/numba-cache').rglob('*.nbi'):

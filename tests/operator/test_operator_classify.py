@@ -57,6 +57,7 @@ def test_the_pod_vanishing_is_a_disruption():
         (1, FailureKind.RETRYABLE, "InternalError"),
         (14, FailureKind.OOM, "MemoryGuard"),
         (15, FailureKind.PERMANENT, "InputNotFound"),  # a missing input object does not appear on a retry
+        (17, FailureKind.PERMANENT, "BadLyrics"),  # lyrics without timestamps stay so
         (3, FailureKind.RETRYABLE, "Error"),
     ],
 )

@@ -154,7 +154,7 @@ def test_pod_failure_policy_ignores_disruptions_and_fails_on_renderer_exit_codes
     assert rules[1]["action"] == "FailJob"
     assert rules[1]["onExitCodes"]["operator"] == "In"
     assert rules[1]["onExitCodes"]["containerName"] == "renderer"
-    assert set(rules[1]["onExitCodes"]["values"]) == {1, 2, 10, 11, 12, 13, 14, 15, 16}
+    assert set(rules[1]["onExitCodes"]["values"]) == {1, 2, 10, 11, 12, 13, 14, 15, 16, 17}
 
 
 def test_kueue_queue_name_creates_a_suspended_labelled_job():

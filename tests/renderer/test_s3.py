@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,7 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from vibecraft_common.resource import EXIT_INPUT_NOT_FOUND, EXIT_UPLOAD_FAILED, PERMANENT_EXIT_CODES
+from vibecraft_common.limits import LYRICS_MAX_BYTES
+from vibecraft_common.resource import EXIT_BAD_LYRICS, EXIT_INPUT_NOT_FOUND, EXIT_UPLOAD_FAILED, PERMANENT_EXIT_CODES
 
 from .helpers import count_frames, run_render
 
@@ -242,3 +244,30 @@ def test_storage_dropping_requests_and_stalling_the_final_copy_still_publishes_w
     local = tmp_path / "v.mp4"
     client.download_file(bucket, out + "video.mp4", str(local))
     assert count_frames(local) == 8 * 30
+
+
+def test_lyrics_are_read_from_s3_and_bounded_while_reading(s3server: Any, run_prefix: str,
+                                                           click120: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    """spec.lyrics.url on S3: read with a ranged GET of one byte more than LYRICS_MAX_BYTES (a bigger file is
+    refused, permanently, without reading it all); a missing one is InputNotFound like a missing song."""
+    client, bucket = s3server.client(), s3server.bucket
+    song = f"renderer-tests/{run_prefix}/in/song.wav"
+    client.upload_file(str(click120[0]), bucket, song)
+    lyrics = {"ok.lrc": b"[00:01.00]Hello from the bucket\n", "big.lrc": b"[00:01.00]x\n" * (LYRICS_MAX_BYTES // 12 + 1)}
+    for name, body in lyrics.items():
+        client.put_object(Bucket=bucket, Key=f"renderer-tests/{run_prefix}/in/{name}", Body=body)
+    out = f"s3://{bucket}/renderer-tests/{run_prefix}/out/"
+
+    def render(name: str) -> subprocess.CompletedProcess[str]:
+        return run_render([f"s3://{bucket}/{song}", "-o", out, "--width", "160", "--height", "90", "--segment-seconds",
+                           "4", "--lyrics", f"s3://{bucket}/renderer-tests/{run_prefix}/in/{name}", "-q"],
+                          env=s3server.env())  # fmt: skip
+    res = render("ok.lrc")
+    assert res.returncode == 0, res.stderr
+    local = tmp_path / "v.mp4"
+    client.download_file(bucket, f"renderer-tests/{run_prefix}/out/video.mp4", str(local))
+    assert count_frames(local) == 300
+    res = render("big.lrc")
+    assert res.returncode == EXIT_BAD_LYRICS and "is larger than 128 KiB" in res.stderr, res.stderr
+    res = render("missing.lrc")
+    assert res.returncode == EXIT_INPUT_NOT_FOUND and "lyrics file" in res.stderr, res.stderr

@@ -22,10 +22,12 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
-from vibecraft_common.limits import AUDIO_URL_MAX_LENGTH, AUDIO_URL_MIN_LENGTH, LOUDNESS_TARGET_LUFS
+from vibecraft_common.limits import AUDIO_URL_MAX_LENGTH, AUDIO_URL_MIN_LENGTH, LOUDNESS_TARGET_LUFS, LYRICS_MAX_BYTES
 from vibecraft_common.spec import (
     AudioTiming,
+    CardText,
     DeadlineSeconds,
+    Lyrics,
     Parallelism,
     Retries,
     Style,
@@ -76,6 +78,27 @@ class AudioSource(AudioTiming):
         return self
 
 
+class LyricsSource(Lyrics):
+    """Lyrics burned in as captions: the text itself, or an http(s) URL the renderer downloads (not s3://: a
+    tenant names no bucket)."""
+
+    url: str | None = Field(default=None, min_length=AUDIO_URL_MIN_LENGTH, max_length=AUDIO_URL_MAX_LENGTH,
+                            pattern=AUDIO_URL, description=f"Public http(s) URL of an LRC, SRT or WebVTT file (at most "
+                                                           f"{LYRICS_MAX_BYTES // 1024} KiB)",
+                            examples=["https://example.com/song.lrc"])
+
+    @field_validator("url", mode="wrap")
+    @classmethod
+    def _http_url(cls, value: object, handler: ValidatorFunctionWrapHandler) -> str | None:
+        try:
+            url: str | None = handler(value)
+        except ValidationError as exc:
+            if any(e["type"] == "string_pattern_mismatch" for e in exc.errors()):
+                raise PydanticCustomError("url_scheme", "lyrics.url must be an http:// or https:// URL") from None
+            raise
+        return url
+
+
 class VideoCreate(BaseModel):
     """A render request."""
 
@@ -87,6 +110,9 @@ class VideoCreate(BaseModel):
          "style": {"backend": "replicate", "prompt": "neon city at night, synthwave"},
          "video": {"width": 1080, "height": 1920, "preset": "fast", "crf": 23}},
         {"audio": {"key": "uploads/acme/0f8fad5bd9cb469fa16570867728950e/mix.flac"}, "parallelism": "auto"},
+        {"audio": {"url": "https://example.com/song.ogg"}, "title": "Crossroads", "artist": "HyperRogue",
+         "lyrics": {"text": "[00:01.00]First line\n[00:04.50]<00:04.50>Second <00:05.10>line\n"},
+         "video": {"platform": "shorts"}},
     ]})
 
     audio: AudioSource
@@ -96,6 +122,9 @@ class VideoCreate(BaseModel):
     deadlineSeconds: DeadlineSeconds | None = None
     ttlSecondsAfterFinished: TtlSecondsAfterFinished | None = None
     parallelism: Parallelism | None = None
+    lyrics: LyricsSource | None = None
+    title: CardText | None = None
+    artist: CardText | None = None
 
 
 class AudioPublic(BaseModel):
@@ -131,6 +160,14 @@ class VideoOptionsPublic(BaseModel):
     crf: int | None = None
 
 
+class LyricsPublic(BaseModel):
+    """The lyrics a video is captioned with (inline text is not repeated back)."""
+
+    url: str | None = Field(default=None, description="The lyrics file's http(s) URL, when given as one")
+    inline: bool = Field(default=False, description="Whether the lyrics were sent as text")
+    format: str = "auto"
+
+
 class OutputPublic(BaseModel):
     """Facts about the finished video (download it with the download link)."""
 
@@ -160,6 +197,9 @@ class VideoPublic(BaseModel):
     ttlSecondsAfterFinished: int | None = Field(default=None, description="Seconds the finished video is kept "
                                                 "before it is deleted with its files; null: the installation's default")
     parallelism: int | Literal["auto"] = Field(default=1, description="Pods the render is split over, or auto")
+    lyrics: LyricsPublic | None = None
+    title: str | None = None
+    artist: str | None = None
     progress: ProgressPublic | None = None
     queuePosition: int | None = Field(default=None, description="While queued: the place in the render queue "
                                       "(1 starts next); slots go round robin between tenants")
