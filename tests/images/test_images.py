@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.renderer.helpers import caption_text
+
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 RENDERER = f"localhost/vibecraft/renderer:{VERSION}"
@@ -169,13 +171,7 @@ def test_renderer_draws_captions_with_its_own_font_on_a_read_only_root(songs: Pa
                                                 strict=True)) for r in range(360)]  # fmt: skip
     assert sum(rows[270:340]) > 400 and sum(rows[130:230]) > 400, "no lyric line or title drawn"
     if shutil.which("tesseract"):
-        rgb = subprocess.run(["ffmpeg", "-v", "error", "-ss", "2.5", "-i", str(songs / "captions.mp4"), "-frames:v",
-                              "1", "-vf", "crop=640:70:0:280", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
-                             capture_output=True, check=True).stdout  # fmt: skip
-        pixels = [rgb[i:i + 3] for i in range(0, len(rgb), 3)]  # the white fill only: not the picture's bright edges
-        band = b"P5 640 70 255\n" + bytes(0 if min(p) > 200 and max(p) - min(p) < 40 else 255 for p in pixels)
-        text = subprocess.run(["tesseract", "stdin", "stdout", "--psm", "6"], input=band, capture_output=True).stdout
-        assert b"HELLO CAPTIONS" in text, text
+        assert "HELLO CAPTIONS" in caption_text(songs / "captions.mp4", 2.5, (640, 360), top=0.75)
 
 
 NUMBA_INDEX = """import pickle, pathlib, collections

@@ -86,6 +86,11 @@ INVALID = [
     ({"audio": {"url": "s3://vibecraft/uploads/alice/%2e%2e/bob/song.mp3"}}, "the key made of letters, digits"),
     ({"output": {"url": "s3://vibecraft/videos/alice//bob/"}}, "output.url must be an s3:// prefix"),
     ({"output": {"url": "s3://vibecraft/videos/a\\..\\b/"}}, "single dots between single slashes"),
+    ({"lyrics": {"url": "https://example.com/a.lrc", "text": "[00:01.00]x"}},
+     "lyrics needs either lyrics.url or lyrics.text, not both"),
+    ({"lyrics": {"url": "ftp://example.com/a.lrc"}}, "lyrics.url must be an s3://bucket/key, https:// or http:// URL"),
+    ({"lyrics": {"text": "[00:01.00]x", "format": "ass"}}, "lyrics.format must be auto, lrc, srt, vtt"),
+    ({"title": "t" * 121}, "spec.title: Too long: may not be more than 120 bytes"),
 ]
 
 

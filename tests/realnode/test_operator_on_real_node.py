@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -23,6 +24,7 @@ from vibecraft_localcluster.realnode import BRIDGE_IP
 
 from tests.conftest import Cluster, S3Server, new_namespace, provision_renders
 from tests.harness import OperatorProcess, install_crd, wait_for
+from tests.renderer.helpers import caption_text
 
 pytestmark = pytest.mark.realnode
 
@@ -90,8 +92,11 @@ def _pods(s: Setup, name: str) -> list[dict[str, Any]]:
                   key=lambda p: p["metadata"]["creationTimestamp"])
 
 
-def test_a_musicvideo_renders_in_a_real_pod(setup: Setup) -> None:
-    done = _render(setup, "song")
+def test_a_musicvideo_renders_in_a_real_pod(setup: Setup, tmp_path: Path) -> None:
+    """With lyrics and a title card (non-ASCII, as UTF-8 in the pod's spec env): the image's libass and font
+    draw them; the lyric line is read back from the video with OCR."""
+    done = _render(setup, "song", video={"width": 640, "height": 360, "fps": 15}, title="Café Crossroads",
+                   lyrics={"text": "[00:01.00]HELLO FROM THE POD\n[00:05.00]\n"})
     pods = _pods(setup, "song")
     assert done["status"]["phase"] == "Succeeded", (done["status"], [p["status"] for p in pods])
     # The renderer's own progress reached the API server from inside the pod.
@@ -101,6 +106,17 @@ def test_a_musicvideo_renders_in_a_real_pod(setup: Setup) -> None:
     assert pod["status"]["containerStatuses"][0]["imageID"], "a real image, from containerd's store"
     listed = setup.s3.client().list_objects_v2(Bucket=setup.s3.bucket, Prefix=f"real/{setup.ns}/song/")
     assert f"real/{setup.ns}/song/video.mp4" in {o["Key"] for o in listed.get("Contents", [])}
+    if shutil.which("tesseract"):
+        video = tmp_path / "video.mp4"
+        setup.s3.client().download_file(setup.s3.bucket, f"real/{setup.ns}/song/video.mp4", str(video))
+        assert "HELLO FROM THE POD" in caption_text(video, 3.0, (640, 360), top=0.75)
+
+
+def test_lyrics_without_timestamps_fail_once_with_the_renderers_reason(setup: Setup) -> None:
+    done = _render(setup, "badlyrics", lyrics={"text": "words without\nany times\n"})
+    failure = done["status"].get("lastFailure") or {}
+    assert done["status"]["phase"] == "Failed" and failure.get("reason") == "BadLyrics", done["status"]
+    assert "no timestamps found" in failure.get("message", "") and done["status"]["attempts"] == 1, done["status"]
 
 
 def test_an_oom_kill_inside_the_container_is_retried_with_more_memory(setup: Setup) -> None:

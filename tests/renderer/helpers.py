@@ -149,3 +149,31 @@ def rise_on_beats(luma: np.ndarray, beats: np.ndarray, fps: float) -> np.ndarray
     out: np.ndarray = np.maximum(rise[after], rise[before])
     return out
 
+
+
+def video_frame(video: Path, at: float, size: tuple[int, int], gray: bool = False) -> np.ndarray:
+    """The frame shown at `at` s, as (height, width, 3) RGB or (height, width) gray."""
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-ss", f"{at:.3f}", "-i", str(video), "-frames:v", "1",
+                          "-f", "rawvideo", "-pix_fmt", "gray" if gray else "rgb24", "pipe:1"],
+                         capture_output=True, check=True).stdout  # fmt: skip
+    return np.frombuffer(raw, np.uint8).reshape(size[1], size[0], *(() if gray else (3,)))
+
+
+def caption_inks(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The captions' white fill and their sung-gold fill (captions.KARAOKE_COLOUR) in an RGB image; the
+    picture's bright but coloured edges and the black outline are neither."""
+    c = rgb.astype(np.int16)
+    hi, lo = c.max(axis=2), c.min(axis=2)
+    white = (lo > 200) & (hi - lo < 40)
+    gold = (c[..., 0] > 220) & (c[..., 1] > 170) & (c[..., 1] < 235) & (c[..., 2] < 70)
+    return white, gold
+
+
+def caption_text(video: Path, at: float, size: tuple[int, int], top: float = 0.65) -> str:
+    """OCR (tesseract) of the captions below `top` (a fraction of the height) in the frame shown at `at` s:
+    their white and gold fill kept as black ink on white, everything else blanked."""
+    white, gold = caption_inks(video_frame(video, at, size)[int(size[1] * top):])
+    ink = np.where(white | gold, 0, 255).astype(np.uint8)
+    pgm = b"P5 %d %d 255\n" % (ink.shape[1], ink.shape[0]) + ink.tobytes()
+    out = subprocess.run(["tesseract", "stdin", "stdout", "--psm", "6"], input=pgm, capture_output=True, check=True)
+    return out.stdout.decode(errors="replace")

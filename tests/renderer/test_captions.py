@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,8 @@ from vibecraft_common.resource import EXIT_BAD_LYRICS, PERMANENT_EXIT_CODES
 from vibecraft_renderer import captions
 from vibecraft_renderer.errors import BadLyricsError
 
-from .helpers import run_render
+from .helpers import caption_inks, run_render, video_frame
+from .helpers import caption_text as ocr
 from .test_split import stream_md5
 
 # Five lines of a 20 s song: each ends at an empty timestamp, with gaps between; the third is sung word by word.
@@ -116,33 +116,6 @@ def test_the_script_places_text_in_the_platforms_safe_areas() -> None:
 WIDTH, HEIGHT, FPS = 1280, 720, 5
 
 
-def frame(video: Path, at: float, size: tuple[int, int] = (WIDTH, HEIGHT), gray: bool = False) -> np.ndarray:
-    """The frame shown at `at` s, as (height, width, 3) RGB or (height, width) gray."""
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-ss", f"{at:.3f}", "-i", str(video), "-frames:v", "1",
-                          "-f", "rawvideo", "-pix_fmt", "gray" if gray else "rgb24", "pipe:1"],
-                         capture_output=True, check=True).stdout  # fmt: skip
-    return np.frombuffer(raw, np.uint8).reshape(size[1], size[0], *(() if gray else (3,)))
-
-
-def inks(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The captions' white fill and their sung-gold fill (KARAOKE_COLOUR) in an RGB image."""
-    c = rgb.astype(np.int16)
-    hi, lo = c.max(axis=2), c.min(axis=2)
-    white = (lo > 200) & (hi - lo < 40)
-    gold = (c[..., 0] > 220) & (c[..., 1] > 170) & (c[..., 1] < 235) & (c[..., 2] < 70)
-    return white, gold
-
-
-def caption_text(video: Path, at: float) -> str:
-    """OCR of the caption band (the lower third) of the frame shown at `at` s: the captions' white and gold
-    fill kept, everything else (the picture, the outline) blanked, then tesseract."""
-    white, gold = inks(frame(video, at)[int(HEIGHT * 0.65):])
-    ink = np.where(white | gold, 0, 255).astype(np.uint8)
-    pgm = b"P5 %d %d 255\n" % (ink.shape[1], ink.shape[0]) + ink.tobytes()
-    out = subprocess.run(["tesseract", "stdin", "stdout", "--psm", "6"], input=pgm, capture_output=True, check=True)
-    return out.stdout.decode(errors="replace")
-
-
 def words_seen(line: str, ocr: str) -> int:
     tokens = {t.lower() for t in re.findall(r"[A-Za-z]+", ocr)}
     return sum(1 for w in line.lower().split() if w in tokens)
@@ -166,13 +139,13 @@ def test_each_line_is_on_screen_in_its_interval_and_nowhere_else(lyrics_video: P
     seen: dict[float, str] = {}
     for start, end, line in LINES:
         at = (start + end) / 2
-        seen[at] = text = caption_text(lyrics_video, at)
+        seen[at] = text = ocr(lyrics_video, at, (WIDTH, HEIGHT))
         assert words_seen(line, text) >= len(line.split()) - 1, (at, line, text)
         for other_start, _, other in LINES:
             if other_start != start:
                 assert words_seen(other, text) <= 1, (at, other, text)
     for at in (0.4, 3.9, 7.6, 11.2, 15.2, 19.4):  # before the first line, in the gaps, after the last
-        seen[at] = text = caption_text(lyrics_video, at)
+        seen[at] = text = ocr(lyrics_video, at, (WIDTH, HEIGHT))
         assert all(words_seen(line, text) <= 1 for _, _, line in LINES), (at, text)
 
 
@@ -181,7 +154,7 @@ def test_the_sung_words_turn_gold_one_after_another(lyrics_video: Path) -> None:
     word, from the first word's start to the line's end."""
     shares = []
     for at in (8.2, 8.8, 9.4, 10.2):
-        white, gold = inks(frame(lyrics_video, at)[int(HEIGHT * 0.8):])
+        white, gold = caption_inks(video_frame(lyrics_video, at, (WIDTH, HEIGHT))[int(HEIGHT * 0.8):])
         shares.append(round(float(gold.sum() / max(1, gold.sum() + white.sum())), 2))
     assert shares == sorted(shares) and len(set(shares)) == 4 and shares[0] < 0.2 and shares[-1] > 0.8, shares
 
@@ -201,7 +174,7 @@ def test_a_title_card_and_a_split_render_caption_alike(real_song: Path, tmp_path
     assert (res := run_render([*common[:9], "-q", "-o", str(plain)])).returncode == 0, res.stderr
 
     def luma(video: Path, at: float) -> np.ndarray:
-        return frame(video, at, (320, 180), gray=True).astype(np.int16)
+        return video_frame(video, at, (320, 180), gray=True).astype(np.int16)
     # The card: the middle of the frame differs from the uncaptioned render at 2.5 s, not at 5.5 s.
     card = np.abs(luma(one / "video.mp4", 2.5) - luma(plain / "video.mp4", 2.5))[60:120, 60:260]
     later = np.abs(luma(one / "video.mp4", 5.5) - luma(plain / "video.mp4", 5.5))[60:120, 60:260]
