@@ -101,9 +101,10 @@ def build_musicvideo(*, name: str, tenant: str, req: VideoCreate, bucket: str, a
         spec["parallelism"] = req.parallelism
     if req.lyrics is not None:
         spec["lyrics"] = req.lyrics.model_dump(exclude_none=True)
-    for name in ("title", "artist"):
-        if getattr(req, name) is not None:
-            spec[name] = getattr(req, name)
+    if req.title is not None:
+        spec["title"] = req.title
+    if req.artist is not None:
+        spec["artist"] = req.artist
     labels = {LABEL_TENANT: tenant, LABEL_CREATED_BY: CREATED_BY}
     # A video the API made goes with its files, however it is deleted (API, TTL or kubectl).
     annotations = {ANNOTATION_REQUEST_HASH: request_hash(req), ANNOTATION_DELETE_OUTPUTS: "true"}

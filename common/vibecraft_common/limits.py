@@ -151,7 +151,8 @@ AUDIO_DEMUXERS: Final = frozenset({"mp3", "aac", "ogg", "wav", "flac", "mov", "m
 # kernel limits to 128 KiB: at most LYRICS_TEXT_MAX_LENGTH characters (4 bytes each at worst, in UTF-8).
 LYRICS_MAX_BYTES: Final = 128 * 1024
 LYRICS_TEXT_MAX_LENGTH: Final = 16 * 1024
-LYRICS_MAX_LINES: Final = 2000  # timed lines (cues) in one lyrics file
+LYRICS_MAX_LINES: Final = 2000  # timed lines (cues) in one lyrics file, a repeated LRC line counted each time
+LYRICS_MAX_WORDS: Final = 20000  # timed words (karaoke) over all lines
 LYRICS_LINE_MAX_SECONDS: Final = 8.0  # an LRC line without a next timestamp (or end mark) stays this long at most
 LyricsFormat = Literal["auto", "lrc", "srt", "vtt"]
 LYRICS_FORMATS: Final[tuple[str, ...]] = get_args(LyricsFormat)

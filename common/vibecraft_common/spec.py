@@ -240,7 +240,9 @@ class Lyrics(_Strict):
         return self
 
 
-CardText = Annotated[str, Field(min_length=1, max_length=L.TITLE_MAX_LENGTH)]
+# One line of printable text: no control characters (a line break would end the caption script's event).
+CARD_TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+CardText = Annotated[str, Field(min_length=1, max_length=L.TITLE_MAX_LENGTH, pattern=CARD_TEXT_PATTERN)]
 
 
 def _quantity_rule(field: str, above: str, example: str) -> dict[str, Any]:

@@ -18,7 +18,9 @@ that does not parse, times that run backwards or past the song, too many lines: 
 from __future__ import annotations
 
 import hashlib
+import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -80,8 +82,47 @@ def _cue_seconds(hours: str | None, minutes: str, seconds: str, fraction: str) -
     return int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds) + _fraction(fraction)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _collapse(text: str) -> str:
+    """Markup and control characters out, every run of whitespace one space (ends kept: a word's spacing)."""
+    return re.sub(r"\s+", " ", _CONTROL.sub("", _MARKUP.sub("", text)))
+
+
 def _clean(text: str) -> str:
-    return " ".join(_MARKUP.sub("", text).split())
+    return _collapse(text).strip()
+
+
+def _timed_words(head_at: float, text: str, tags: list[re.Match[str]], at: Callable[[re.Match[str]], float],
+                 number: int) -> tuple[list[Word], float | None]:
+    """A line with word times: the text before the first tag (sung from `head_at`) and after each tag, their
+    own spacing kept ("Hel<t>lo" is one word sung in two parts); a last tag with nothing after it is the line's
+    end mark. Times running backwards are refused."""
+    words: list[Word] = []
+    head = _collapse(text[: tags[0].start()])
+    if head.strip():
+        words.append(Word(head_at, head))
+    end_mark = None
+    for k, m in enumerate(tags):
+        piece = _collapse(text[m.end(): tags[k + 1].start() if k + 1 < len(tags) else len(text)])
+        when = at(m)
+        if words and when < words[-1].start - 1e-9 and (piece.strip() or k == len(tags) - 1):
+            raise BadLyricsError(f"lyrics line {number}: word times run backwards at {m[0]}")
+        if piece.strip():
+            words.append(Word(when, piece))
+        elif k == len(tags) - 1:
+            end_mark = when
+        elif piece and words:  # a pause between two words: keep the space
+            words[-1] = Word(words[-1].start, words[-1].text + " ")
+    if words:
+        words[0] = Word(words[0].start, words[0].text.lstrip())
+        words[-1] = Word(words[-1].start, words[-1].text.rstrip())
+    return words, end_mark
+
+
+def _words_text(words: list[Word] | tuple[Word, ...]) -> str:
+    return " ".join("".join(w.text for w in words).split())
 
 
 def detect_format(text: str) -> str:
@@ -98,25 +139,45 @@ def detect_format(text: str) -> str:
                          "(00:00:01,000 --> 00:00:04,000)")
 
 
+def _lrc_offset(lines: list[str]) -> float:
+    """`[offset:+ms]` wherever it is in the file (positive: the lyrics come earlier), applied to every time."""
+    offset = 0.0
+    for number, raw in enumerate(lines, 1):
+        meta = _LRC_META.match(raw.strip().lstrip("\ufeff"))
+        if meta and meta[1].lower() == "offset" and not _LRC_LINE_TAG.match(raw.strip()):
+            try:
+                offset = int(meta[2].strip()) / 1000.0
+            except ValueError:
+                raise BadLyricsError(f"lyrics line {number}: [offset:{meta[2][:20]}] is not milliseconds") from None
+    return offset
+
+
+@dataclass(frozen=True)
+class _Stamped:
+    """One appearance of an LRC line: its time, text, words and end mark, moved to that appearance."""
+
+    start: float
+    text: str
+    words: tuple[Word, ...]
+    end_mark: float | None
+
+
 def parse_lrc(text: str, duration: float) -> list[Cue]:
     """LRC: `[mm:ss.xx]line`, several tags for a repeated line, `[offset:+ms]`, enhanced `<mm:ss.xx>` word times.
 
-    A line lasts until the next timestamped line (an empty one ends it), at most LYRICS_LINE_MAX_SECONDS;
-    with word times, a trailing `<mm:ss.xx>` after the last word ends the line.
+    A line lasts until the next later timestamp (an empty line ends it), at most LYRICS_LINE_MAX_SECONDS;
+    with word times, a trailing `<mm:ss.xx>` after the last word ends the line. A repeated line's word
+    times are those of its first appearance, moved with it; lines sharing one timestamp (a duet, a
+    translation) are shown together. Lines and words are counted while reading (LYRICS_MAX_LINES,
+    LYRICS_MAX_WORDS): a small file of many tags cannot make a huge script.
     """
-    offset = 0.0
-    stamped: list[tuple[float, str, int]] = []  # (start, rest of the line, line number)
-    for number, raw in enumerate(text.splitlines(), 1):
+    lines = text.splitlines()
+    offset = _lrc_offset(lines)
+    stamped: list[_Stamped] = []
+    n_words = 0
+    for number, raw in enumerate(lines, 1):
         line = raw.strip().lstrip("\ufeff")
-        if not line:
-            continue
-        meta = _LRC_META.match(line)
-        if meta and not _LRC_LINE_TAG.match(line):
-            if meta[1].lower() == "offset":
-                try:
-                    offset = int(meta[2].strip()) / 1000.0  # positive: lyrics appear earlier
-                except ValueError:
-                    raise BadLyricsError(f"lyrics line {number}: [offset:{meta[2][:20]}] is not milliseconds") from None
+        if not line or (_LRC_META.match(line) and not _LRC_LINE_TAG.match(line)):
             continue
         times: list[float] = []
         rest = line
@@ -128,43 +189,49 @@ def parse_lrc(text: str, duration: float) -> list[Cue]:
                 raise BadLyricsError(f"lyrics line {number}: timestamp not understood: {line[:60]!r} "
                                      "(LRC wants [mm:ss.xx])")
             raise BadLyricsError(f"lyrics line {number}: no [mm:ss.xx] timestamp before {line[:60]!r}")
-        stamped.extend((t - offset, rest, number) for t in times)
-    stamped.sort(key=lambda s: s[0])
+        tags = list(_LRC_WORD_TAG.finditer(rest))
+        words, end_mark = _timed_words(times[0], rest, tags, _lrc_seconds, number) if tags else ([], None)
+        shown = _words_text(words) if tags else _clean(rest)
+        for t in times:
+            n_words += len(words)
+            if len(stamped) >= L.LYRICS_MAX_LINES:
+                raise BadLyricsError(f"lyrics: more than {L.LYRICS_MAX_LINES} timed lines")
+            if n_words > L.LYRICS_MAX_WORDS:
+                raise BadLyricsError(f"lyrics: more than {L.LYRICS_MAX_WORDS} timed words")
+            shift = t - times[0] - offset
+            stamped.append(_Stamped(t - offset, shown, tuple(Word(w.start + shift, w.text) for w in words),
+                                    None if end_mark is None else end_mark + shift))
+    stamped.sort(key=lambda s: s.start)
     cues: list[Cue] = []
-    for i, (start, rest, number) in enumerate(stamped):
-        following = stamped[i + 1][0] if i + 1 < len(stamped) else duration
-        words, end_mark = _lrc_words(rest, number, offset)
-        shown = _clean(_LRC_WORD_TAG.sub(" ", rest))
-        if not shown:
+    i = 0
+    while i < len(stamped):
+        group = [stamped[i]]
+        while i + len(group) < len(stamped) and stamped[i + len(group)].start - group[0].start < 0.005:
+            group.append(stamped[i + len(group)])
+        i += len(group)
+        sung = [g for g in group if g.text]
+        if not sung:
             continue  # an empty line: ends the one before (its start is that line's `following`)
+        start = group[0].start
+        following = stamped[i].start if i < len(stamped) else duration
         end = min(following, start + L.LYRICS_LINE_MAX_SECONDS)
-        if end_mark is not None:
-            end = min(following, max(end_mark, start + 0.1))
-        cues.append(Cue(max(0.0, start), end, shown, tuple(w for w in words if w.start >= start - 0.01)))
+        marks = [g.end_mark for g in sung if g.end_mark is not None]
+        if marks:
+            end = min(following, max(max(marks), start + 0.1))
+        if len(sung) > 1:  # shown together, one under the other, without word sweeps
+            cues.append(Cue(max(0.0, start), end, "\n".join(g.text for g in sung)))
+        else:
+            clamped = tuple(Word(max(w.start, start), w.text) for w in sung[0].words)  # none before the line
+            cues.append(Cue(max(0.0, start), end, sung[0].text, clamped))
     return cues
 
 
-def _lrc_words(rest: str, number: int, offset: float) -> tuple[list[Word], float | None]:
-    """Enhanced LRC's words: text after each `<mm:ss.xx>`; a last tag with no text after it ends the line."""
-    tags = list(_LRC_WORD_TAG.finditer(rest))
-    words: list[Word] = []
-    end_mark = None
-    for k, m in enumerate(tags):
-        after = rest[m.end(): tags[k + 1].start() if k + 1 < len(tags) else len(rest)]
-        at = _lrc_seconds(m) - offset
-        if _clean(after):
-            if words and at < words[-1].start:
-                raise BadLyricsError(f"lyrics line {number}: word times run backwards at {m[0]}")
-            words.append(Word(at, _clean(after)))
-        elif k == len(tags) - 1:
-            end_mark = at
-    return words, end_mark
-
-
 def parse_cues(text: str, vtt: bool) -> list[Cue]:
-    """SRT or WebVTT: blocks of `start --> end` then text lines; WebVTT `<hh:mm:ss.mmm>` tags are word times."""
+    """SRT or WebVTT: blocks of `start --> end` then text lines; WebVTT `<hh:mm:ss.mmm>` tags are word times
+    and its character references (`&amp;`) are decoded."""
     cues: list[Cue] = []
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    n_words = 0
     i = 0
     while i < len(lines):
         m = _CUE_ARROW.match(lines[i].lstrip("\ufeff"))
@@ -184,19 +251,21 @@ def parse_cues(text: str, vtt: bool) -> list[Cue]:
             body.append(lines[i].strip())
             i += 1
         raw = " ".join(body)
+        if vtt:
+            raw = html.unescape(raw)
+        tags = list(_VTT_WORD_TAG.finditer(raw)) if vtt else []
         words: list[Word] = []
-        if vtt and _VTT_WORD_TAG.search(raw):
-            pieces = _VTT_WORD_TAG.split(raw)  # text, then 4 groups + text per tag
-            head = _clean(pieces[0])
-            if head:
-                words.append(Word(start, head))
-            for k in range(1, len(pieces), 5):
-                at, after = _cue_seconds(*pieces[k:k + 4]), _clean(pieces[k + 4])
-                if after:
-                    words.append(Word(min(max(at, start), end), after))
-        shown = _clean(_VTT_WORD_TAG.sub(" ", raw))
+        if tags:
+            words, _ = _timed_words(start, raw, tags, lambda t: _cue_seconds(*t.groups()), number)
+            words = [Word(min(max(w.start, start), end), w.text) for w in words]
+            n_words += len(words)
+        shown = _words_text(words) if tags else _clean(raw)
         if shown:
             cues.append(Cue(start, end, shown, tuple(words)))
+        if len(cues) > L.LYRICS_MAX_LINES:
+            raise BadLyricsError(f"lyrics: more than {L.LYRICS_MAX_LINES} timed lines")
+        if n_words > L.LYRICS_MAX_WORDS:
+            raise BadLyricsError(f"lyrics: more than {L.LYRICS_MAX_WORDS} timed words")
     return cues
 
 
@@ -208,8 +277,6 @@ def parse(text: str, fmt: str, duration: float) -> list[Cue]:
     cues = parse_lrc(text, duration) if kind == "lrc" else parse_cues(text, vtt=kind == "vtt")
     if not cues:
         raise BadLyricsError(f"lyrics: no timed line with text found (read as {kind.upper()})")
-    if len(cues) > L.LYRICS_MAX_LINES:
-        raise BadLyricsError(f"lyrics: {len(cues)} timed lines, more than {L.LYRICS_MAX_LINES}")
     first_late = next((c for c in cues if c.start >= duration), None)
     if first_late is not None:
         raise BadLyricsError(f"lyrics: a line starts at {_clock(first_late.start)}, after the song ends "
@@ -271,8 +338,15 @@ def _clock(seconds: float) -> str:
 
 
 def _escape(text: str) -> str:
-    """Plain text for an ASS event: braces would open override blocks, a backslash an escape."""
-    return text.replace("\\", "/").replace("{", "(").replace("}", ")")
+    """Plain text for an ASS event: braces would open override blocks, a backslash an escape; a line break
+    (lines sung together) becomes ASS's own."""
+    return text.replace("\\", "/").replace("{", "(").replace("}", ")").replace("\n", "\\N")
+
+
+def _one_line(text: str) -> str:
+    """A title or artist as one line of plain text: no control characters, no line breaks (a newline in an ASS
+    event would end it and start a section of the tenant's making)."""
+    return " ".join(_CONTROL.sub("", text).split())
 
 
 def _fade(duration_s: float) -> str:
@@ -282,15 +356,13 @@ def _fade(duration_s: float) -> str:
 
 def _karaoke(cue: Cue) -> str:
     """`\\kf` sweeps: each word fills with KARAOKE_COLOUR from its start to the next word's (the last to the
-    line's end); a lead-in before the first word is an empty `\\k`."""
-    parts: list[str] = []
-    lead = round((cue.words[0].start - cue.start) * 100)
-    if lead > 0:
-        parts.append(f"{{\\k{lead}}}")
+    line's end); a lead-in before the first word is an empty `\\k`. Durations are differences of rounded
+    times, so rounding never adds up along a line."""
+    cs = [round(t * 100) for t in (cue.start, *(w.start for w in cue.words), cue.end)]
+    parts = [f"{{\\k{cs[1] - cs[0]}}}"] if cs[1] > cs[0] else []
     for k, word in enumerate(cue.words):
-        until = cue.words[k + 1].start if k + 1 < len(cue.words) else cue.end
-        parts.append(f"{{\\kf{max(1, round((until - word.start) * 100))}}}{_escape(word.text)} ")
-    return "".join(parts).rstrip()
+        parts.append(f"{{\\kf{max(0, cs[k + 2] - cs[k + 1])}}}{_escape(word.text)}")
+    return "".join(parts)
 
 
 def build_ass(cues: list[Cue], width: int, height: int, duration: float, title: str | None = None,
@@ -317,6 +389,7 @@ def build_ass(cues: list[Cue], width: int, height: int, duration: float, title: 
     events: list[str] = []
     card_start, card_end = L.TITLE_CARD_SECONDS
     card_end = min(card_end, duration)
+    title, artist = _one_line(title or "") or None, _one_line(artist or "") or None
     if (title or artist) and card_end > card_start:
         lines = [_escape(title)] if title else []
         if artist:

@@ -72,12 +72,12 @@ class TextSpec:
         return any(v is not None for v in (self.lyrics_url, self.lyrics_text, self.title, self.artist))
 
     def fingerprint(self) -> dict[str, Any]:
-        """The text's identity for keys: the lyrics by hash (inline text can be 128 KiB; a URL may carry a
-        token); what a URL's file holds is hashed into the render key once it is read."""
-        def digest(value: str | None) -> str | None:
-            return None if value is None else hashlib.sha256(value.encode()).hexdigest()[:16]
-        return {"lyricsUrl": digest(self.lyrics_url), "lyricsText": digest(self.lyrics_text),
-                "lyricsFormat": self.lyrics_format, "title": self.title, "artist": self.artist}
+        """The text's identity for keys: inline lyrics by hash (up to 16384 characters). Not a lyrics URL (a
+        presigned one changes with every signature): what its file holds is in the render key once read
+        (the caption script's hash), and the URL in a split render's plan inputs."""
+        text = None if self.lyrics_text is None else hashlib.sha256(self.lyrics_text.encode()).hexdigest()[:16]
+        return {"lyricsFromUrl": self.lyrics_url is not None, "lyricsText": text, "lyricsFormat": self.lyrics_format,
+                "title": self.title, "artist": self.artist}
 
 
 @dataclass(frozen=True)

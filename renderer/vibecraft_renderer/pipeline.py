@@ -214,7 +214,7 @@ def _soundtrack(spec: RenderSpec, opts: RuntimeOptions, job: _Job, work: Path) -
         return local
     log.info("no soundtrack published for render %s: encoding it from the song", job.key)
     audio_path = storage.fetch(spec.audio_url, work)
-    if _key(spec, opts, audio_path) != job.key:
+    if _key(spec, opts, audio_path, job.captions) != job.key:
         raise StageError(f"the song at {storage.redact(spec.audio_url)} changed since render plan {job.key} was prepared")
     info = audio.probe(audio_path, storage.redact(spec.audio_url))
     with encode.AudioEncoder(audio_path, local, info.sample_rate, spec.normalize) as encoder:
@@ -342,8 +342,11 @@ def _plan_inputs(spec: RenderSpec, opts: RuntimeOptions) -> dict[str, object]:
     (hashed: it may carry a token) and the segment length. A plan left by an earlier spec or song of the
     same output (a render that never joined, --keep-segments) does not match and is prepared again."""
     url = hashlib.sha256(spec.audio_url.encode()).hexdigest()[:16]
-    return {"spec": spec.fingerprint(), "audioUrl": url, "framesPerSegment": _per(spec, opts),
-            "normalize": spec.normalize}
+    inputs: dict[str, object] = {"spec": spec.fingerprint(), "audioUrl": url, "framesPerSegment": _per(spec, opts),
+                                 "normalize": spec.normalize}
+    if spec.text.lyrics_url is not None:  # the chunks take the prepared captions: they must be from this file
+        inputs["lyricsUrl"] = hashlib.sha256(spec.text.lyrics_url.encode()).hexdigest()[:16]
+    return inputs
 
 
 def _load_plan(spec: RenderSpec, opts: RuntimeOptions, layout: OutputLayout, work: Path) -> _Job | None:

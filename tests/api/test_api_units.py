@@ -183,6 +183,7 @@ def test_lyrics_title_and_artist_go_into_the_spec_and_come_back_without_the_text
     req = VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3"}, "title": "Crossroads",
                                       "artist": "HyperRogue", "lyrics": {"text": "[00:01.00]First line\n"}})
     obj = build_musicvideo(name="mv-1", tenant="acme", req=req, bucket="b", audio_url="https://e.example/a.mp3")
+    assert obj["metadata"]["name"] == "mv-1" and obj["spec"]["output"]["url"] == "s3://b/videos/acme/mv-1/"
     assert obj["spec"]["lyrics"] == {"text": "[00:01.00]First line\n", "format": "auto"}
     assert (obj["spec"]["title"], obj["spec"]["artist"]) == ("Crossroads", "HyperRogue")
     public = to_public(obj, "b")

@@ -91,6 +91,7 @@ INVALID = [
     ({"lyrics": {"url": "ftp://example.com/a.lrc"}}, "lyrics.url must be an s3://bucket/key, https:// or http:// URL"),
     ({"lyrics": {"text": "[00:01.00]x", "format": "ass"}}, "lyrics.format must be auto, lrc, srt, vtt"),
     ({"title": "t" * 121}, "spec.title: Too long: may not be more than 120 bytes"),
+    ({"artist": "one\nStyle: two"}, "spec.artist in body should match"),
 ]
 
 

@@ -42,7 +42,8 @@ LINES = [(1.0, 3.5, "Golden river running slow"), (4.5, 7.0, "Morning light acro
 def test_lrc_lines_end_at_the_next_timestamp_and_words_keep_their_times() -> None:
     cues = captions.parse(LRC, "auto", 20.0)
     assert [(c.start, c.end, c.text) for c in cues] == LINES
-    assert [(w.start, w.text) for w in cues[2].words] == [(8.0, "Every"), (8.6, "window"), (9.2, "open"), (9.8, "wide")]
+    assert [(w.start, w.text) for w in cues[2].words] == [(8.0, "Every "), (8.6, "window "), (9.2, "open "),
+                                                          (9.8, "wide")]  # fmt: skip
     assert all(not c.words for i, c in enumerate(cues) if i != 2)
 
 
@@ -59,16 +60,60 @@ def test_lrc_repeated_tags_offset_end_marks_and_the_longest_line() -> None:
     assert captions.parse("[00:01.00]only line\n", "auto", 3.0)[0].end == 3.0  # cut at the song's end
 
 
+def test_word_times_keep_every_word_and_their_spacing() -> None:
+    """Text before the first word tag, words timed a little before their line, syllables of one word, a
+    repeated line's word times, an [offset:] at the end of the file, lines sharing one timestamp."""
+    cue = captions.parse("[00:10.00]Hello <00:10.50>world\n", "lrc", 20.0)[0]
+    assert cue.text == "Hello world" and [(w.start, w.text) for w in cue.words] == [(10.0, "Hello "), (10.5, "world")]
+    cue = captions.parse("[00:10.00]<00:09.95>Hello <00:10.50>wor<00:10.80>ld<00:11.20>\n", "lrc", 20.0)[0]
+    assert cue.text == "Hello world" and (cue.start, cue.end) == (10.0, 11.2)
+    assert [(w.start, w.text) for w in cue.words] == [(10.0, "Hello "), (10.5, "wor"), (10.8, "ld")]
+    first, again = captions.parse("[00:10.00][01:10.00]<00:10.00>Hello <00:10.50>world<00:12.00>\n", "lrc", 90.0)
+    assert (first.start, first.end, again.start, again.end) == (10.0, 12.0, 70.0, 72.0)
+    assert [w.start for w in again.words] == [70.0, 70.5]
+    late = captions.parse("[00:10.00]<00:10.00>Hello <00:10.50>world\n[offset:+500]\n", "lrc", 20.0)[0]
+    assert late.start == 9.5 and [w.start for w in late.words] == [9.5, 10.0] and late.text == "Hello world"
+    duet = captions.parse("[00:05.00]She sings\n[00:05.00]He answers\n[00:08.00]\n", "lrc", 20.0)
+    assert [(c.start, c.end, c.text) for c in duet] == [(5.0, 8.0, "She sings\nHe answers")]
+    script = captions.build_ass(duet, 640, 360, 20.0)
+    assert "She sings\\NHe answers" in script
+
+
+def test_karaoke_durations_do_not_drift() -> None:
+    """Word times every 0.333 s: each \\kf rounded alone would lose up to half a centisecond per word."""
+    words = tuple(captions.Word(1.0 + k / 3, f"w{k} ") for k in range(30))
+    script = captions.build_ass([captions.Cue(1.0, 11.0, "x", words)], 640, 360, 20.0)
+    durations = [int(d) for d in re.findall(r"\\kf(\d+)", script)]
+    assert sum(durations) == 1000 and set(durations) <= {33, 34}
+
+
+def test_a_small_file_of_many_tags_cannot_make_a_huge_script() -> None:
+    """2000 line tags on one line of 3000 word tags: 53 KB, 6 million words if each repeat had its own."""
+    line = "".join(f"[{i // 6000:02d}:{i // 100 % 60:02d}.{i % 100:02d}]" for i in range(2000))
+    line += "".join(f"<{k // 6000:02d}:{k // 100 % 60:02d}.{k % 100:02d}>w" for k in range(3000))
+    assert len(line) < 60_000
+    with pytest.raises(BadLyricsError, match=f"more than {L.LYRICS_MAX_WORDS} timed words"):
+        captions.parse(line, "lrc", 7200.0)
+
+
+def test_a_title_cannot_open_sections_or_events_of_its_own() -> None:
+    script = captions.build_ass([], 640, 360, 20.0, "Song\n[V4+ Styles]\nStyle: Evil\r\n{\\pos(0,0)}\x01", "A\nB")
+    events = [line for line in script.splitlines() if line.startswith(("Dialogue:", "Style:", "["))]
+    assert len([e for e in events if e.startswith("Dialogue:")]) == 1 and "Style: Evil" not in events, events
+    assert "Song [V4+ Styles] Style: Evil (/pos(0,0))\\N" in script and "A B" in script
+
+
 def test_srt_and_webvtt_with_markup_and_word_times() -> None:
     srt = "\ufeff1\r\n00:00:01,000 --> 00:00:03,500\r\n<i>Golden</i> river\r\nrunning {\\an8}slow\r\n\r\n" \
           "2\r\n00:00:04,500 --> 00:00:07,000\r\nMorning light\r\n"
     assert [(c.start, c.end, c.text) for c in captions.parse(srt, "auto", 20.0)] == [
         (1.0, 3.5, "Golden river running slow"), (4.5, 7.0, "Morning light")]
     vtt = "WEBVTT\n\nNOTE a comment\n\nintro\n00:01.000 --> 00:03.500 align:center\n<v Singer>Golden " \
-          "<00:00:01.600>river <00:00:02.200>running\n\n01:00:04.500 --> 01:00:07.000\nlate\n"
+          "<00:00:01.600>river <00:00:02.200>running\n\n01:00:04.500 --> 01:00:07.000\nRock &amp; Roll\n"
     cues = captions.parse(vtt, "auto", 7200.0)
-    assert [(c.start, c.end, c.text) for c in cues] == [(1.0, 3.5, "Golden river running"), (3604.5, 3607.0, "late")]
-    assert [(w.start, w.text) for w in cues[0].words] == [(1.0, "Golden"), (1.6, "river"), (2.2, "running")]
+    assert [(c.start, c.end, c.text) for c in cues] == [(1.0, 3.5, "Golden river running"),
+                                                        (3604.5, 3607.0, "Rock & Roll")]  # fmt: skip
+    assert [(w.start, w.text) for w in cues[0].words] == [(1.0, "Golden "), (1.6, "river "), (2.2, "running")]
 
 
 @pytest.mark.parametrize(("text", "fmt", "says"), [
@@ -168,7 +213,13 @@ def test_a_title_card_and_a_split_render_caption_alike(real_song: Path, tmp_path
               "--lyrics", str(lrc), "--title", "Crossroads", "--artist", "HyperRogue", "-q"]  # fmt: skip
     one, split = tmp_path / "one", tmp_path / "split"
     assert (res := run_render([*common, "-o", str(one)])).returncode == 0, res.stderr
-    assert (res := run_render([*common, "-o", str(split), "--parallelism", "2"])).returncode == 0, res.stderr
+    assert (res := run_render([*common, "-o", str(split), "--stage", "prepare"])).returncode == 0, res.stderr
+    key_dir = next((split / "segments").glob("*/captions.ass")).parent
+    (key_dir / "soundtrack.m4a").unlink()  # as if the pod that prepared died before publishing it: the join encodes it
+    for k in ("1", "0"):
+        res = run_render([*common, "-o", str(split), "--stage", "segments", "--chunk", k, "--chunks", "2"])
+        assert res.returncode == 0, res.stderr
+    assert (res := run_render([*common, "-o", str(split), "--stage", "join"])).returncode == 0, res.stderr
     assert stream_md5(split / "video.mp4", "v") == stream_md5(one / "video.mp4", "v")
     plain = tmp_path / "plain"
     assert (res := run_render([*common[:9], "-q", "-o", str(plain)])).returncode == 0, res.stderr
