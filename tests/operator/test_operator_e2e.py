@@ -411,14 +411,15 @@ def test_a_flood_of_renders_never_exceeds_max_running(operator: OperatorProcess,
 @real_renderer
 def test_a_render_split_over_an_indexed_job_makes_the_one_pod_video(
         operator: OperatorProcess, cluster: Cluster, s3: S3Server, apis: Any, tmp_path: Path) -> None:
-    """Issue 20: a 3-minute song with spec.parallelism 3 runs a prepare Job, an Indexed Job of 3 chunks and a
-    join Job in one attempt. One chunk's pod is evicted mid-render, after its first segment: only that index
-    runs again, reusing that segment. Progress only rises, every chunk reports under its own key, and the
-    video is the one-pod render's frame for frame: 1800 frames, audio and video aligned."""
+    """Issue 20: a 2-minute song with spec.parallelism 3 runs a prepare Job, an Indexed Job of 3 chunks (1, 1
+    and 2 segments of 30 s) and a join Job in one attempt. The last chunk's pod is evicted mid-render, after
+    its first segment: only that index runs again, reusing that segment. Progress only rises, every chunk
+    reports under its own key, and the video is the one-pod render's frame for frame: 1200 frames, audio
+    and video aligned."""
     custom, batch, core = apis
     ns = operator.namespace
     video = {"width": 640, "height": 360, "fps": 10}  # a 30 s segment takes seconds at 500m: time to evict
-    one = tiny_example(s3, tmp_path, 180, name="whole", output={"url": "s3://vibecraft/e2e/whole/"}, video=video)
+    one = tiny_example(s3, tmp_path, 120, name="whole", output={"url": "s3://vibecraft/e2e/whole/"}, video=video)
     split = dict(one, metadata={"name": "split"}, spec={**one["spec"], "parallelism": 3,
                                                         "output": {"url": "s3://vibecraft/e2e/split/"}})
     statuses, watcher = watch_statuses(custom, ns, "split", until=lambda st: st.get("phase") in ("Succeeded", "Failed"))
@@ -429,11 +430,11 @@ def test_a_render_split_over_an_indexed_job_makes_the_one_pod_video(
         chunks = ((get_mv(custom, ns, "split").get("status") or {}).get("progress") or {}).get("chunks") or {}
         return int((chunks.get(index) or {}).get("framesDone") or 0)
 
-    # Evict chunk 2's pod once its first 30 s segment (300 frames) is stored, before its second is.
-    wait_for(lambda: chunk_frames("1") >= 300, timeout=600, interval=0.2, what="chunk 2 to store its first segment")
+    # Evict chunk 3's pod once its first 30 s segment (300 frames) is stored, before its second is.
+    wait_for(lambda: chunk_frames("2") >= 300, timeout=600, interval=0.2, what="chunk 3 to store its first segment")
     victim = next(p for p in core.list_namespaced_pod(ns, label_selector="batch.kubernetes.io/job-name=split-a1-s").items
-                  if p.metadata.annotations.get("batch.kubernetes.io/job-completion-index") == "1")
-    assert chunk_frames("1") < 600, "chunk 2 finished before it could be evicted"
+                  if p.metadata.annotations.get("batch.kubernetes.io/job-completion-index") == "2")
+    assert chunk_frames("2") < 600, "chunk 3 finished before it could be evicted"
     core.create_namespaced_pod_eviction(victim.metadata.name, ns, client.V1Eviction(
         metadata=client.V1ObjectMeta(name=victim.metadata.name, namespace=ns)))
     for name in ("whole", "split"):
@@ -447,16 +448,16 @@ def test_a_render_split_over_an_indexed_job_makes_the_one_pod_video(
     percents = [p["percent"] for p in running]
     assert len(percents) > 5 and percents == sorted(percents), percents
     last = running[-1]  # the join's (success clears the renderer's fields)
-    assert sorted(last["chunks"]) == ["0", "1", "2"] and last["framesDone"] == last["framesTotal"] == 1800, last
+    assert sorted(last["chunks"]) == ["0", "1", "2"] and last["framesDone"] == last["framesTotal"] == 1200, last
 
     indexed = _job(batch, ns, "split-a1-s")
     assert indexed.spec.completion_mode == "Indexed" and indexed.spec.completions == 3
     assert indexed.status.succeeded == 3
     pods = core.list_namespaced_pod(ns, label_selector="batch.kubernetes.io/job-name=split-a1-s").items
     index = {p.metadata.name: p.metadata.annotations["batch.kubernetes.io/job-completion-index"] for p in pods}
-    # The evicted pod is deleted; the other indexes kept their one pod each: only index 1 ran again.
+    # The evicted pod is deleted; the other indexes kept their one pod each: only index 2 ran again.
     assert sorted(index.values()) == ["0", "1", "2"] and victim.metadata.name not in index, index
-    again = next(p for p in pods if index[p.metadata.name] == "1")
+    again = next(p for p in pods if index[p.metadata.name] == "2")
     log = core.read_namespaced_pod_log(again.metadata.name, ns)
     assert "1 segments rendered, 1 reused" in log, log[-2000:]
 
@@ -471,7 +472,7 @@ def test_a_render_split_over_an_indexed_job_makes_the_one_pod_video(
 
     whole, parts = fetch("whole"), fetch("split")
     assert frames(parts) == frames(whole)
-    assert count_frames(parts) == 1800
+    assert count_frames(parts) == 1200
     streams = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,start_time,duration",
                                          "-of", "json", str(parts)], capture_output=True, text=True, check=True).stdout)
     times = {st["codec_type"]: (float(st["start_time"]), float(st["duration"])) for st in streams["streams"]}
