@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Path, Request
+from fastapi import Depends, Header, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from vibecraft_api.auth import KeyStore, Tenant
@@ -67,6 +67,9 @@ async def current_tenant(keys: KeysDep,
 TenantDep = Annotated[Tenant, Depends(current_tenant)]
 VideoId = Annotated[str, Path(pattern=VIDEO_ID, max_length=63, description="Video id",
                               examples=["mv-0lq3k2j9a7x1c9d2e4f6"])]
+PreviewQuery = Annotated[bool, Query(description="Render a short preview first (spec.preview): 15 s from the most "
+                                                  "energetic section at 360p, in seconds; POST /v1/videos/{id}/render "
+                                                  "then renders the whole video")]
 IdempotencyKey = Annotated[str | None, Header(
     alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
     description="Any unique string (e.g. a UUID): retrying the POST with it returns the same video")]

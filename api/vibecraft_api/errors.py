@@ -65,6 +65,12 @@ class NotReady(ProblemError):
     status, slug, title = 409, "not-ready", "Video not ready"
 
 
+class Conflict(ProblemError):
+    """The request does not fit the video's state: not a preview, or changed meanwhile."""
+
+    status, slug, title = 409, "conflict", "Conflict"
+
+
 class Gone(ProblemError):
     """A continue token too old for the Kubernetes API to resume from."""
 

@@ -233,10 +233,14 @@ class Kube:
 
     async def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                       body: Any = None) -> dict[str, Any]:
-        """One request; the decoded JSON object on 2xx."""
+        """One request; the decoded JSON object on 2xx (a PATCH is a JSON merge patch)."""
+        headers = self._headers()
+        if method == "PATCH":
+            headers["Content-Type"] = "application/merge-patch+json"
         try:
-            async with self.http.request(method, self.server + path, params=_query(params), json=body,
-                                         headers=self._headers()) as resp:
+            async with self.http.request(method, self.server + path, params=_query(params),
+                                         data=json.dumps(body).encode() if body is not None else None,
+                                         headers={"Content-Type": "application/json", **headers}) as resp:
                 raw = await resp.read()
                 if resp.status >= 300:
                     raise _error(resp.status, resp.reason or "", raw)

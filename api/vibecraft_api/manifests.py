@@ -101,6 +101,8 @@ def build_musicvideo(*, name: str, tenant: str, req: VideoCreate, bucket: str, a
         spec["parallelism"] = req.parallelism
     if req.lyrics is not None:
         spec["lyrics"] = req.lyrics.model_dump(exclude_none=True)
+    if req.preview:
+        spec["preview"] = True
     if req.title is not None:
         spec["title"] = req.title
     if req.artist is not None:
@@ -203,6 +205,7 @@ def to_public(obj: dict[str, Any], bucket: str) -> VideoPublic:
         deadlineSeconds=_int(spec.get("deadlineSeconds")),
         ttlSecondsAfterFinished=_int(spec.get("ttlSecondsAfterFinished")),
         parallelism=_parallelism(spec.get("parallelism")),
+        preview=spec.get("preview") is True,
         lyrics=_lyrics(spec.get("lyrics")),
         title=spec.get("title") if isinstance(spec.get("title"), str) else None,
         artist=spec.get("artist") if isinstance(spec.get("artist"), str) else None,

@@ -13,6 +13,7 @@ from vibecraft_common.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
 
 from vibecraft_api.errors import (
     BadRequest,
+    Conflict,
     FieldIssue,
     Gone,
     InvalidInput,
@@ -145,6 +146,20 @@ class MusicVideos:
                 issues = [FieldIssue(c.get("field", "").removeprefix("spec."), c.get("message", exc.message))
                           for c in exc.causes] or [FieldIssue("", exc.message)]
                 raise InvalidInput("; ".join(f"{i.field}: {i.detail}" for i in issues), errors=issues) from None
+            raise unavailable(exc) from None
+
+    async def patch_spec(self, namespace: str, name: str, spec: Obj, resource_version: str) -> Obj:
+        """Change spec fields (a JSON merge patch) of the version read: Conflict when it changed since."""
+        try:
+            return await self.kube.request("PATCH", f"{collection(namespace)}/{name}",
+                                           body={"metadata": {"resourceVersion": resource_version}, "spec": spec})
+        except KubeError as exc:
+            if exc.code == 404:
+                raise NotFound(f"There is no video {name}.") from None
+            if exc.code == 409:
+                raise Conflict("The video changed meanwhile; read it and try again.") from None
+            if (refused := policy_denial(exc)) is not None:
+                raise refused from None
             raise unavailable(exc) from None
 
     async def delete(self, namespace: str, name: str) -> Obj | None:

@@ -15,7 +15,7 @@ from vibecraft_common.spec import S3_KEY
 from vibecraft_common.status import SUCCEEDED, THUMBNAIL_NAME, VIDEO_NAME
 
 from vibecraft_api.auth import Tenant
-from vibecraft_api.errors import FieldIssue, InvalidInput, NotReady, TooManyRenders, Unavailable
+from vibecraft_api.errors import Conflict, FieldIssue, InvalidInput, NotReady, TooManyRenders, Unavailable
 from vibecraft_api.manifests import (
     ACTIVE_SELECTOR,
     ANNOTATION_REQUEST_HASH,
@@ -120,6 +120,26 @@ class Renders:
                 await self.videos.delete(ns, mine)
             return winner
         return created
+
+    async def render_full(self, tenant: Tenant, video_id: str) -> dict[str, Any]:
+        """The whole video of a preview: spec.preview set to false on the same video, so the render that
+        follows takes the preview's analysis and generated images from its cache. Counts as a new render
+        against the tenant's concurrent renders."""
+        ns = tenant.namespace
+        async with self.locks[tenant.name]:
+            obj = await self.videos.get(ns, video_id)
+            if not (obj.get("spec") or {}).get("preview"):
+                raise Conflict(f"Video {video_id} is not a preview: it renders the whole song already.")
+            if not is_active(obj):  # a finished preview starts a render again
+                found = await self.videos.selected(ns, ACTIVE_SELECTOR, self.written.get(ns))
+                active = sum(1 for o in found if is_active(o))
+                if active >= self.settings.max_concurrent_renders:
+                    raise TooManyRenders(active, self.settings.max_concurrent_renders)
+            patched = await self.videos.patch_spec(ns, video_id, {"preview": False},
+                                                   str(obj["metadata"].get("resourceVersion") or ""))
+            if version := str(patched["metadata"].get("resourceVersion") or ""):
+                self.written[ns] = version
+            return patched
 
     async def delete(self, tenant: Tenant, video_id: str) -> dict[str, Any] | None:
         """Cancel the render and delete the video with its files (MusicVideos.delete): the video while

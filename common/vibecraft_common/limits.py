@@ -58,6 +58,11 @@ AUTO_CHUNK_SECONDS: Final = 120.0
 DEFAULT_SEGMENT_SECONDS: Final = 30.0
 
 
+def parallelism_for(parallelism: int | str, preview: bool | None) -> int | str:
+    """The pods a render runs on: a preview (spec.preview) is one pod whatever spec.parallelism says."""
+    return 1 if preview else parallelism
+
+
 def chunk_count(parallelism: int | str, duration: float | None, cap: int,
                 segment_seconds: float = DEFAULT_SEGMENT_SECONDS) -> int:
     """A split render's chunks (the segments stage's pods, or the CLI's processes): `parallelism` (auto: one
@@ -158,3 +163,16 @@ LyricsFormat = Literal["auto", "lrc", "srt", "vtt"]
 LYRICS_FORMATS: Final[tuple[str, ...]] = get_args(LyricsFormat)
 TITLE_MAX_LENGTH: Final = 120  # spec.title and spec.artist (one line each on the title card)
 TITLE_CARD_SECONDS: Final = (0.5, 4.5)  # when the title card is on screen (cut short by a shorter song)
+
+# spec.preview (issue 21): a quick look before the full render: PREVIEW_SECONDS of the song from the start of
+# its most energetic section, PREVIEW_HEIGHT pixels high at the spec's aspect ratio and frame rate.
+PREVIEW_SECONDS: Final = 15.0
+PREVIEW_HEIGHT: Final = 360
+
+
+def preview_size(width: int, height: int) -> tuple[int, int]:
+    """A preview's frame: PREVIEW_HEIGHT high (or the full frame when that is smaller), the width at the full
+    frame's aspect ratio, rounded to an even number."""
+    if height <= PREVIEW_HEIGHT:
+        return width, height
+    return max(2, int(PREVIEW_HEIGHT * width / height / 2.0 + 0.5) * 2), PREVIEW_HEIGHT

@@ -312,6 +312,10 @@ class MusicVideoSpec(_Strict):
     priorityClassName: str | None = Field(default=None, max_length=253, pattern=K8S_DNS_SUBDOMAIN_PATTERN,
                                           description="PriorityClass of the render pod.")
     parallelism: Parallelism = L.DEFAULT_PARALLELISM
+    preview: bool | None = Field(
+        default=None, description=f"Render a {L.PREVIEW_SECONDS:g} s preview from the start of the song's most energetic "
+                                  f"section at {L.PREVIEW_HEIGHT}p instead of the whole video (same outputs); setting it "
+                                  "back to false renders the whole video, reusing the analysis and generated images.")
     lyrics: Lyrics | None = None
     title: CardText | None = Field(
         default=None,

@@ -194,7 +194,7 @@ class MusicVideoStatus(_Open):
 
 
 def summary_of(doc: Mapping[str, Any]) -> tuple[dict[str, Any], float | None]:
-    """status.analysis and the song's duration from an analysis.json document.
+    """status.analysis and the video's duration (the song's; a preview's own) from an analysis.json document.
 
     Only the renderer's own names are read (Analysis.to_json writes exactly these). Each field is
     checked on its own against AnalysisSummary, strictly: a value the CRD would refuse is left out,
@@ -219,7 +219,8 @@ def summary_of(doc: Mapping[str, Any]) -> tuple[dict[str, Any], float | None]:
     sections = doc.get("sections")
     if isinstance(sections, list):
         out["sections"] = [sec for item in sections if (sec := _section(item)) is not None][: L.SECTIONS_MAX]
-    duration = doc.get("duration")
+    preview = doc.get("preview")  # a preview's video is its stretch of the song, not the song
+    duration = preview.get("seconds") if isinstance(preview, Mapping) else doc.get("duration")
     if isinstance(duration, bool) or not isinstance(duration, int | float):
         return out, None
     return out, float(duration)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import kopf
-from vibecraft_common.limits import DEFAULT_PARALLELISM, PARALLELISM_AUTO, chunk_count
+from vibecraft_common.limits import DEFAULT_PARALLELISM, PARALLELISM_AUTO, chunk_count, parallelism_for
 from vibecraft_common.resource import (
     ENV_ATTEMPT,
     ENV_CHUNKS,
@@ -276,11 +276,12 @@ def stage_env(stage: RenderStage, chunks: int) -> list[dict[str, Any]]:
 
 
 def is_split(spec: Mapping[str, Any]) -> bool:
-    """Whether the render is split over several pods (spec.parallelism above 1, or auto)."""
-    value = spec.get("parallelism", DEFAULT_PARALLELISM)
+    """Whether the render is split over several pods (spec.parallelism above 1, or auto; never a preview)."""
+    value = parallelism_for(spec.get("parallelism", DEFAULT_PARALLELISM), spec.get("preview"))
     return value == PARALLELISM_AUTO or (isinstance(value, int) and value > 1)
 
 
 def chunks_for(spec: Mapping[str, Any], frames: int | None, fps: int, cap: int) -> int:
     """The segments stage's pods for this spec (vibecraft_common.limits.chunk_count)."""
-    return chunk_count(spec.get("parallelism", DEFAULT_PARALLELISM), frames / max(fps, 1) if frames else None, cap)
+    return chunk_count(parallelism_for(spec.get("parallelism", DEFAULT_PARALLELISM), spec.get("preview")),
+                       frames / max(fps, 1) if frames else None, cap)

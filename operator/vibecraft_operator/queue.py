@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from vibecraft_common.limits import DEFAULT_PARALLELISM, PARALLELISM_AUTO
+from vibecraft_common.limits import DEFAULT_PARALLELISM, PARALLELISM_AUTO, parallelism_for
 from vibecraft_common.status import PENDING, QUEUED, RUNNING, SUCCEEDED
 
 from vibecraft_operator.constants import R_QUEUED
@@ -127,7 +127,7 @@ def slots_of(spec: Mapping[str, Any], status: Mapping[str, Any]) -> int:
     chunks = _number(status.get("chunks"))
     if chunks:
         return chunks
-    wanted = spec.get("parallelism", DEFAULT_PARALLELISM)
+    wanted = parallelism_for(spec.get("parallelism", DEFAULT_PARALLELISM), spec.get("preview"))
     if wanted == PARALLELISM_AUTO:
         return 0
     return _number(wanted) or 1

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lyrics-format", choices=L.LYRICS_FORMATS, default=None, help="default auto")
     t.add_argument("--title", default=None, help="title card: the song's title")
     t.add_argument("--artist", default=None, help="title card: the artist")
+    p.add_argument("--preview", action="store_true", default=None,
+                   help=f"spec.preview: {L.PREVIEW_SECONDS:g} s from the most energetic section at {L.PREVIEW_HEIGHT}p")
     v = p.add_argument_group("video (spec.video)")
     v.add_argument("--width", type=int, default=None, help=f"even, {L.WIDTH_MIN}..{L.WIDTH_MAX} (needs --height)")
     v.add_argument("--height", type=int, default=None,
@@ -165,6 +167,8 @@ def spec_from_args(ns: argparse.Namespace) -> RenderSpec:
         text["lyrics"] = {"url": ns.lyrics, "format": ns.lyrics_format or "auto"}
     elif ns.lyrics_format is not None:
         raise UsageError("--lyrics-format needs --lyrics")
+    if ns.preview:
+        text["preview"] = True
     return spec_from_dict({"audio": audio, "output": {"url": ns.output}, "style": style, "video": video, **text})
 
 
@@ -352,7 +356,9 @@ def run(ns: argparse.Namespace) -> int:
     progress = Progress(sinks, weights, span=stage_span(stage, weights))
     t0 = time.monotonic()
     try:
-        if ns.parallelism not in (None, 1):
+        if spec.preview and stage != STAGE_ALL:
+            raise UsageError("a preview (spec.preview) renders in one pod: not split into stages")
+        if L.parallelism_for(ns.parallelism or 1, spec.preview) != 1:
             progress.close()
             result = render_split_locally(ns, spec, opts)
         elif stage == STAGE_PREPARE:

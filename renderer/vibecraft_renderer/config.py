@@ -92,6 +92,7 @@ class RenderSpec:
     beat_offset: float | None = None  # spec.audio.beatOffsetSeconds: the time of one beat (only with bpm)
     normalize: bool = True  # spec.audio.normalize: the soundtrack at LOUDNESS_TARGET_LUFS
     text: TextSpec = field(default_factory=TextSpec)  # spec.lyrics, spec.title, spec.artist
+    preview: bool = False  # spec.preview: PREVIEW_SECONDS at PREVIEW_HEIGHT instead of the whole video
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that changes the pixels; hashed into segment and cache keys (the text only when there
@@ -199,10 +200,17 @@ def spec_from_dict(spec: Mapping[str, Any]) -> RenderSpec:
         bpm=timing.bpm,
         beat_offset=timing.beatOffsetSeconds,
         normalize=timing.normalize,
+        preview=_preview(spec.get("preview")),
         text=TextSpec(lyrics_url=text.lyrics.url if text.lyrics else None,
                       lyrics_text=text.lyrics.text if text.lyrics else None,
                       lyrics_format=text.lyrics.format if text.lyrics else "auto", title=text.title, artist=text.artist),
     )
+
+
+def _preview(value: object) -> bool:
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise UsageError(f"spec.preview must be true or false, got {value!r}")
 
 
 def spec_from_json(text: str) -> RenderSpec:

@@ -22,10 +22,11 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, TypeVar
 
+from vibecraft_common import limits as L
 from vibecraft_common.resource import ENV_PLAN_WAIT
 from vibecraft_common.status import ANALYSIS_NAME, THUMBNAIL_NAME, VIDEO_NAME
 
@@ -33,7 +34,7 @@ from . import analysis as analysis_mod
 from . import audio, captions, encode, segments, storage
 from .compose import KenBurnsVisuals, working_size
 from .config import RenderSpec, RuntimeOptions
-from .errors import EncodeError, StageError, UsageError
+from .errors import EncodeError, RenderError, StageError, UsageError
 from .frames import FrameSource
 from .layout import OutputLayout, layout_for
 from .memguard import MemoryGuard
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_FRAMES = 8
 PLAN_NAME: Final = "plan.json"  # under the segments prefix: the prepared render's key, for its chunks and join
+ANALYSIS_CACHE: Final = "analysis"  # under the output's cache prefix: one analysis state per song (_analysis_key)
 STATE_NAME: Final = "analysis-state.npz"  # under the render key's prefix: the exact analysis (dump_state)
 SOUNDTRACK_NAME: Final = "soundtrack.m4a"  # under the render key's prefix: the encoded soundtrack
 PLAN_WAIT: Final = 180.0  # seconds a chunk waits for another's plan (_plan_for_chunk); env ENV_PLAN_WAIT
@@ -81,6 +83,8 @@ class RenderResult:
 
 def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> RenderResult:
     """Render spec end to end in this process (STAGE_ALL); raises a RenderError subclass on any expected failure."""
+    if spec.preview:
+        return render_preview(spec, opts, progress)
     layout = layout_for(spec.output_url)
     analysis_mod.preload()
     storage.check_writable(layout.root)
@@ -88,7 +92,8 @@ def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Render
         work = Path(tmp)
         generator = _generator(spec, opts, layout, work, progress)
         guard = MemoryGuard(opts.memory_limit_mb)
-        audio_path, soundtrack, an, caps = _analyse(spec, work, stop, progress, guard)
+        audio_path, soundtrack, an, caps = _analyse(spec, work, stop, progress, guard, layout.cache)
+        assert soundtrack is not None
         job = _context(spec, opts, layout, an, _key(spec, opts, audio_path, caps), work, caps=caps)
         todo = [s for s in job.plan if not job.store.is_done(s)]
 
@@ -102,6 +107,72 @@ def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Render
                          job.captions)
         _publish(spec, opts, layout, job, soundtrack.result(), work, progress)
         return _result(layout, job, len(todo), progress)
+
+
+def preview_window(an: analysis_mod.Analysis, fps: int, n_frames: int) -> tuple[int, int]:
+    """A preview's frames [first, first + count): PREVIEW_SECONDS from the start of the most energetic section
+    (sections start on the music's own boundaries), moved earlier when the song ends sooner."""
+    count = min(round(L.PREVIEW_SECONDS * fps), n_frames)
+    best = max(an.sections, key=lambda s: s.energy)
+    first = max(0, min(round(best.start * fps), n_frames - count))
+    return first, count
+
+
+def render_preview(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> RenderResult:
+    """spec.preview: PREVIEW_SECONDS from the most energetic section at PREVIEW_HEIGHT, to the same outputs.
+
+    One segment, no checkpoints. The analysis is stored in the output's cache (as every render does), so
+    the full render that follows (the spec's preview set back to false) does not analyse again, and with
+    the Replicate backend the images generated here are the cached ones the full render uses.
+    """
+    layout = layout_for(spec.output_url)
+    analysis_mod.preload()
+    storage.check_writable(layout.root)
+    with tempfile.TemporaryDirectory(prefix="vibecraft-", dir=opts.work_dir) as tmp, contextlib.ExitStack() as stop:
+        work = Path(tmp)
+        generator = _generator(spec, opts, layout, work, progress)
+        guard = MemoryGuard(opts.memory_limit_mb)
+        audio_path, _, an, caps = _analyse(spec, work, stop, progress, guard, layout.cache, soundtrack=False)
+        size = _frame(spec)
+        small = replace(spec, video=replace(spec.video, width=size[0], height=size[1]))
+        timeline = Timeline(an, spec.video.fps, spec.video.cut_every)
+        first, count = preview_window(an, spec.video.fps, timeline.n_frames)
+        fps = spec.video.fps
+        info = audio.probe(audio_path, storage.redact(spec.audio_url))
+        soundtrack = stop.enter_context(encode.AudioEncoder(audio_path, work / "soundtrack.m4a", info.sample_rate,
+                                                            spec.normalize, window=(first / fps, count / fps)))
+        progress.stage("generating", f"preview of {count / fps:.1f} s from {first / fps:.1f} s")
+        source = _frame_source(small, opts, an, timeline, generator, progress)
+        progress.stage("composing", f"preview {size[0]}x{size[1]}")
+        progress.update(frames_done=0, frames_total=count)
+        segment = work / "preview.mp4"
+        with encode.SegmentEncoder(segment, (source.width, source.height), size, fps, spec.video.preset,
+                                   spec.video.crf, captions=caps.path if caps is not None else None,
+                                   start_frame=first) as enc:  # fmt: skip
+            for done, i in enumerate(range(first, first + count), 1):
+                enc.write(source.render(i))
+                if done % PROGRESS_EVERY_FRAMES == 0:
+                    progress.update(frames_done=done, message="preview")
+                    guard.check([enc.pid])
+        progress.stage("encoding", "muxing the preview")
+        video = work / VIDEO_NAME
+        encode.join_and_mux([segment], soundtrack.result(), video, work, count / fps,
+                            lambda f: progress.update(fraction=0.9 * f))  # fmt: skip
+        _check_frames(video, count)
+        thumb = work / THUMBNAIL_NAME
+        encode.thumbnail(video, count / fps / 2, thumb)
+        report = work / ANALYSIS_NAME
+        data = _analysis_json(an, timeline, small)
+        data["preview"] = {"startSeconds": round(first / fps, 4), "seconds": round(count / fps, 4), "frames": count}
+        report.write_text(json.dumps(data, indent=1))
+        progress.stage("uploading")
+        storage.put_file(thumb, layout.thumbnail, "image/jpeg", move=True)
+        storage.put_file(report, layout.analysis, "application/json", move=True)
+        storage.put_file(video, layout.video, "video/mp4", move=True)
+        storage.sweep_temporaries(layout.video, layout.thumbnail, layout.analysis)
+        progress.finish(f"rendered a {count / fps:.1f} s preview to {layout.video}")
+        return RenderResult(layout=layout, frames=count, duration=count / fps, tempo=an.tempo, segments_rendered=1,
+                            segments_reused=0, render_key="preview", stage_seconds=dict(progress.stage_seconds))
 
 
 def prepare(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> RenderResult:
@@ -132,7 +203,8 @@ def _prepare(
     storage.check_writable(layout.root)
     generator = _generator(spec, opts, layout, work, progress)
     guard = MemoryGuard(opts.memory_limit_mb)
-    audio_path, soundtrack, an, caps = _analyse(spec, work, stop, progress, guard)
+    audio_path, soundtrack, an, caps = _analyse(spec, work, stop, progress, guard, layout.cache)
+    assert soundtrack is not None
     job = _context(spec, opts, layout, an, _key(spec, opts, audio_path, caps), work, caps=caps)
     if generator is not None:
         progress.stage("generating", f"tempo {an.tempo:.1f} BPM ({an.tempo_source})")
@@ -244,9 +316,11 @@ def _generator(
 
 
 def _analyse(
-    spec: RenderSpec, work: Path, stop: contextlib.ExitStack, progress: Progress, guard: MemoryGuard
-) -> tuple[Path, encode.AudioEncoder, analysis_mod.Analysis, captions.Captions | None]:
-    """Download, start the soundtrack encoder beside the analysis, analyse, write the captions (bad lyrics
+    spec: RenderSpec, work: Path, stop: contextlib.ExitStack, progress: Progress, guard: MemoryGuard, cache: str,
+    soundtrack: bool = True,
+) -> tuple[Path, encode.AudioEncoder | None, analysis_mod.Analysis, captions.Captions | None]:
+    """Download, start the soundtrack encoder beside the analysis, analyse (or take the analysis an earlier
+    render of the same song stored under `cache`: a preview's, a retry's), write the captions (bad lyrics
     are found before the analysis, against the duration the container states)."""
     song = storage.redact(spec.audio_url)  # what messages call the input, not its scratch copy
     progress.stage("downloading", song)
@@ -255,17 +329,52 @@ def _analyse(
     lyrics = captions.read_lyrics(spec.text)
     if lyrics is not None:
         captions.parse(lyrics, spec.text.lyrics_format, info.duration or math.inf)
-    soundtrack = stop.enter_context(encode.AudioEncoder(audio_path, work / "soundtrack.m4a", info.sample_rate,
-                                                        spec.normalize))
-
-    progress.stage("analyzing")
-    an = analysis_mod.analyze_blocks(
-        audio.decode_blocks(audio_path, name=song), lambda f: progress.update(fraction=f), info.duration,
-        bpm=spec.bpm, beat_offset=spec.beat_offset,
-    )  # fmt: skip
+    encoder = None
+    if soundtrack:
+        encoder = stop.enter_context(encode.AudioEncoder(audio_path, work / "soundtrack.m4a", info.sample_rate,
+                                                         spec.normalize))
+    cached = storage.join(storage.join(cache, ANALYSIS_CACHE), _analysis_key(spec, audio_path))
+    state = _cached_state(cached)
+    if state is not None:
+        progress.stage("analyzing", "the song's analysis from an earlier render")
+        an = state
+    else:
+        progress.stage("analyzing")
+        an = analysis_mod.analyze_blocks(
+            audio.decode_blocks(audio_path, name=song), lambda f: progress.update(fraction=f), info.duration,
+            bpm=spec.bpm, beat_offset=spec.beat_offset,
+        )  # fmt: skip
+        try:
+            storage.put_bytes(analysis_mod.dump_state(an), cached, work, "application/octet-stream")
+        except RenderError as exc:  # a cache: the render goes on without it
+            log.warning("could not store the analysis for later renders: %s", exc)
     guard.check(force=True)
-    caps = captions.prepare(spec.text, lyrics, work, an.duration, spec.video.width, spec.video.height)
-    return audio_path, soundtrack, an, caps
+    width, height = _frame(spec)
+    caps = captions.prepare(spec.text, lyrics, work, an.duration, width, height)
+    return audio_path, encoder, an, caps
+
+
+def _analysis_key(spec: RenderSpec, audio_path: Path) -> str:
+    """The analysis's identity: the song's bytes, what the musician said about its beat, the analysis version."""
+    blob = json.dumps({"audio": segments.sha256_file(audio_path), "bpm": spec.bpm, "beatOffset": spec.beat_offset,
+                       "v": analysis_mod.ANALYSIS_VERSION}, sort_keys=True)  # fmt: skip
+    return hashlib.sha256(blob.encode()).hexdigest()[:32] + ".npz"
+
+
+def _cached_state(url: str) -> analysis_mod.Analysis | None:
+    try:
+        raw = storage.get_bytes(url)
+        return analysis_mod.load_state(raw) if raw is not None else None
+    except (RenderError, ValueError, OSError) as exc:  # unreadable or another version: analysed again
+        log.info("no usable cached analysis at %s: %s", storage.redact(url), exc)
+        return None
+
+
+def _frame(spec: RenderSpec) -> tuple[int, int]:
+    """The frame this render makes: the spec's, or a preview's (limits.preview_size)."""
+    if spec.preview:
+        return L.preview_size(spec.video.width, spec.video.height)
+    return spec.video.width, spec.video.height
 
 
 def _per(spec: RenderSpec, opts: RuntimeOptions) -> int:

@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -95,3 +96,33 @@ def test_upload_render_follow_download(new_tenant: Callable[..., TenantHandle], 
              what="the deleted video to go")
     prefix = f"videos/{t.name}/{video['id']}/"
     assert "Contents" not in s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=prefix)
+
+
+def test_a_preview_then_the_whole_video(new_tenant: Callable[..., TenantHandle], cluster: Cluster, s3: S3Server,
+                                        operator: Callable[[str], None]) -> None:
+    """POST /v1/videos?preview=true renders 15 s of a 20 s song; POST …/render then renders all 20 s as the same
+    video (its analysis from the preview's cache); a video that is not a preview answers 409."""
+    t = new_tenant("preview")
+    provision_renders(cluster, s3, t.namespace)
+    operator(t.namespace)
+    upload = t.client.post("/v1/uploads/file", params={"filename": "song.wav"}, content=wav_bytes(20.0, 22050))
+    assert upload.status_code == HTTPStatus.CREATED, upload.text
+    body = {"audio": {"key": upload.json()["key"]}, "video": {"height": 72, "aspectRatio": "16:9", "fps": 10}}
+    resp = t.client.post("/v1/videos", params={"preview": "true"}, json=body)
+    assert resp.status_code == HTTPStatus.CREATED and resp.json()["preview"] is True, resp.text
+    video = resp.json()
+
+    def finished() -> dict[str, Any] | None:
+        got = t.client.get(video["links"]["self"]).json()
+        return got if got["phase"] in ("Succeeded", "Failed") else None
+
+    done = wait_for(finished, timeout=150, what="the preview")
+    assert done["phase"] == "Succeeded" and abs(done["output"]["durationSeconds"] - 15.0) < 0.15, done
+    again = t.client.post(f"{video['links']['self']}/render")
+    assert again.status_code == HTTPStatus.ACCEPTED and again.json()["preview"] is False, again.text
+    assert t.client.post(f"{video['links']['self']}/render").status_code == HTTPStatus.CONFLICT  # not a preview now
+    wait_for(lambda: (v := finished()) is not None and abs(v["output"]["durationSeconds"] - 20.0) < 0.15, timeout=150,
+             what="the whole video")
+    pods = cluster.kubectl("-n", t.namespace, "get", "pods", "-o", "name", check=False).stdout.split()
+    logs = "".join(cluster.pod_log(t.namespace, p.removeprefix("pod/"), "renderer") for p in pods)
+    assert "the song's analysis from an earlier render" in logs, logs[-3000:]

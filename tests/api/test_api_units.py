@@ -189,6 +189,10 @@ def test_lyrics_title_and_artist_go_into_the_spec_and_come_back_without_the_text
     public = to_public(obj, "b")
     assert (public.title, public.artist) == ("Crossroads", "HyperRogue")
     assert public.lyrics is not None and public.lyrics.inline and public.lyrics.url is None
+    assert public.preview is False and "preview" not in obj["spec"]
+    preview = VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3"}, "preview": True})
+    obj = build_musicvideo(name="mv-3", tenant="acme", req=preview, bucket="b", audio_url="https://e.example/a.mp3")
+    assert obj["spec"]["preview"] is True and to_public(obj, "b").preview is True
     by_url = VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3"},
                                          "lyrics": {"url": "https://e.example/a.lrc", "format": "lrc"}})
     obj = build_musicvideo(name="mv-2", tenant="acme", req=by_url, bucket="b", audio_url="https://e.example/a.mp3")

@@ -70,7 +70,7 @@ def test_rendered_manifests_are_secure_and_wired() -> None:
         assert (ns, "vibecraft-renderer") in sas
     api_role = next(r for r in by_kind["ClusterRole"] if r["metadata"]["name"].endswith("-api"))
     assert api_role["rules"] == [{"apiGroups": ["vibecraft.io"], "resources": ["musicvideos"],
-                                  "verbs": ["create", "get", "list", "watch", "delete"]}]
+                                  "verbs": ["create", "get", "list", "watch", "delete", "patch"]}]
     assert {d["kind"] for d in docs} >= {"ServiceMonitor", "PrometheusRule", "Ingress", "ConfigMap"}
 
 

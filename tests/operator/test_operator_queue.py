@@ -264,6 +264,7 @@ def test_the_namespace_cap_counts_slots():
 def test_slots_of_a_body_follow_spec_then_status_chunks():
     assert queue_entry(musicvideo()).slots == 1
     assert queue_entry(musicvideo(parallelism=3)).slots == 3
+    assert queue_entry(musicvideo(parallelism=3, preview=True)).slots == 1
     assert queue_entry(musicvideo(parallelism="auto")).slots == 0
     assert queue_entry(musicvideo(parallelism="auto", status={"phase": "Running", "chunks": 2})).slots == 2
 

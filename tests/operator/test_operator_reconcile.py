@@ -624,6 +624,8 @@ def test_auto_parallelism_follows_the_song_and_the_operators_cap():
     from vibecraft_operator.jobs import chunks_for, is_split
 
     assert not is_split({}) and not is_split({"parallelism": 1}) and is_split({"parallelism": "auto"})
+    assert not is_split({"parallelism": 4, "preview": True})  # a preview is one pod
+    assert chunks_for({"parallelism": 4, "preview": True}, 10 * 60 * 30, 30, cap=4) == 1
     assert chunks_for({"parallelism": "auto"}, 10 * 60 * 30, 30, cap=4) == 4  # 10 min: 5 wanted, 4 allowed
     assert chunks_for({"parallelism": "auto"}, 3 * 60 * 30, 30, cap=4) == 2  # 3 min: one per 2 min
     assert chunks_for({"parallelism": 8}, 45 * 30, 30, cap=16) == 2  # never more chunks than 30 s segments

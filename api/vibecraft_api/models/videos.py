@@ -125,6 +125,7 @@ class VideoCreate(BaseModel):
     lyrics: LyricsSource | None = None
     title: CardText | None = None
     artist: CardText | None = None
+    preview: bool | None = Field(default=None, description="A 15 s preview at 360p first (as ?preview=true)")
 
 
 class AudioPublic(BaseModel):
@@ -197,6 +198,7 @@ class VideoPublic(BaseModel):
     ttlSecondsAfterFinished: int | None = Field(default=None, description="Seconds the finished video is kept "
                                                 "before it is deleted with its files; null: the installation's default")
     parallelism: int | Literal["auto"] = Field(default=1, description="Pods the render is split over, or auto")
+    preview: bool = Field(default=False, description="A preview: 15 s at 360p (POST …/render renders the whole video)")
     lyrics: LyricsPublic | None = None
     title: str | None = None
     artist: str | None = None

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response, status
 from vibecraft_api.deps import (
     IdempotencyKey,
     MetricsDep,
+    PreviewQuery,
     RendersDep,
     SettingsDep,
     TenantDep,
@@ -28,8 +29,11 @@ router = APIRouter(prefix="/v1/videos", tags=["videos"])
                         **problems(*AUTHED, 413, 415, 429)})
 async def create_video(req: VideoCreate, tenant: TenantDep, renders: RendersDep, settings: SettingsDep,
                        metrics: MetricsDep, response: Response,
-                       idempotency_key: IdempotencyKey = None) -> VideoPublic:
-    """Start rendering a video for an uploaded song (audio.key) or a song URL (audio.url)."""
+                       idempotency_key: IdempotencyKey = None, preview: PreviewQuery = False) -> VideoPublic:
+    """Start rendering a video for an uploaded song (audio.key) or a song URL (audio.url); with ?preview=true
+    a quick preview first (POST /v1/videos/{id}/render then renders the whole video)."""
+    if preview:
+        req = req.model_copy(update={"preview": True})
     obj, created = await renders.create(tenant, req, idempotency_key)
     video = to_public(obj, settings.s3_bucket)
     response.headers["Location"] = video.links.self
@@ -79,6 +83,13 @@ async def delete_video(id: VideoId, tenant: TenantDep, renders: RendersDep, sett
     video = to_public(obj, settings.s3_bucket)
     response.headers["Location"] = video.links.self
     return video
+
+
+@router.post("/{id}/render", status_code=status.HTTP_202_ACCEPTED, response_model=VideoPublic,
+             responses=problems(*AUTHED, 404, 409, 429))
+async def render_full_video(id: VideoId, tenant: TenantDep, renders: RendersDep, settings: SettingsDep) -> VideoPublic:
+    """Render the whole video of a preview (409 when it is not one); its analysis and images are reused."""
+    return to_public(await renders.render_full(tenant, id), settings.s3_bucket)
 
 
 @router.get("/{id}/download", response_model=DownloadLinks, responses=problems(*AUTHED, 404, 409))
