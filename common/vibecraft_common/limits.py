@@ -176,3 +176,15 @@ def preview_size(width: int, height: int) -> tuple[int, int]:
     if height <= PREVIEW_HEIGHT:
         return width, height
     return max(2, int(PREVIEW_HEIGHT * width / height / 2.0 + 0.5) * 2), PREVIEW_HEIGHT
+
+# spec.style.reactivity (issue 21): the user's own mapping from the music to the picture. Sources are per-frame
+# signals of the analysis (0..~1), targets the procedural scene's parameters (zoom and brightness also move the
+# Replicate backend's Ken Burns shots). Unset: the built-in look; given (even empty): only these couplings.
+ReactSource = Literal["kick", "snare", "onset", "bass", "mids", "highs", "rms", "beat", "bar", "section"]
+REACT_SOURCES: Final[tuple[str, ...]] = get_args(ReactSource)
+ReactTarget = Literal["zoom", "rotation", "hue", "brightness", "warp", "cut"]
+REACT_TARGETS: Final[tuple[str, ...]] = get_args(ReactTarget)
+REACTIVITY_MAX: Final = 12  # mappings in one spec
+REACT_AMOUNT_MAX: Final = 4.0  # |amount|: 1 is a strong, visible coupling
+REACT_SMOOTHING_MAX_SECONDS: Final = 2.0  # the signal's release time
+DEFAULT_REACT_SMOOTHING_SECONDS: Final = 0.1

@@ -109,6 +109,19 @@ PROMPT_RULE = ("!has(self.backend) || self.backend != 'replicate' || (has(self.p
                "style.prompt is required when style.backend is replicate")
 
 
+class Reactivity(_Strict):
+    """One coupling from the music to the picture: target moves by amount x source (0..~1 per frame)."""
+
+    source: L.ReactSource = Field(description="kick, snare, onset (any note), bass, mids, highs (band energies), rms "
+                                              "(loudness), beat, bar (pulses on the grid), section (its energy).")
+    target: L.ReactTarget = Field(description="zoom, rotation, hue, brightness, warp (the scene's flow) or cut (a new "
+                                              "shot when the source rises through half its range).")
+    amount: float = Field(default=1.0, ge=-L.REACT_AMOUNT_MAX, le=L.REACT_AMOUNT_MAX,
+                          description="How strongly; negative inverts (1: a strong, visible coupling).")
+    smoothing: float = Field(default=L.DEFAULT_REACT_SMOOTHING_SECONDS, ge=0.0, le=L.REACT_SMOOTHING_MAX_SECONDS,
+                             description="Seconds the source takes to fall back after a hit (0: raw).")
+
+
 class Style(_Strict):
     """How the pictures are made."""
 
@@ -123,6 +136,10 @@ class Style(_Strict):
                                description="Text prompt for the replicate backend (and a colour hint for procedural).")
     seed: int | None = Field(default=None, ge=0, le=L.SEED_MAX, json_schema_extra={"format": "int64"},
                              description="Random seed; the same seed renders the same video.")
+    reactivity: list[Reactivity] | None = Field(
+        default=None, max_length=L.REACTIVITY_MAX,
+        description="Your own mapping from the music to the picture; unset: the built-in look; given (even empty): "
+                    "only these couplings move the picture (the scenes' own motion stays).")
     model: str | None = Field(default=None, max_length=L.MODEL_MAX_LENGTH, pattern=MODEL_PATTERN,
                               description="Replicate model (owner/name[:version]); the renderer picks one when empty.",
                               json_schema_extra=cel((f"self.matches('{MODEL_PATTERN}')",

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
-ANALYSIS_VERSION: Final = 1
+ANALYSIS_VERSION: Final = 2  # 2: envs (kick, snare, onset envelopes)
 __all__ = ["FRAME_RATE", "SR", "Analysis", "FeatureStream", "Section", "analyze_blocks", "analyze_file"]
 
 
@@ -48,6 +48,7 @@ class Analysis:
     sections: list[Section]
     energy: F32  # 0..~1.5 per analysis frame (RMS / 95th percentile)
     bands: F32  # (3, n): low/mid/high, 0..~1.5 after robust normalisation
+    envs: F32  # (3, n): kick (bass onsets), snare (mid onsets), onset (all), 0..~1.5 (reactivity sources)
     confidence: float = 0.0  # 0..1: how sure the tracker is of tempo and beats
     tempo_source: TempoSource = "detected"
     beats_per_bar: int = 4  # 3 or 4, detected (tracker.meter)
@@ -71,7 +72,7 @@ class Analysis:
         }
 
 
-STATE_ARRAYS: Final = ("beats", "downbeats", "onsets", "energy", "bands")
+STATE_ARRAYS: Final = ("beats", "downbeats", "onsets", "energy", "bands", "envs")
 
 
 def dump_state(an: Analysis) -> bytes:
@@ -135,6 +136,7 @@ def analyze_blocks(
     rms = feats["rms"]
     energy = (rms / max(float(np.percentile(rms, 95)), 1e-9)).clip(0.0, 1.5).astype(np.float32)
     bands = np.stack([rhythm._unit(b) for b in feats["bands"]]).astype(np.float32)
+    envs = np.stack([_peak_unit(feats[k]) for k in ("bass_env", "mid_env", "onset_env")]).astype(np.float32)
     pulse = tracker.track(feats, FRAME_RATE, duration, bpm, beat_offset)
     tempo, beats = pulse.tempo, pulse.beats
     if on_progress:
@@ -153,10 +155,17 @@ def analyze_blocks(
         sections=sections,
         energy=energy,
         bands=bands,
+        envs=envs,
         confidence=pulse.confidence,
         tempo_source=pulse.source,
         beats_per_bar=pulse.beats_per_bar,
     )
+
+
+def _peak_unit(env: F32) -> F32:
+    """An onset envelope over its 99th percentile (a typical hit near 1), clipped at 1.5."""
+    top = float(np.percentile(env, 99)) if env.size else 0.0
+    return (env / max(top, 1e-9)).clip(0.0, 1.5).astype(np.float32)
 
 
 def analyze_file(

@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", choices=L.BACKENDS, default=None)
     g.add_argument("--prompt", default=None)
     g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--react", action="append", default=None, metavar="SOURCE:TARGET[:AMOUNT[:SMOOTHING]]",
+                   help=f"spec.style.reactivity, repeatable (e.g. kick:brightness:1.5); 'none' for no couplings. "
+                        f"Sources: {', '.join(L.REACT_SOURCES)}; targets: {', '.join(L.REACT_TARGETS)}")
     g.add_argument("--model", default=None, help=f"Replicate model owner/name[:version] (default {L.DEFAULT_MODEL})")
     t = p.add_argument_group("text in the picture (spec.lyrics, spec.title, spec.artist)")
     t.add_argument("--lyrics", default=None, metavar="FILE|URL",
@@ -155,8 +158,8 @@ def spec_from_args(ns: argparse.Namespace) -> RenderSpec:
         raise UsageError("--beat-offset requires --bpm")
     audio = {k: v for k, v in {"url": ns.audio, "bpm": ns.bpm, "beatOffsetSeconds": ns.beat_offset,
                                "normalize": ns.normalize}.items() if v is not None}  # fmt: skip
-    style = {k: v for k, v in {"backend": ns.backend, "prompt": ns.prompt, "seed": ns.seed,
-                               "model": ns.model}.items() if v is not None}  # fmt: skip
+    style = {k: v for k, v in {"backend": ns.backend, "prompt": ns.prompt, "seed": ns.seed, "model": ns.model,
+                               "reactivity": _reactivity(ns.react)}.items() if v is not None}  # fmt: skip
     # A height alone means 16:9 on the command line (the spec wants the ratio said).
     ratio = ns.aspect_ratio or ("16:9" if ns.height is not None and ns.width is None else None)
     video = {k: v for k, v in {"width": ns.width, "height": ns.height, "aspectRatio": ratio,
@@ -170,6 +173,26 @@ def spec_from_args(ns: argparse.Namespace) -> RenderSpec:
     if ns.preview:
         text["preview"] = True
     return spec_from_dict({"audio": audio, "output": {"url": ns.output}, "style": style, "video": video, **text})
+
+
+def _reactivity(flags: list[str] | None) -> list[dict[str, object]] | None:
+    """--react SOURCE:TARGET[:AMOUNT[:SMOOTHING]] flags as spec.style.reactivity ('none': an empty list)."""
+    if flags is None:
+        return None
+    out: list[dict[str, object]] = []
+    for flag in flags:
+        if flag == "none":
+            continue
+        parts = flag.split(":")
+        if not 2 <= len(parts) <= 4:
+            raise UsageError(f"--react {flag}: expected SOURCE:TARGET[:AMOUNT[:SMOOTHING]]")
+        entry: dict[str, object] = {"source": parts[0], "target": parts[1]}
+        try:
+            entry.update(zip(("amount", "smoothing"), (float(p) for p in parts[2:]), strict=False))
+        except ValueError:
+            raise UsageError(f"--react {flag}: amount and smoothing are numbers") from None
+        out.append(entry)
+    return out
 
 
 def _spec_for(ns: argparse.Namespace) -> RenderSpec:

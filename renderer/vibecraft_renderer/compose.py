@@ -7,6 +7,7 @@ the music is loud; sections crossfade into each other around their boundary.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import subprocess
 from pathlib import Path
@@ -16,8 +17,9 @@ import numpy as np
 import numpy.typing as npt
 
 from .audio import untrusted_input
+from .config import Coupling
 from .errors import ReplicateFailedError
-from .timeline import FrameContext, Timeline
+from .timeline import FrameContext, Reactions, Timeline
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
@@ -67,8 +69,11 @@ def load_image(path: Path, width: int, height: int) -> U8:
 class KenBurnsVisuals:
     """FrameSource over per-section-group image lists."""
 
-    def __init__(self, timeline: Timeline, size: tuple[int, int], images: dict[int, list[Path]], seed: int) -> None:
+    def __init__(self, timeline: Timeline, size: tuple[int, int], images: dict[int, list[Path]], seed: int,
+                 reactivity: tuple[Coupling, ...] | None = None) -> None:
         self.timeline = timeline
+        # spec.style.reactivity: `zoom`, `brightness` and `cut` move the shots (None: the built-in beat pulse).
+        self.react: Reactions | None = timeline.reactions(reactivity) if reactivity is not None else None
         self.width, self.height = size
         cw, ch = int(self.width * CANVAS_MARGIN) // 2 * 2, int(self.height * CANVAS_MARGIN) // 2 * 2
         self.canvas = (cw, ch)
@@ -83,11 +88,16 @@ class KenBurnsVisuals:
     def render(self, i: int) -> U8:
         """Planar GBR frame for global frame i."""
         ctx = self.timeline.at(i)
+        if self.react is not None:
+            ctx = dataclasses.replace(ctx, cut=ctx.cut + int(self.react.cut[i]))
         frame = self._shot(ctx, ctx.section)
         if ctx.blend > 0.0 and ctx.blend_section != ctx.section:
             other = self._shot(ctx, ctx.blend_section)
             frame += np.float32(ctx.blend) * (other - frame)
-        frame *= np.float32(1.0 + 0.08 * ctx.beat_pulse)
+        if self.react is None:
+            frame *= np.float32(1.0 + 0.08 * ctx.beat_pulse)
+        else:
+            frame *= np.float32(max(0.0, 1.0 + 0.5 * float(self.react.brightness[i])))
         np.clip(frame, 0.0, 255.0, out=frame)
         return frame.astype(np.uint8)
 
@@ -105,7 +115,8 @@ class KenBurnsVisuals:
         cut_frame = max(0, ctx.index - round(ctx.since_cut * self.timeline.fps))
         phase = float(self.timeline.low_phase[ctx.index] - self.timeline.low_phase[cut_frame])
         p = min(1.0, 0.12 * phase + 0.03 * ctx.since_cut)
-        z = 1.0 + 0.22 * (p if zoom_in else 1.0 - p) + 0.015 * ctx.beat_pulse
+        pulse = 0.015 * ctx.beat_pulse if self.react is None else 0.1 * float(self.react.zoom[ctx.index])
+        z = max(0.5, 1.0 + 0.22 * (p if zoom_in else 1.0 - p) + pulse)
         view_w, view_h = cw / CANVAS_MARGIN / z, ch / CANVAS_MARGIN / z
         cx = cw / 2 + (start[0] + (end[0] - start[0]) * p) * (cw - view_w) / 2
         cy = ch / 2 + (start[1] + (end[1] - start[1]) * p) * (ch - view_h) / 2

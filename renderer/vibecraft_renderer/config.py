@@ -6,6 +6,7 @@ object from flags, so both paths share validation and defaults.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -37,6 +38,16 @@ M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
+class Coupling:
+    """One entry of spec.style.reactivity: `target` moves by `amount` x `source` (smoothed over `smoothing` s)."""
+
+    source: str
+    target: str
+    amount: float = 1.0
+    smoothing: float = 0.1
+
+
+@dataclass(frozen=True)
 class StyleSpec:
     """spec.style: which visual backend and what to ask it for (defaults resolved)."""
 
@@ -44,6 +55,7 @@ class StyleSpec:
     prompt: str = ""
     seed: int = 0
     model: str = DEFAULT_MODEL
+    reactivity: tuple[Coupling, ...] | None = None  # spec.style.reactivity; None: the built-in look
 
 
 @dataclass(frozen=True)
@@ -105,6 +117,8 @@ class RenderSpec:
                 "prompt": self.style.prompt,
                 "seed": self.style.seed,
                 "model": self.style.model if self.style.backend == "replicate" else "",
+                **({"reactivity": [dataclasses.asdict(c) for c in self.style.reactivity]}
+                   if self.style.reactivity is not None else {}),
             },
             "video": {
                 "width": self.video.width,
@@ -194,7 +208,9 @@ def spec_from_dict(spec: Mapping[str, Any]) -> RenderSpec:
         audio_url=_url(audio, "audio"),
         output_url=_url(_obj(spec.get("output"), "output"), "output"),
         style=StyleSpec(backend=style.backend, prompt=style.prompt or "", seed=style.seed or 0,
-                        model=style.model or DEFAULT_MODEL),
+                        model=style.model or DEFAULT_MODEL,
+                        reactivity=None if style.reactivity is None else tuple(
+                            Coupling(r.source, r.target, r.amount, r.smoothing) for r in style.reactivity)),
         video=VideoSpec(width=width, height=height, fps=video.fps, cut_every=video.cutEvery, preset=video.preset,
                         crf=DEFAULT_CRF if video.crf is None else video.crf),
         bpm=timing.bpm,

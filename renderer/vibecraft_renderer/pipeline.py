@@ -554,13 +554,15 @@ def _frame_source(
 ) -> FrameSource:
     """The visual backend: Ken Burns over generated images, or procedural scenes."""
     if generator is None:
-        return ProceduralVisuals(timeline, internal_size(spec.video.width, spec.video.height), spec.style.seed)
+        return ProceduralVisuals(timeline, internal_size(spec.video.width, spec.video.height), spec.style.seed,
+                                 spec.style.reactivity)
     requests = plan_requests(spec, an.sections, opts.images_per_section)
     files = generator.generate(requests, lambda d, t: progress.update(fraction=d / t, message=f"image {d}/{t}"))
     by_group: dict[int, list[Path]] = {}
     for req in requests:
         by_group.setdefault(req.group, []).append(files[req.key])
-    return KenBurnsVisuals(timeline, working_size(spec.video.width, spec.video.height), by_group, spec.style.seed)
+    return KenBurnsVisuals(timeline, working_size(spec.video.width, spec.video.height), by_group, spec.style.seed,
+                           spec.style.reactivity)
 
 
 def _render_segments(

@@ -7,6 +7,7 @@ segment joins stay on the beat.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -15,6 +16,7 @@ import numpy.typing as npt
 from vibecraft_common.limits import CutEvery
 
 from .analysis import Analysis
+from .config import Coupling
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -91,10 +93,36 @@ def _smooth(x: F32, rate: float) -> F32:
     return out
 
 
+@dataclass(frozen=True)
+class Reactions:
+    """spec.style.reactivity resolved to frames: each target's offset per frame (sum of amount x source), and
+    for `cut`, the shots added so far (one each time a source rises through half its range)."""
+
+    zoom: F32
+    rotation: F32
+    hue: F32
+    brightness: F32
+    warp: F32
+    cut: I64
+
+
+def _release(x: F32, seconds: float, rate: float) -> F32:
+    """A peak follower: instant attack, exponential release over `seconds` (0: the signal as it is)."""
+    if seconds <= 0:
+        return x.astype(np.float32)
+    from scipy.signal import lfilter
+
+    alpha = float(np.exp(-1.0 / (seconds * rate)))
+    released = np.asarray(lfilter([1.0 - alpha], [1.0, -alpha], x.astype(np.float64)))
+    out: F32 = np.maximum(x, released).astype(np.float32)
+    return out
+
+
 class Timeline:
     """Per-frame arrays for a whole song (a few floats per frame: 10 MB for an hour at 30 fps)."""
 
     def __init__(self, analysis: Analysis, fps: int, cut_every: CutEvery) -> None:
+        self.analysis = analysis
         self.fps = fps
         self.duration = analysis.duration
         self.n_frames = frame_count(analysis.duration, fps)
@@ -125,6 +153,44 @@ class Timeline:
         self.cut_seconds = cut_times(analysis, cut_every)
         beat_len = 60.0 / max(analysis.tempo, 1.0)
         self.crossfade_frames = max(2, round(min(CROSSFADE_MAX_S, beat_len) * fps))
+
+    def source(self, name: str, smoothing: float) -> F32:
+        """A reactivity source per frame, about 0..1: onset envelopes (kick, snare, onset), band energies
+        (bass, mids, highs), loudness (rms) released over `smoothing` s; pulses on the beat and bar grids decaying
+        over `smoothing` s (at least a frame); the current section's energy against the loudest section's."""
+        an = self.analysis
+        n = self.n_frames
+        if name in ("beat", "bar"):
+            marks = self.beat_frames if name == "beat" else self.bar_frames
+            idx = np.arange(n)
+            k = np.searchsorted(marks, idx, side="right") - 1
+            since = np.where(k >= 0, idx - marks[np.maximum(k, 0)], 10**6) / self.fps
+            out: F32 = np.exp(-since / max(smoothing, 1.0 / self.fps)).astype(np.float32)
+            return out
+        if name == "section":
+            top = max((s.energy for s in an.sections), default=0.0) or 1.0
+            level = np.array([s.energy / top for s in an.sections], dtype=np.float32)
+            k = np.searchsorted(self.section_frames, np.arange(n), side="right") - 1
+            return level[np.clip(k, 0, level.size - 1)]
+        raw = {"kick": an.envs[0], "snare": an.envs[1], "onset": an.envs[2], "bass": an.bands[0],
+               "mids": an.bands[1], "highs": an.bands[2], "rms": an.energy}[name]  # fmt: skip
+        pos = np.arange(n, dtype=np.float64) / self.fps * an.frame_rate
+        smoothed = _release(raw, smoothing, an.frame_rate)
+        return np.interp(pos, np.arange(smoothed.size, dtype=np.float64), smoothed).astype(np.float32)
+
+    def reactions(self, couplings: Iterable[Coupling]) -> Reactions:
+        """spec.style.reactivity per frame (Reactions)."""
+        sums = {t: np.zeros(self.n_frames, dtype=np.float32) for t in ("zoom", "rotation", "hue", "brightness", "warp")}
+        cuts = np.zeros(self.n_frames, dtype=np.int64)
+        for c in couplings:
+            x = self.source(c.source, c.smoothing)
+            if c.target == "cut":
+                signal = x * np.float32(c.amount)
+                rising = (signal[1:] >= 0.5) & (signal[:-1] < 0.5)
+                cuts[1:] += np.cumsum(rising)
+            else:
+                sums[c.target] += np.float32(c.amount) * x
+        return Reactions(cut=cuts, **sums)
 
     def _frames_of(self, times: npt.NDArray[np.float64]) -> I64:
         frames = np.round(np.asarray(times, dtype=np.float64) * self.fps).astype(np.int64)

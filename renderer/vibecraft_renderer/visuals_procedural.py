@@ -9,6 +9,7 @@ drawing every output pixel in numpy and suits these soft gradients.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Final
@@ -16,7 +17,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from .timeline import FrameContext, Timeline
+from .config import Coupling
+from .timeline import FrameContext, Reactions, Timeline
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
@@ -80,8 +82,12 @@ def _wave(rows: F32, cols: F32) -> F32:
 class ProceduralVisuals:
     """Draws frame i of the song from the timeline; a few ms per frame, well under x264's share."""
 
-    def __init__(self, timeline: Timeline, size: tuple[int, int], seed: int) -> None:
+    def __init__(self, timeline: Timeline, size: tuple[int, int], seed: int,
+                 reactivity: tuple[Coupling, ...] | None = None) -> None:
         self.timeline = timeline
+        # spec.style.reactivity: None keeps the built-in couplings (beat/bar zoom, loudness/beat brightness).
+        self.react: Reactions | None = timeline.reactions(reactivity) if reactivity is not None else None
+        self._turn = 0.0  # this frame's extra rotation (reactivity `rotation`), radians
         self.width, self.height = size
         w, h = size
         aspect = w / h
@@ -135,6 +141,10 @@ class ProceduralVisuals:
         Planar output avoids an interleaving transpose that would cost as much as drawing a scene.
         """
         ctx = self.timeline.at(i)
+        if self.react is not None:  # `cut` adds shots, `warp` pushes the scenes' flow
+            ctx = dataclasses.replace(ctx, cut=ctx.cut + int(self.react.cut[i]),
+                                      low_phase=ctx.low_phase + 0.5 * float(self.react.warp[i]))
+            self._turn = 0.5 * float(self.react.rotation[i])
         rgb = self._section_rgb(ctx, ctx.section)
         if ctx.blend > 0.0 and ctx.blend_section != ctx.section:
             other = self._section_rgb(ctx, ctx.blend_section)
@@ -156,7 +166,10 @@ class ProceduralVisuals:
         # the group's two scenes and moves the palette on, so long sections keep evolving.
         variant = ctx.cut % 4
         kind = scene.kind if ctx.phrase % 2 == 0 else scene.alt
-        zoom = np.float32(1.0 - 0.07 * ctx.beat_pulse - 0.04 * ctx.bar_pulse)
+        if self.react is None:
+            zoom = np.float32(1.0 - 0.07 * ctx.beat_pulse - 0.04 * ctx.bar_pulse)
+        else:
+            zoom = np.float32(min(4.0, max(0.25, 1.0 - 0.15 * float(self.react.zoom[ctx.index]))))
         if kind == "prism":
             field, glow = self._prism(ctx, scene, variant, zoom)
         elif kind == "tunnel":
@@ -167,7 +180,7 @@ class ProceduralVisuals:
             field, glow = self._mandala(ctx, scene, variant, zoom)
         else:
             return self._horizon(ctx, scene, variant, zoom)
-        shift = np.float32(variant * scene.hue_step + 0.11 * (ctx.phrase // 2) + 0.02 * ctx.t)
+        shift = np.float32(variant * scene.hue_step + 0.11 * (ctx.phrase // 2) + 0.02 * ctx.t + self._hue(ctx))
         rgb = self._palette(scene, field + shift)
         # A little extra saturation: the cosine palettes pass through greys between their hues.
         lum = rgb[0] * np.float32(0.3) + rgb[1] * np.float32(0.59) + rgb[2] * np.float32(0.11)
@@ -175,9 +188,19 @@ class ProceduralVisuals:
         rgb *= np.float32(SATURATION)
         rgb += lum
         glow *= self.vignette
-        glow *= np.float32(0.45 + 0.4 * min(ctx.energy, 1.2) + 0.25 * ctx.beat_pulse)
+        glow *= self._brightness(ctx, 0.45 + 0.4 * min(ctx.energy, 1.2) + 0.25 * ctx.beat_pulse, 0.7)
         rgb *= glow
         return rgb
+
+    def _hue(self, ctx: FrameContext) -> float:
+        """Reactivity `hue`: a quarter turn of the palette per unit."""
+        return 0.0 if self.react is None else 0.25 * float(self.react.hue[ctx.index])
+
+    def _brightness(self, ctx: FrameContext, built_in: float, base: float) -> np.float32:
+        """The built-in brightness, or with reactivity `base` x (1 + the `brightness` couplings), never below 0."""
+        if self.react is None:
+            return np.float32(built_in)
+        return np.float32(base * max(0.0, 1.0 + float(self.react.brightness[ctx.index])))
 
     def _palette(self, scene: Scene, t: F32) -> F32:
         out = np.empty((3, *t.shape), dtype=np.float32)
@@ -205,7 +228,7 @@ class ProceduralVisuals:
         """Nested polygons zooming outwards forever (log-polar), each ring its own colour band."""
         sides = max(3, s.folds - 2 + variant % 3)
         seg = np.float32(2 * math.pi / sides)
-        rot = np.float32(s.spin * ctx.t * 3 + 0.1 * ctx.mid_phase * (1 if variant < 2 else -1))
+        rot = np.float32(s.spin * ctx.t * 3 + 0.1 * ctx.mid_phase * (1 if variant < 2 else -1) + self._turn)
         phi = _frac((self.TH + rot) / seg)
         phi -= np.float32(0.5)
         phi *= seg
@@ -237,7 +260,7 @@ class ProceduralVisuals:
         depth = 0.5 / (r + np.float32(0.12))
         u = depth + np.float32(1.4 * ctx.low_phase)
         # cos(folds*theta + turn) from per-pixel tables of cos/sin(folds*theta): no full-frame cosine.
-        turn = float(TAU) * (spin * ctx.t * 6 + 0.2 * ctx.mid_phase)
+        turn = float(TAU) * (spin * ctx.t * 6 + 0.2 * ctx.mid_phase) + self._turn
         cos_f, sin_f = self._angular(folds)
         spokes = cos_f * np.float32(math.cos(turn))
         spokes -= sin_f * np.float32(math.sin(turn))
@@ -281,7 +304,7 @@ class ProceduralVisuals:
     def _mandala(self, ctx: FrameContext, s: Scene, variant: int, zoom: np.float32) -> tuple[F32, F32]:
         folds = s.folds + variant
         seg = np.float32(2 * math.pi / folds)
-        rot = np.float32(s.spin * ctx.t * 4 + 0.15 * ctx.mid_phase * (1 if variant < 2 else -1))
+        rot = np.float32(s.spin * ctx.t * 4 + 0.15 * ctx.mid_phase * (1 if variant < 2 else -1) + self._turn)
         a = _frac((self.TH + rot) / seg)
         a -= np.float32(0.5)
         a *= seg
@@ -311,7 +334,7 @@ class ProceduralVisuals:
         ys = self.Y[:, 0]
         split = int(np.count_nonzero(ys >= hz))  # rows above the horizon (y decreases downwards)
         rgb = np.empty((3, self.height, self.width), dtype=np.float32)
-        shift = np.float32(variant * s.hue_step + 0.11 * (ctx.phrase // 2))
+        shift = np.float32(variant * s.hue_step + 0.11 * (ctx.phrase // 2) + self._hue(ctx))
 
         # Sky: a vertical gradient, darker upwards.
         y_sky = ys[:split, None]
@@ -346,5 +369,5 @@ class ProceduralVisuals:
         floor_col = self._palette(s, np.float32(0.8) + np.float32(0.05 * variant) + dist * np.float32(0.3))
         rgb[:, split:] = floor_col * line
 
-        rgb *= self.vignette * np.float32(0.7 + 0.3 * min(ctx.energy, 1.2) + 0.2 * ctx.beat_pulse)
+        rgb *= self.vignette * self._brightness(ctx, 0.7 + 0.3 * min(ctx.energy, 1.2) + 0.2 * ctx.beat_pulse, 0.85)
         return rgb

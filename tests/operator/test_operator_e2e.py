@@ -92,6 +92,9 @@ INVALID = [
     ({"lyrics": {"text": "[00:01.00]x", "format": "ass"}}, "lyrics.format must be auto, lrc, srt, vtt"),
     ({"title": "t" * 121}, "spec.title: Too long: may not be more than 120 bytes"),
     ({"artist": "one\nStyle: two"}, "spec.artist in body should match"),
+    ({"style": {"reactivity": [{"source": "cowbell", "target": "zoom"}]}}, 'Unsupported value: "cowbell"'),
+    ({"style": {"reactivity": [{"source": "kick", "target": "zoom", "amount": 5}]}},
+     "spec.style.reactivity[0].amount in body should be less than or equal to 4"),
 ]
 
 

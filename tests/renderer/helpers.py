@@ -177,3 +177,28 @@ def caption_text(video: Path, at: float, size: tuple[int, int], top: float = 0.6
     pgm = b"P5 %d %d 255\n" % (ink.shape[1], ink.shape[0]) + ink.tobytes()
     out = subprocess.run(["tesseract", "stdin", "stdout", "--psm", "6"], input=pgm, capture_output=True, check=True)
     return out.stdout.decode(errors="replace")
+
+
+def write_kick_song(path: Path, seconds: float = 20.0, sr: int = 22050, seed: int = 3) -> np.ndarray:
+    """A pad, hi-hats on a steady 120 BPM eighth-note grid, and kicks at irregular times (0.35..1.6 s apart, off
+    the grid): a song whose kick envelope is not its beat. Returns the kick times."""
+    rng = np.random.default_rng(seed)
+    n = int(sr * seconds)
+    t = np.arange(n) / sr
+    y = 0.05 * np.sin(2 * np.pi * 220 * t) + 0.04 * np.sin(2 * np.pi * 277 * t)
+    spectrum = np.fft.rfft(rng.standard_normal(660))
+    spectrum[:81] = 0.0  # a hi-hat is noise above ~2.7 kHz
+    hat = np.fft.irfft(spectrum, n=660) * np.exp(-np.arange(660) / (0.004 * sr))
+    hat *= 0.25 / np.abs(hat).max()
+    k = np.arange(int(0.15 * sr)) / sr
+    kick = np.sin(2 * np.pi * (50 + 80 * np.exp(-k * 35)) * k) * np.exp(-k * 20)
+    kicks, at = [], 0.3
+    while at < seconds - 0.3:
+        kicks.append(at)
+        at += rng.uniform(0.35, 1.6)
+    for sound, gain, times in ((hat, 1.0, np.arange(0.1, seconds, 0.25)), (kick, 0.9, kicks)):
+        for start in times:
+            s = int(start * sr)
+            y[s:s + sound.size] += gain * sound[: max(0, min(sound.size, n - s))]
+    sf.write(path, (0.8 * y / np.abs(y).max()).astype(np.float32), sr)
+    return np.array(kicks)

@@ -29,6 +29,7 @@ from vibecraft_common.spec import (
     DeadlineSeconds,
     Lyrics,
     Parallelism,
+    Reactivity,
     Retries,
     Style,
     TtlSecondsAfterFinished,
@@ -146,6 +147,7 @@ class StylePublic(BaseModel):
     prompt: str | None = None
     seed: int | None = None
     model: str | None = None
+    reactivity: list[Reactivity] | None = None
 
 
 class VideoOptionsPublic(BaseModel):
