@@ -13,7 +13,7 @@ from typing import Any, Final, Literal, TypeVar
 from pydantic import BaseModel, ValidationError
 from vibecraft_common.limits import DEFAULT_PARALLELISM, PARALLELISM_AUTO
 from vibecraft_common.resource import ANNOTATION_DELETE_OUTPUTS, API_VERSION, GROUP, KIND, LABEL_FINISHED
-from vibecraft_common.status import PENDING
+from vibecraft_common.status import PENDING, spec_pending
 
 from vibecraft_api.models.videos import (
     PHASES,
@@ -123,7 +123,9 @@ ACTIVE_SELECTOR: Final = f"!{LABEL_FINISHED}"
 
 
 def phase_of(obj: dict[str, Any]) -> Phase:
-    """status.phase; Pending until the operator has written one."""
+    """status.phase; Pending until the operator has written one, and while it has not taken up a changed spec."""
+    if spec_pending(obj):
+        return PENDING
     phase = (obj.get("status") or {}).get("phase")
     return next((p for p in PHASES if p == phase), PENDING)
 

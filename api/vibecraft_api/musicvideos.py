@@ -148,11 +148,13 @@ class MusicVideos:
                 raise InvalidInput("; ".join(f"{i.field}: {i.detail}" for i in issues), errors=issues) from None
             raise unavailable(exc) from None
 
-    async def patch_spec(self, namespace: str, name: str, spec: Obj, resource_version: str) -> Obj:
-        """Change spec fields (a JSON merge patch) of the version read: Conflict when it changed since."""
+    async def patch_spec(self, namespace: str, name: str, spec: Obj, resource_version: str,
+                         labels: Obj | None = None) -> Obj:
+        """Change spec fields (and labels) with a JSON merge patch of the version read: Conflict when it changed."""
+        meta: Obj = {"resourceVersion": resource_version, **({"labels": labels} if labels else {})}
         try:
             return await self.kube.request("PATCH", f"{collection(namespace)}/{name}",
-                                           body={"metadata": {"resourceVersion": resource_version}, "spec": spec})
+                                           body={"metadata": meta, "spec": spec})
         except KubeError as exc:
             if exc.code == 404:
                 raise NotFound(f"There is no video {name}.") from None

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from vibecraft_common.resource import LABEL_FINISHED
 from vibecraft_common.spec import S3_KEY
 from vibecraft_common.status import SUCCEEDED, THUMBNAIL_NAME, VIDEO_NAME
 
@@ -127,19 +128,30 @@ class Renders:
         against the tenant's concurrent renders."""
         ns = tenant.namespace
         async with self.locks[tenant.name]:
-            obj = await self.videos.get(ns, video_id)
-            if not (obj.get("spec") or {}).get("preview"):
-                raise Conflict(f"Video {video_id} is not a preview: it renders the whole song already.")
-            if not is_active(obj):  # a finished preview starts a render again
-                found = await self.videos.selected(ns, ACTIVE_SELECTOR, self.written.get(ns))
-                active = sum(1 for o in found if is_active(o))
-                if active >= self.settings.max_concurrent_renders:
-                    raise TooManyRenders(active, self.settings.max_concurrent_renders)
-            patched = await self.videos.patch_spec(ns, video_id, {"preview": False},
-                                                   str(obj["metadata"].get("resourceVersion") or ""))
-            if version := str(patched["metadata"].get("resourceVersion") or ""):
-                self.written[ns] = version
-            return patched
+            for attempt in range(3):  # a status write (progress) between the read and the patch: read again
+                obj = await self.videos.get(ns, video_id)
+                if (obj.get("metadata") or {}).get("deletionTimestamp"):
+                    raise Conflict(f"Video {video_id} is being deleted.")
+                if not (obj.get("spec") or {}).get("preview"):
+                    raise Conflict(f"Video {video_id} is not a preview: it renders the whole song already.")
+                if not is_active(obj):  # a finished preview starts a render again
+                    found = await self.videos.selected(ns, ACTIVE_SELECTOR, self.written.get(ns))
+                    active = sum(1 for o in found if is_active(o))
+                    if active >= self.settings.max_concurrent_renders:
+                        raise TooManyRenders(active, self.settings.max_concurrent_renders)
+                try:
+                    # The finished label goes with the change, so the next create counts this render at once.
+                    patched = await self.videos.patch_spec(ns, video_id, {"preview": False},
+                                                           str(obj["metadata"].get("resourceVersion") or ""),
+                                                           labels={LABEL_FINISHED: None})
+                except Conflict:
+                    if attempt == 2:
+                        raise
+                    continue
+                if version := str(patched["metadata"].get("resourceVersion") or ""):
+                    self.written[ns] = version
+                return patched
+            raise AssertionError("unreachable")
 
     async def delete(self, tenant: Tenant, video_id: str) -> dict[str, Any] | None:
         """Cancel the render and delete the video with its files (MusicVideos.delete): the video while

@@ -193,6 +193,14 @@ class MusicVideoStatus(_Open):
                                            description="The spec generation the operator has acted on.")
 
 
+def spec_pending(obj: Mapping[str, Any]) -> bool:
+    """The spec changed since the operator last acted on it (status.observedGeneration behind
+    metadata.generation): its status describes the previous spec (a preview set to false still reads
+    Succeeded until the new render is taken up)."""
+    observed = (obj.get("status") or {}).get("observedGeneration")
+    return observed is not None and observed != (obj.get("metadata") or {}).get("generation")
+
+
 def summary_of(doc: Mapping[str, Any]) -> tuple[dict[str, Any], float | None]:
     """status.analysis and the video's duration (the song's; a preview's own) from an analysis.json document.
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from vibecraft_common.resource import FINISHED, LABEL_FINISHED
-from vibecraft_common.status import TERMINAL_PHASES
+from vibecraft_common.status import TERMINAL_PHASES, spec_pending
 
 from vibecraft_operator.timeutil import parse_time
 
@@ -20,7 +20,8 @@ def is_finished(mv: Mapping[str, Any]) -> bool:
     """Succeeded, Failed or Cancelled, and not being deleted (a deletion is work in progress: its render
     is being stopped and its files removed)."""
     meta, status = mv.get("metadata") or {}, mv.get("status") or {}
-    return status.get("phase") in TERMINAL_PHASES and not meta.get("deletionTimestamp")
+    # A finished video whose spec was changed (a preview set to false) is work again before the operator acts.
+    return status.get("phase") in TERMINAL_PHASES and not meta.get("deletionTimestamp") and not spec_pending(mv)
 
 
 def label_patch(mv: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -98,6 +98,8 @@ def selector_labels(mv_name: str, attempt: int) -> dict[str, str]:
 def spec_hash(spec: Mapping[str, Any]) -> str:
     """Identity of what is rendered: the spec minus the fields that only steer the render."""
     rendered = {k: v for k, v in spec.items() if k not in SPEC_FIELDS_NOT_RENDERED}
+    if rendered.get("preview") is False:  # as absent: applying a manifest that says so renders nothing again
+        del rendered["preview"]
     for (section, name), default in DEFAULTED_LATER:
         part = rendered.get(section)
         if isinstance(part, Mapping) and name in part and part[name] == default:

@@ -8,10 +8,14 @@ by block would give wrong beats at block edges) and segmentation (structure.py).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import importlib
+import inspect
 import io
 import json
 import logging
+import sys
 import threading
 import zipfile
 from collections.abc import Callable, Iterable
@@ -99,6 +103,17 @@ def load_state(data: bytes) -> Analysis:
         raise ValueError(f"not an analysis state: {exc}") from exc
     if meta.get("version") != ANALYSIS_VERSION:
         raise ValueError(f"analysis state version {meta.get('version')}, this renderer reads {ANALYSIS_VERSION}")
+    try:
+        return _state(meta, arrays)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a complete analysis state: {exc!r}") from exc
+
+
+def _state(meta: dict[str, Any], arrays: dict[str, Any]) -> Analysis:
+    if not meta.get("sections"):
+        raise ValueError("no sections")
+    if arrays["bands"].ndim != 2 or arrays["envs"].ndim != 2 or arrays["envs"].shape[1] != arrays["energy"].shape[0]:
+        raise ValueError("feature arrays of the wrong shape")
     return Analysis(
         duration=float(meta["duration"]),
         tempo=float(meta["tempo"]),
@@ -160,6 +175,18 @@ def analyze_blocks(
         tempo_source=pulse.source,
         beats_per_bar=pulse.beats_per_bar,
     )
+
+
+@functools.cache
+def code_version() -> str:
+    """A hash of the analysis code (this module, the feature stream, the trackers, the structure finder): part
+    of the cached analysis's key, so an analysis made by another version of the code is never reused."""
+    from . import features, rhythm, structure, tracker
+
+    digest = hashlib.sha256(str(ANALYSIS_VERSION).encode())
+    for module in (sys.modules[__name__], features, rhythm, structure, tracker, audio):
+        digest.update(Path(inspect.getfile(module)).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _peak_unit(env: F32) -> F32:

@@ -142,7 +142,7 @@ def render_preview(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -
         soundtrack = stop.enter_context(encode.AudioEncoder(audio_path, work / "soundtrack.m4a", info.sample_rate,
                                                             spec.normalize, window=(first / fps, count / fps)))
         progress.stage("generating", f"preview of {count / fps:.1f} s from {first / fps:.1f} s")
-        source = _frame_source(small, opts, an, timeline, generator, progress)
+        source = _frame_source(spec, opts, an, timeline, generator, progress, size)  # the full spec's images
         progress.stage("composing", f"preview {size[0]}x{size[1]}")
         progress.update(frames_done=0, frames_total=count)
         segment = work / "preview.mp4"
@@ -154,6 +154,7 @@ def render_preview(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -
                 if done % PROGRESS_EVERY_FRAMES == 0:
                     progress.update(frames_done=done, message="preview")
                     guard.check([enc.pid])
+        progress.update(frames_done=count)
         progress.stage("encoding", "muxing the preview")
         video = work / VIDEO_NAME
         encode.join_and_mux([segment], soundtrack.result(), video, work, count / fps,
@@ -162,7 +163,9 @@ def render_preview(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -
         thumb = work / THUMBNAIL_NAME
         encode.thumbnail(video, count / fps / 2, thumb)
         report = work / ANALYSIS_NAME
-        data = _analysis_json(an, timeline, small)
+        data = _analysis_json(an, timeline, small)  # the song's analysis; video and cuts: the preview's
+        data["video"] = _video_json(small, count)
+        data["cuts"] = [round(int(f) / fps - first / fps, 4) for f in timeline.cut_frames if first < f < first + count]
         data["preview"] = {"startSeconds": round(first / fps, 4), "seconds": round(count / fps, 4), "frames": count}
         report.write_text(json.dumps(data, indent=1))
         progress.stage("uploading")
@@ -355,17 +358,20 @@ def _analyse(
 
 
 def _analysis_key(spec: RenderSpec, audio_path: Path) -> str:
-    """The analysis's identity: the song's bytes, what the musician said about its beat, the analysis version."""
+    """The analysis's identity: the song's bytes, what the musician said about its beat, and the analysis code
+    itself (analysis_mod.code_version: a renderer with another beat tracker never takes an older analysis)."""
     blob = json.dumps({"audio": segments.sha256_file(audio_path), "bpm": spec.bpm, "beatOffset": spec.beat_offset,
-                       "v": analysis_mod.ANALYSIS_VERSION}, sort_keys=True)  # fmt: skip
+                       "code": analysis_mod.code_version()}, sort_keys=True)  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()[:32] + ".npz"
 
 
 def _cached_state(url: str) -> analysis_mod.Analysis | None:
+    """The cached analysis, or None: it is only a cache, so whatever goes wrong reading it (a store that does
+    not answer, bytes that are not a state of this version) means analysing again."""
     try:
         raw = storage.get_bytes(url)
         return analysis_mod.load_state(raw) if raw is not None else None
-    except (RenderError, ValueError, OSError) as exc:  # unreadable or another version: analysed again
+    except Exception as exc:
         log.info("no usable cached analysis at %s: %s", storage.redact(url), exc)
         return None
 
@@ -551,18 +557,19 @@ def _frame_source(
     timeline: Timeline,
     generator: ReplicateImages | None,
     progress: Progress,
+    size: tuple[int, int] | None = None,
 ) -> FrameSource:
-    """The visual backend: Ken Burns over generated images, or procedural scenes."""
+    """The visual backend: Ken Burns over generated images, or procedural scenes; drawn at `size` (a preview's)
+    or the spec's frame, the images asked for the spec's frame either way (one image cache for both)."""
+    width, height = size or (spec.video.width, spec.video.height)
     if generator is None:
-        return ProceduralVisuals(timeline, internal_size(spec.video.width, spec.video.height), spec.style.seed,
-                                 spec.style.reactivity)
+        return ProceduralVisuals(timeline, internal_size(width, height), spec.style.seed, spec.style.reactivity)
     requests = plan_requests(spec, an.sections, opts.images_per_section)
     files = generator.generate(requests, lambda d, t: progress.update(fraction=d / t, message=f"image {d}/{t}"))
     by_group: dict[int, list[Path]] = {}
     for req in requests:
         by_group.setdefault(req.group, []).append(files[req.key])
-    return KenBurnsVisuals(timeline, working_size(spec.video.width, spec.video.height), by_group, spec.style.seed,
-                           spec.style.reactivity)
+    return KenBurnsVisuals(timeline, working_size(width, height), by_group, spec.style.seed, spec.style.reactivity)
 
 
 def _render_segments(
@@ -624,15 +631,13 @@ def _poster_time(an: analysis_mod.Analysis) -> float:
     return (best.start + best.end) / 2.0
 
 
+def _video_json(spec: RenderSpec, frames: int) -> dict[str, object]:
+    return {"width": spec.video.width, "height": spec.video.height, "fps": spec.video.fps, "frames": frames,
+            "cutEvery": spec.video.cut_every, "backend": spec.style.backend}
+
+
 def _analysis_json(an: analysis_mod.Analysis, timeline: Timeline, spec: RenderSpec) -> dict[str, object]:
     data = an.to_json()
-    data["video"] = {
-        "width": spec.video.width,
-        "height": spec.video.height,
-        "fps": spec.video.fps,
-        "frames": timeline.n_frames,
-        "cutEvery": spec.video.cut_every,
-        "backend": spec.style.backend,
-    }
+    data["video"] = _video_json(spec, timeline.n_frames)
     data["cuts"] = [round(int(f) / timeline.fps, 4) for f in timeline.cut_frames if f > 0]
     return data

@@ -193,6 +193,11 @@ def test_lyrics_title_and_artist_go_into_the_spec_and_come_back_without_the_text
     preview = VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3"}, "preview": True})
     obj = build_musicvideo(name="mv-3", tenant="acme", req=preview, bucket="b", audio_url="https://e.example/a.mp3")
     assert obj["spec"]["preview"] is True and to_public(obj, "b").preview is True
+    # POST …/render changed the spec of a finished preview: Pending (active) until the operator takes it up.
+    obj["metadata"]["generation"], obj["status"] = 2, {"phase": "Succeeded", "observedGeneration": 1}
+    assert to_public(obj, "b").phase == "Pending" and is_active(obj)
+    obj["status"]["observedGeneration"] = 2
+    assert to_public(obj, "b").phase == "Succeeded" and not is_active(obj)
     by_url = VideoCreate.model_validate({"audio": {"url": "https://e.example/a.mp3"},
                                          "lyrics": {"url": "https://e.example/a.lrc", "format": "lrc"}})
     obj = build_musicvideo(name="mv-2", tenant="acme", req=by_url, bucket="b", audio_url="https://e.example/a.mp3")

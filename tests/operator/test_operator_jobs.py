@@ -169,6 +169,16 @@ def test_spec_hash_ignores_suspend_only():
     assert spec_hash(spec(retries=3)) != spec_hash(spec())
 
 
+def test_a_preview_set_to_false_is_the_full_render_that_never_had_the_field():
+    from vibecraft_operator.finished import is_finished
+
+    assert spec_hash(spec(preview=False)) == spec_hash(spec()) != spec_hash(spec(preview=True))
+    done = musicvideo(preview=False, status={"phase": "Succeeded", "observedGeneration": 1})
+    assert is_finished(done)
+    edited = {**done, "metadata": {**done["metadata"], "generation": 2}}  # preview set to false, not yet taken up
+    assert not is_finished(edited)
+
+
 @pytest.mark.parametrize(
     ("video", "size"),
     [

@@ -56,6 +56,7 @@ def test_a_preview_is_15_s_of_the_most_energetic_section_at_360p(minute_song: Pa
     loudest = max(report["sections"], key=lambda s: s["energy"])
     start = report["preview"]["startSeconds"]
     assert start == pytest.approx(min(round(loudest["start"] * FPS), 60 * FPS - 150) / FPS, abs=1e-3), report["preview"]
+    assert report["video"]["frames"] == 150 and all(0 < c < 15 for c in report["cuts"]), report["cuts"]
     # The sound is the song's own at that place (the envelope of the song cut there, not another stretch).
     heard, there = envelope(pcm(out / "video.mp4")), envelope(pcm(minute_song, start, L.PREVIEW_SECONDS))
     n = min(heard.size, there.size)
@@ -69,6 +70,11 @@ def test_a_preview_is_15_s_of_the_most_energetic_section_at_360p(minute_song: Pa
     assert res.returncode == 0, res.stderr
     assert "the song's analysis from an earlier render" in res.stderr
     assert int(ffprobe(out / "video.mp4")["streams"][0]["nb_frames"]) == 60 * FPS
+    # The cache is only a cache: a damaged entry means analysing again, not a failed render.
+    (cached,) = (out / "cache" / "analysis").iterdir()
+    cached.write_bytes(b"PK\x03\x04 not an analysis")
+    res = run_render([str(minute_song), "-o", str(out), "--height", "180", "--fps", str(FPS), "--preview", "-q"])
+    assert res.returncode == 0 and "no usable cached analysis" in res.stderr, res.stderr
 
 
 def test_a_song_shorter_than_a_preview_is_previewed_whole_and_a_preview_is_one_stage(
