@@ -21,7 +21,7 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, TypeVar
@@ -85,13 +85,7 @@ def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Render
     """Render spec end to end in this process (STAGE_ALL); raises a RenderError subclass on any expected failure."""
     if spec.preview:
         return render_preview(spec, opts, progress)
-    layout = layout_for(spec.output_url)
-    analysis_mod.preload()
-    storage.check_writable(layout.root)
-    with tempfile.TemporaryDirectory(prefix="vibecraft-", dir=opts.work_dir) as tmp, contextlib.ExitStack() as stop:
-        work = Path(tmp)
-        generator = _generator(spec, opts, layout, work, progress)
-        guard = MemoryGuard(opts.memory_limit_mb)
+    with _session(spec, opts, progress) as (layout, work, stop, generator, guard):
         audio_path, soundtrack, an, caps = _analyse(spec, work, stop, progress, guard, layout.cache)
         assert soundtrack is not None
         job = _context(spec, opts, layout, an, _key(spec, opts, audio_path, caps), work, caps=caps)
@@ -107,6 +101,20 @@ def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Render
                          job.captions)
         _publish(spec, opts, layout, job, soundtrack.result(), work, progress)
         return _result(layout, job, len(todo), progress)
+
+
+@contextlib.contextmanager
+def _session(
+    spec: RenderSpec, opts: RuntimeOptions, progress: Progress
+) -> Iterator[tuple[OutputLayout, Path, contextlib.ExitStack, ReplicateImages | None, MemoryGuard]]:
+    """What a render in this process works with: its outputs' layout (checked writable before any work), a
+    scratch dir, the exit stack of its background encoders, the image generator and the memory guard."""
+    layout = layout_for(spec.output_url)
+    analysis_mod.preload()
+    storage.check_writable(layout.root)
+    with tempfile.TemporaryDirectory(prefix="vibecraft-", dir=opts.work_dir) as tmp, contextlib.ExitStack() as stop:
+        work = Path(tmp)
+        yield layout, work, stop, _generator(spec, opts, layout, work, progress), MemoryGuard(opts.memory_limit_mb)
 
 
 def preview_window(an: analysis_mod.Analysis, fps: int, n_frames: int) -> tuple[int, int]:
@@ -125,13 +133,7 @@ def render_preview(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -
     the full render that follows (the spec's preview set back to false) does not analyse again, and with
     the Replicate backend the images generated here are the cached ones the full render uses.
     """
-    layout = layout_for(spec.output_url)
-    analysis_mod.preload()
-    storage.check_writable(layout.root)
-    with tempfile.TemporaryDirectory(prefix="vibecraft-", dir=opts.work_dir) as tmp, contextlib.ExitStack() as stop:
-        work = Path(tmp)
-        generator = _generator(spec, opts, layout, work, progress)
-        guard = MemoryGuard(opts.memory_limit_mb)
+    with _session(spec, opts, progress) as (layout, work, stop, generator, guard):
         audio_path, _, an, caps = _analyse(spec, work, stop, progress, guard, layout.cache, soundtrack=False)
         size = _frame(spec)
         small = replace(spec, video=replace(spec.video, width=size[0], height=size[1]))

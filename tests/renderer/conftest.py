@@ -29,13 +29,23 @@ def click100(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray
     return flac, beats
 
 
-@pytest.fixture(scope="session")
-def real_song(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """20 s cut from a real song (Ogg Vorbis), skipping the intro."""
+def _crossroads(tmp_path_factory: pytest.TempPathFactory, name: str, *cut: str) -> Path:
+    """HyperRogue's "Crossroads" (48 s, Ogg Vorbis) cut with ffmpeg's input options `cut`."""
     src = REAL_SONGS / "hr3-crossroads.ogg"
     if not src.exists():
         pytest.skip(f"{src} not installed")
-    out = tmp_path_factory.mktemp("audio") / "crossroads-20s.ogg"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", "10", "-t", "20", "-i", str(src), "-c:a", "libvorbis",
-                    str(out)], check=True)  # fmt: skip
+    out = tmp_path_factory.mktemp("audio") / name
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *cut, "-i", str(src), "-c:a", "libvorbis", str(out)], check=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def real_song(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 s cut from a real song (Ogg Vorbis), skipping the intro."""
+    return _crossroads(tmp_path_factory, "crossroads-20s.ogg", "-ss", "10", "-t", "20")
+
+
+@pytest.fixture(scope="session")
+def minute_song(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 s of the same real song (played once and then again)."""
+    return _crossroads(tmp_path_factory, "crossroads-60s.ogg", "-stream_loop", "1", "-t", "60")

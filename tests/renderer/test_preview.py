@@ -13,21 +13,9 @@ import pytest
 from vibecraft_common import limits as L
 from vibecraft_common.resource import EXIT_USAGE
 
-from .helpers import REAL_SONGS, ffprobe, run_render
+from .helpers import ffprobe, run_render
 
 FPS = 10
-
-
-@pytest.fixture(scope="module")
-def minute_song(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """60 s of a real song (HyperRogue's "Crossroads", 48 s, looped)."""
-    src = REAL_SONGS / "hr3-crossroads.ogg"
-    if not src.exists():
-        pytest.skip(f"{src} not installed")
-    out = tmp_path_factory.mktemp("audio") / "crossroads-60s.ogg"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", "1", "-i", str(src), "-t", "60", "-c:a", "libvorbis",
-                    str(out)], check=True)  # fmt: skip
-    return out
 
 
 def pcm(media: Path, start: float = 0.0, seconds: float | None = None) -> np.ndarray:

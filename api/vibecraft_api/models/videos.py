@@ -51,6 +51,18 @@ AUDIO_URL = r"^https?://[^\s]+$"
 AUDIO_URL_MESSAGE = "audio.url must be an http:// or https:// URL"
 
 
+def _http_only(value: object, handler: ValidatorFunctionWrapHandler, message: str) -> str | None:
+    """A URL field's check: the pattern stays in the schema; a user reads `message` instead of the regular
+    expression."""
+    try:
+        url: str | None = handler(value)
+    except ValidationError as exc:
+        if any(e["type"] == "string_pattern_mismatch" for e in exc.errors()):
+            raise PydanticCustomError("url_scheme", message) from None
+        raise
+    return url
+
+
 class AudioSource(AudioTiming):
     """The song: the key of an upload (POST /v1/uploads) or an http(s) URL the renderer downloads."""
 
@@ -63,14 +75,7 @@ class AudioSource(AudioTiming):
     @field_validator("url", mode="wrap")
     @classmethod
     def _http_url(cls, value: object, handler: ValidatorFunctionWrapHandler) -> str | None:
-        """The pattern stays in the schema; a user reads a sentence instead of the regular expression."""
-        try:
-            url: str | None = handler(value)
-        except ValidationError as exc:
-            if any(e["type"] == "string_pattern_mismatch" for e in exc.errors()):
-                raise PydanticCustomError("url_scheme", AUDIO_URL_MESSAGE) from None
-            raise
-        return url
+        return _http_only(value, handler, AUDIO_URL_MESSAGE)
 
     @model_validator(mode="after")
     def _one_source(self) -> AudioSource:
@@ -91,13 +96,7 @@ class LyricsSource(Lyrics):
     @field_validator("url", mode="wrap")
     @classmethod
     def _http_url(cls, value: object, handler: ValidatorFunctionWrapHandler) -> str | None:
-        try:
-            url: str | None = handler(value)
-        except ValidationError as exc:
-            if any(e["type"] == "string_pattern_mismatch" for e in exc.errors()):
-                raise PydanticCustomError("url_scheme", "lyrics.url must be an http:// or https:// URL") from None
-            raise
-        return url
+        return _http_only(value, handler, "lyrics.url must be an http:// or https:// URL")
 
 
 class VideoCreate(BaseModel):
