@@ -115,7 +115,7 @@ class Reactivity(_Strict):
     source: L.ReactSource = Field(description="kick, snare, onset (any note), bass, mids, highs (band energies), rms "
                                               "(loudness), beat, bar (pulses on the grid), section (its energy).")
     target: L.ReactTarget = Field(description="zoom, rotation, hue, brightness, warp (the scene's flow) or cut (a new "
-                                              "shot when the source rises through half its range).")
+                                              "shot each time |amount| x source rises through 0.5).")
     amount: float = Field(default=1.0, ge=-L.REACT_AMOUNT_MAX, le=L.REACT_AMOUNT_MAX,
                           description="How strongly; negative inverts (1: a strong, visible coupling).")
     smoothing: float = Field(default=L.DEFAULT_REACT_SMOOTHING_SECONDS, ge=0.0, le=L.REACT_SMOOTHING_MAX_SECONDS,

@@ -88,8 +88,9 @@ class KenBurnsVisuals:
     def render(self, i: int) -> U8:
         """Planar GBR frame for global frame i."""
         ctx = self.timeline.at(i)
-        if self.react is not None:
-            ctx = dataclasses.replace(ctx, cut=ctx.cut + int(self.react.cut[i]))
+        if self.react is not None:  # a reactive cut starts a new shot: its move starts again too
+            ctx = dataclasses.replace(ctx, cut=ctx.cut + int(self.react.cut[i]),
+                                      since_cut=min(ctx.since_cut, int(self.react.since_cut[i]) / self.timeline.fps))
         frame = self._shot(ctx, ctx.section)
         if ctx.blend > 0.0 and ctx.blend_section != ctx.section:
             other = self._shot(ctx, ctx.blend_section)
@@ -116,7 +117,7 @@ class KenBurnsVisuals:
         phase = float(self.timeline.low_phase[ctx.index] - self.timeline.low_phase[cut_frame])
         p = min(1.0, 0.12 * phase + 0.03 * ctx.since_cut)
         pulse = 0.015 * ctx.beat_pulse if self.react is None else 0.1 * float(self.react.zoom[ctx.index])
-        z = max(0.5, 1.0 + 0.22 * (p if zoom_in else 1.0 - p) + pulse)
+        z = max(1.0 / CANVAS_MARGIN, 1.0 + 0.22 * (p if zoom_in else 1.0 - p) + pulse)  # the view stays on the image
         view_w, view_h = cw / CANVAS_MARGIN / z, ch / CANVAS_MARGIN / z
         cx = cw / 2 + (start[0] + (end[0] - start[0]) * p) * (cw - view_w) / 2
         cy = ch / 2 + (start[1] + (end[1] - start[1]) * p) * (ch - view_h) / 2

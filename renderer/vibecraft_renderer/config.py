@@ -20,6 +20,7 @@ from vibecraft_common.limits import (
     DEFAULT_CRF,
     DEFAULT_MODEL,
     DEFAULT_PRESET,
+    DEFAULT_REACT_SMOOTHING_SECONDS,
     DEFAULT_SEGMENT_SECONDS,
     Backend,
     CutEvery,
@@ -44,7 +45,7 @@ class Coupling:
     source: str
     target: str
     amount: float = 1.0
-    smoothing: float = 0.1
+    smoothing: float = DEFAULT_REACT_SMOOTHING_SECONDS
 
 
 @dataclass(frozen=True)

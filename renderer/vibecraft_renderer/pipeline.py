@@ -460,7 +460,7 @@ def _plan_inputs(spec: RenderSpec, opts: RuntimeOptions) -> dict[str, object]:
     same output (a render that never joined, --keep-segments) does not match and is prepared again."""
     url = hashlib.sha256(spec.audio_url.encode()).hexdigest()[:16]
     inputs: dict[str, object] = {"spec": spec.fingerprint(), "audioUrl": url, "framesPerSegment": _per(spec, opts),
-                                 "normalize": spec.normalize}
+                                 "normalize": spec.normalize, "analysisVersion": analysis_mod.ANALYSIS_VERSION}
     if spec.text.lyrics_url is not None:  # the chunks take the prepared captions: they must be from this file
         inputs["lyricsUrl"] = hashlib.sha256(spec.text.lyrics_url.encode()).hexdigest()[:16]
     return inputs

@@ -104,17 +104,36 @@ class Reactions:
     brightness: F32
     warp: F32
     cut: I64
+    since_cut: I64  # frames since the last reactive cut (a large number before the first)
+
+
+CUT_ON: Final = 0.5  # a reactive cut fires when |amount| x source rises through this...
+CUT_REARM: Final = 0.35  # ...and fires again only once it has fallen below this (no chatter on a noisy source)
 
 
 def _release(x: F32, seconds: float, rate: float) -> F32:
-    """A peak follower: instant attack, exponential release over `seconds` (0: the signal as it is)."""
+    """A peak follower: y[n] = max(x[n], a * y[n-1]), a hit held and decaying by 1/e over `seconds` (0: the
+    signal as it is)."""
     if seconds <= 0:
         return x.astype(np.float32)
-    from scipy.signal import lfilter
+    a = float(np.exp(-1.0 / (seconds * rate)))
+    out = np.empty(x.size, dtype=np.float32)
+    held = 0.0
+    for k, v in enumerate(x.tolist()):
+        held = max(v, a * held)
+        out[k] = held
+    return out
 
-    alpha = float(np.exp(-1.0 / (seconds * rate)))
-    released = np.asarray(lfilter([1.0 - alpha], [1.0, -alpha], x.astype(np.float64)))
-    out: F32 = np.maximum(x, released).astype(np.float32)
+
+def _cuts(signal: F32) -> I64:
+    """The cut count at each frame: one more each time `signal` rises through CUT_ON after being below CUT_REARM."""
+    count, armed, out = 0, True, np.zeros(signal.size, dtype=np.int64)
+    for k, v in enumerate(signal.tolist()):
+        if armed and v >= CUT_ON and k > 0:
+            count, armed = count + 1, False
+        elif v < CUT_REARM:
+            armed = True
+        out[k] = count
     return out
 
 
@@ -162,6 +181,8 @@ class Timeline:
         n = self.n_frames
         if name in ("beat", "bar"):
             marks = self.beat_frames if name == "beat" else self.bar_frames
+            if marks.size == 0:  # no grid in the song (a given beat past its end): nothing pulses
+                return np.zeros(n, dtype=np.float32)
             idx = np.arange(n)
             k = np.searchsorted(marks, idx, side="right") - 1
             since = np.where(k >= 0, idx - marks[np.maximum(k, 0)], 10**6) / self.fps
@@ -174,9 +195,15 @@ class Timeline:
             return level[np.clip(k, 0, level.size - 1)]
         raw = {"kick": an.envs[0], "snare": an.envs[1], "onset": an.envs[2], "bass": an.bands[0],
                "mids": an.bands[1], "highs": an.bands[2], "rms": an.energy}[name]  # fmt: skip
-        pos = np.arange(n, dtype=np.float64) / self.fps * an.frame_rate
         smoothed = _release(raw, smoothing, an.frame_rate)
-        return np.interp(pos, np.arange(smoothed.size, dtype=np.float64), smoothed).astype(np.float32)
+        if smoothed.size == 0:
+            return np.zeros(n, dtype=np.float32)
+        # Each video frame takes the most of the analysis frames it spans: a hit one analysis frame long is seen
+        # whole at any frame rate, not sampled between its peaks.
+        starts = np.minimum((np.arange(n, dtype=np.float64) / self.fps * an.frame_rate).astype(np.int64),
+                            smoothed.size - 1)
+        spans = np.maximum.reduceat(smoothed, starts) if n else smoothed[:0]
+        return spans.astype(np.float32)
 
     def reactions(self, couplings: Iterable[Coupling]) -> Reactions:
         """spec.style.reactivity per frame (Reactions)."""
@@ -184,13 +211,15 @@ class Timeline:
         cuts = np.zeros(self.n_frames, dtype=np.int64)
         for c in couplings:
             x = self.source(c.source, c.smoothing)
-            if c.target == "cut":
-                signal = x * np.float32(c.amount)
-                rising = (signal[1:] >= 0.5) & (signal[:-1] < 0.5)
-                cuts[1:] += np.cumsum(rising)
+            if c.target == "cut":  # the sign does not matter: a cut is a cut
+                cuts += _cuts(x * np.float32(abs(c.amount)))
             else:
                 sums[c.target] += np.float32(c.amount) * x
-        return Reactions(cut=cuts, **sums)
+        idx = np.arange(self.n_frames)
+        changed = np.flatnonzero(np.diff(cuts, prepend=0) > 0)
+        k = np.searchsorted(changed, idx, side="right") - 1
+        since = np.where(k >= 0, idx - changed[np.maximum(k, 0)] if changed.size else 0, 10**9)
+        return Reactions(cut=cuts, since_cut=since.astype(np.int64), **sums)
 
     def _frames_of(self, times: npt.NDArray[np.float64]) -> I64:
         frames = np.round(np.asarray(times, dtype=np.float64) * self.fps).astype(np.int64)

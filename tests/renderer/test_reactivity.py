@@ -110,3 +110,54 @@ def test_the_contract_bounds_reactivity_and_keys_change_only_with_it() -> None:
     empty = spec_from_dict({**base, "style": {"reactivity": []}}).fingerprint()
     kick = spec_from_dict({**base, "style": {"reactivity": [{"source": "kick", "target": "zoom"}]}}).fingerprint()
     assert len({json.dumps(f, sort_keys=True) for f in (plain, empty, kick)}) == 3
+
+
+def test_smoothing_holds_a_hit_for_its_seconds_and_every_frame_rate_sees_every_kick(
+        kick_song: tuple[Path, np.ndarray]) -> None:
+    """A source falls back over `smoothing` seconds after a hit (1/e at that time), longer smoothing holding it
+    longer; a hit one analysis frame long is seen whole at 24 and at 60 fps (so kick -> cut counts the kicks
+    whatever the frame rate)."""
+    an = analysis_mod.analyze_file(kick_song[0])
+    kicks = kick_song[1]
+    for fps in (24, 60):
+        tl = Timeline(an, fps, "phrase")
+        seen = [float(tl.source("kick", 0.0)[round(k * fps) - 1: round(k * fps) + 3].max()) for k in kicks]
+        assert min(seen) > 0.5, (fps, seen)
+        cuts = tl.reactions((Coupling("kick", "cut", 1.0, 0.0),)).cut[-1]
+        assert abs(int(cuts) - kicks.size) <= 1, (fps, cuts, kicks.size)
+    tl = Timeline(an, 60, "phrase")
+    k = round(kicks[3] * 60)
+    peak = max(range(k - 2, k + 4), key=lambda i: tl.source("kick", 0.5)[i])
+    for smoothing in (0.2, 0.5):
+        x = tl.source("kick", smoothing)
+        after = x[peak + round(smoothing * 60)] / x[peak]  # one time constant later
+        assert 0.25 < after < 0.5, (smoothing, after)
+
+
+def test_a_song_without_beats_pulses_nothing(tmp_path: Path) -> None:
+    """A given beat past the end of a short song: no beat or bar grid. The couplings on them rest at 0 (the
+    built-in look renders such songs too)."""
+    song = tmp_path / "short.wav"
+    write_kick_song(song, seconds=1.2)
+    spec = spec_from_dict({"audio": {"url": str(song), "bpm": 30, "beatOffsetSeconds": 1.9}, "output": {"url": "x/"}})
+    an = analysis_mod.analyze_file(song, bpm=spec.bpm, beat_offset=spec.beat_offset)
+    tl = Timeline(an, FPS, "beat")
+    tl.beat_frames, tl.bar_frames = tl.beat_frames[:0], tl.bar_frames[:0]
+    react = tl.reactions((Coupling("bar", "zoom"), Coupling("beat", "cut")))
+    assert not react.zoom.any() and not react.cut.any()
+    ProceduralVisuals(tl, (32, 18), 1, (Coupling("bar", "zoom"),)).render(tl.n_frames - 1)
+
+
+def test_unset_reactivity_draws_the_look_from_before_the_field() -> None:
+    """The frames the procedural backend drew before spec.style.reactivity existed (commit 995f797^: the hash of
+    every third frame of 12 s of clicks at 64x36, 12 fps, seed 5), drawn again with reactivity unset."""
+    import hashlib
+
+    y = analysis_mod.synthetic_clicks(100.0, 12.0)
+    an = analysis_mod.analyze_blocks(y[i:i + 4096] for i in range(0, y.size, 4096))
+    tl = Timeline(an, 12, "beat")
+    vis = ProceduralVisuals(tl, (64, 36), 5)
+    digest = hashlib.sha256()
+    for i in range(0, tl.n_frames, 3):
+        digest.update(vis.render(i).tobytes())
+    assert (tl.n_frames, digest.hexdigest()[:16]) == (144, "1536c84670b3becb")
