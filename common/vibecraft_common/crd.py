@@ -34,6 +34,8 @@ PRINTER_COLUMNS: Final = (
     {"name": "Attempts", "type": "integer", "jsonPath": ".status.attempts"},
     {"name": "Parallelism", "type": "string", "description": "Pods the render is split over (spec.parallelism).",
      "jsonPath": ".spec.parallelism", "priority": 1},
+    {"name": "Preview", "type": "boolean", "description": "A 15 s preview at 360p (spec.preview).",
+     "jsonPath": ".spec.preview", "priority": 1},
     {"name": "Memory", "type": "string", "description": "Memory limit of the current attempt.",
      "jsonPath": ".status.memoryLimit", "priority": 1},
     {"name": "Reason", "type": "string", "description": "Why the last attempt failed.",
