@@ -121,7 +121,7 @@ def preview_window(an: analysis_mod.Analysis, fps: int, n_frames: int) -> tuple[
     """A preview's frames [first, first + count): PREVIEW_SECONDS from the start of the most energetic section
     (sections start on the music's own boundaries), moved earlier when the song ends sooner."""
     count = min(round(L.PREVIEW_SECONDS * fps), n_frames)
-    best = max(an.sections, key=lambda s: s.energy)
+    best = _loudest_section(an)
     first = max(0, min(round(best.start * fps), n_frames - count))
     return first, count
 
@@ -171,9 +171,7 @@ def render_preview(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -
         data["preview"] = {"startSeconds": round(first / fps, 4), "seconds": round(count / fps, 4), "frames": count}
         report.write_text(json.dumps(data, indent=1))
         progress.stage("uploading")
-        storage.put_file(thumb, layout.thumbnail, "image/jpeg", move=True)
-        storage.put_file(report, layout.analysis, "application/json", move=True)
-        storage.put_file(video, layout.video, "video/mp4", move=True)
+        _upload_outputs(layout, thumb, report, video)
         storage.sweep_temporaries(layout.video, layout.thumbnail, layout.analysis)
         progress.finish(f"rendered a {count / fps:.1f} s preview to {layout.video}")
         return RenderResult(layout=layout, frames=count, duration=count / fps, tempo=an.tempo, segments_rendered=1,
@@ -526,9 +524,7 @@ def _publish(
     report.write_text(json.dumps(_analysis_json(job.an, job.timeline, spec), indent=1))
 
     progress.stage("uploading")
-    storage.put_file(thumb, layout.thumbnail, "image/jpeg", move=True)
-    storage.put_file(report, layout.analysis, "application/json", move=True)
-    storage.put_file(video, layout.video, "video/mp4", move=True)  # last: its presence means done
+    _upload_outputs(layout, thumb, report, video)
     if not opts.keep_segments:
         job.store.cleanup()
     # An earlier attempt killed inside its upload left a temporary object or an open multipart upload.
@@ -627,9 +623,21 @@ def _check_frames(video: Path, expected: int) -> None:
         raise EncodeError(f"joined video has {got} frames, expected {expected}")
 
 
+def _upload_outputs(layout: OutputLayout, thumb: Path, report: Path, video: Path) -> None:
+    """Thumbnail, analysis.json, then the video: last, as its presence means done."""
+    storage.put_file(thumb, layout.thumbnail, "image/jpeg", move=True)
+    storage.put_file(report, layout.analysis, "application/json", move=True)
+    storage.put_file(video, layout.video, "video/mp4", move=True)
+
+
+def _loudest_section(an: analysis_mod.Analysis) -> analysis_mod.Section:
+    """The most energetic section: the poster's moment and where a preview starts."""
+    return max(an.sections, key=lambda s: s.energy)
+
+
 def _poster_time(an: analysis_mod.Analysis) -> float:
     """Middle of the most energetic section: the most representative still."""
-    best = max(an.sections, key=lambda s: s.energy)
+    best = _loudest_section(an)
     return (best.start + best.end) / 2.0
 
 

@@ -10,6 +10,7 @@ never picks up stale ones. Segments are joined with the concat demuxer (-c copy)
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -68,9 +69,16 @@ def chunk(segments: list[Segment], index: int, count: int) -> list[Segment]:
 
 
 def sha256_file(path: Path) -> str:
-    """Content hash of the input audio (the render key must change when the song does)."""
+    """Content hash of the input audio (the render key must change when the song does). Remembered per file
+    version: the analysis cache and the render key both need it, and a 2 h WAV takes seconds to read."""
+    st = path.stat()
+    return _sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
