@@ -29,6 +29,18 @@ PROMPT_MAX_LENGTH: Final = 2000
 MODEL_MAX_LENGTH: Final = 256
 SEED_MAX: Final = 2**63 - 1  # int64, as the CRD stores it
 DEFAULT_MODEL: Final = "black-forest-labs/flux-schnell"  # the Replicate model when style.model is empty
+# spec.style.motion "clips" (issue 21): an image-to-video model animates each section group's first image into
+# a short clip; a render asks for at most style.maxClips (<= CLIPS_MAX) of them, the other groups stay stills.
+DEFAULT_CLIP_MODEL: Final = "wan-video/wan-2.2-i2v-fast"  # when style.clipModel is empty
+CLIPS_MAX: Final = 8
+DEFAULT_MAX_CLIPS: Final = 4
+IMAGES_MAX: Final = 24  # generated images per render (the compositor holds them all, ~4 MB each)
+PREDICTIONS_PER_RENDER: Final = IMAGES_MAX + CLIPS_MAX  # what the largest render asks Replicate for
+# A clip is decoded at CLIP_FPS and trimmed to CLIP_MAX_FRAMES (3 s) at the compositor's working size (at most
+# 960x540); two are held at once (a crossfade between two clip sections): the memory the operator adds for them.
+CLIP_FPS: Final = 16
+CLIP_MAX_FRAMES: Final = 48
+CLIP_MEMORY_BYTES: Final = 2 * CLIP_MAX_FRAMES * 3 * 960 * 540
 
 # spec.video: frame size (even, for H.264 yuv420p), rate and encoder knobs.
 WIDTH_MIN: Final = 16
@@ -94,6 +106,8 @@ SECTIONS_MAX: Final = 64  # status.analysis.sections
 # Small vocabularies (Literal types for the models, tuples for everything else).
 Backend = Literal["procedural", "replicate"]
 BACKENDS: Final[tuple[str, ...]] = get_args(Backend)
+Motion = Literal["stills", "clips"]
+MOTIONS: Final[tuple[str, ...]] = get_args(Motion)
 AspectRatio = Literal["16:9", "9:16", "1:1"]
 ASPECT_RATIOS: Final[tuple[str, ...]] = get_args(AspectRatio)
 CutEvery = Literal["beat", "2beats", "bar", "phrase"]

@@ -107,6 +107,9 @@ class Audio(AudioTiming):
 BACKEND_RULE = (f"self in {list(L.BACKENDS)!r}", f"style.backend must be {' or '.join(L.BACKENDS)}")
 PROMPT_RULE = ("!has(self.backend) || self.backend != 'replicate' || (has(self.prompt) && self.prompt.size() > 0)",
                "style.prompt is required when style.backend is replicate")
+MOTION_RULE = (f"self in {list(L.MOTIONS)!r}", f"style.motion must be {' or '.join(L.MOTIONS)}")
+CLIPS_RULE = ("!has(self.motion) || self.motion != 'clips' || (has(self.backend) && self.backend == 'replicate')",
+              "style.motion clips needs style.backend replicate (an image-to-video model animates its images)")
 
 
 class Reactivity(_Strict):
@@ -125,7 +128,7 @@ class Reactivity(_Strict):
 class Style(_Strict):
     """How the pictures are made."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=cel(PROMPT_RULE))
+    model_config = ConfigDict(extra="forbid", json_schema_extra=cel(PROMPT_RULE, CLIPS_RULE))
 
     # An enum in effect; in the CRD a CEL rule instead of `enum` so that the error names the field in
     # plain words (with `enum`, the API server skips CEL rules and says only "Unsupported value").
@@ -145,11 +148,28 @@ class Style(_Strict):
                               json_schema_extra=cel((f"self.matches('{MODEL_PATTERN}')",
                                                      "style.model must look like owner/name or owner/name:version"))
                               | CEL_INSTEAD)
+    motion: L.Motion | None = Field(
+        default=None, description="stills (the default: camera moves over generated images) or clips (an "
+                                  "image-to-video model animates each section's image, played in time with the beat; "
+                                  "replicate only).",
+        json_schema_extra={"maxLength": 16, **cel(MOTION_RULE), **CEL_INSTEAD})
+    clipModel: str | None = Field(
+        default=None, max_length=L.MODEL_MAX_LENGTH, pattern=MODEL_PATTERN,
+        description=f"Image-to-video Replicate model for motion clips (owner/name[:version]); empty: "
+                    f"{L.DEFAULT_CLIP_MODEL}.",
+        json_schema_extra=cel((f"self.matches('{MODEL_PATTERN}')",
+                               "style.clipModel must look like owner/name or owner/name:version")) | CEL_INSTEAD)
+    maxClips: int | None = Field(default=None, ge=1, le=L.CLIPS_MAX,
+                                 description=f"At most this many clips (paid predictions) per render, one per section "
+                                             f"group in song order; the other groups stay stills. 1 to {L.CLIPS_MAX}; "
+                                             f"empty: {L.DEFAULT_MAX_CLIPS}.")
 
     @model_validator(mode="after")
     def _prompt_for_replicate(self) -> Style:
         if self.backend == "replicate" and not self.prompt:
             raise rule_error(PROMPT_RULE[1])
+        if self.motion == "clips" and self.backend != "replicate":
+            raise rule_error(CLIPS_RULE[1])
         return self
 
 

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vibecraft_common.limits import DEFAULT_FPS
+from vibecraft_common.limits import CLIP_MEMORY_BYTES, DEFAULT_FPS
 from vibecraft_common.limits import frame_size as frame_size_of
 
 from vibecraft_operator.errors import InvalidSpec
@@ -29,11 +29,13 @@ def frame_size(video: Mapping[str, Any]) -> tuple[int, int]:
                          video.get("platform"))
 
 
-def estimate_memory(video: Mapping[str, Any], settings: Settings) -> int:
-    """Bytes a render needs before its audio is known: a base plus a share per megapixel."""
+def estimate_memory(video: Mapping[str, Any], settings: Settings, clips: bool = False) -> int:
+    """Bytes a render needs before its audio is known: a base plus a share per megapixel, plus the decoded
+    clips' frames with style.motion clips (`clips`)."""
     width, height = frame_size(video)
     per_mp = parse_quantity(settings.memory_per_megapixel)
-    return memory_bytes(settings.default_memory) + math.ceil(per_mp * width * height / 1_000_000)
+    clip_bytes = CLIP_MEMORY_BYTES if clips else 0
+    return memory_bytes(settings.default_memory) + math.ceil(per_mp * width * height / 1_000_000) + clip_bytes
 
 
 # Scratch a render fills, measured (a 20 s 720p30 render at the default preset and crf: 13.4 MB of
@@ -67,7 +69,8 @@ def render_resources(spec: Mapping[str, Any], settings: Settings) -> RenderResou
             if memory_bytes(memory) > max_b:
                 raise InvalidSpec(f"resources.memory {memory} is above resources.maxMemory {max_memory}")
         else:
-            estimate = estimate_memory(spec.get("video") or {}, settings)
+            clips = (spec.get("style") or {}).get("motion") == "clips"
+            estimate = estimate_memory(spec.get("video") or {}, settings, clips)
             memory = format_mebibytes(estimate) if estimate < max_b else max_memory
         parse_quantity(cpu)
     except ValueError as exc:

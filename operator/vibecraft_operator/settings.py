@@ -5,7 +5,12 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from vibecraft_common.limits import PARALLELISM_MAX, PARALLELISM_MIN, TTL_AFTER_FINISHED_MAX_SECONDS
+from vibecraft_common.limits import (
+    PARALLELISM_MAX,
+    PARALLELISM_MIN,
+    PREDICTIONS_PER_RENDER,
+    TTL_AFTER_FINISHED_MAX_SECONDS,
+)
 
 from vibecraft_operator.quantities import parse_quantity
 
@@ -54,7 +59,7 @@ class Settings(BaseSettings):
     # The count is kept in the ConfigMap `usage_configmap` in `usage_namespace` (the operator's own).
     replicate_monthly_budget: int | None = Field(default=None, ge=0)
     # The most predictions one attempt may create, budget or not (the renderer plans at most 24 images).
-    replicate_max_predictions_per_render: int = Field(default=24, ge=1)
+    replicate_max_predictions_per_render: int = Field(default=PREDICTIONS_PER_RENDER, ge=1)
     replicate_namespace_budgets: dict[str, Annotated[int, Field(ge=0)]] = {}
     usage_namespace: str = "vibecraft-system"
     usage_configmap: str = "vibecraft-replicate-usage"

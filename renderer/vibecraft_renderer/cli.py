@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"spec.style.reactivity, repeatable (e.g. kick:brightness:1.5); 'none' for no couplings. "
                         f"Sources: {', '.join(L.REACT_SOURCES)}; targets: {', '.join(L.REACT_TARGETS)}")
     g.add_argument("--model", default=None, help=f"Replicate model owner/name[:version] (default {L.DEFAULT_MODEL})")
+    g.add_argument("--motion", choices=L.MOTIONS, default=None,
+                   help="stills (default) or clips: an image-to-video model animates each section's image")
+    g.add_argument("--clip-model", default=None,
+                   help=f"image-to-video model for --motion clips (default {L.DEFAULT_CLIP_MODEL})")
+    g.add_argument("--max-clips", type=int, default=None,
+                   help=f"clips per render, 1..{L.CLIPS_MAX} (default {L.DEFAULT_MAX_CLIPS})")
     t = p.add_argument_group("text in the picture (spec.lyrics, spec.title, spec.artist)")
     t.add_argument("--lyrics", default=None, metavar="FILE|URL",
                    help="lyrics burned in as captions: an LRC, SRT or WebVTT file, or its s3:// / http(s):// URL")
@@ -159,7 +165,8 @@ def spec_from_args(ns: argparse.Namespace) -> RenderSpec:
     audio = {k: v for k, v in {"url": ns.audio, "bpm": ns.bpm, "beatOffsetSeconds": ns.beat_offset,
                                "normalize": ns.normalize}.items() if v is not None}  # fmt: skip
     style = {k: v for k, v in {"backend": ns.backend, "prompt": ns.prompt, "seed": ns.seed, "model": ns.model,
-                               "reactivity": _reactivity(ns.react)}.items() if v is not None}  # fmt: skip
+                               "reactivity": _reactivity(ns.react), "motion": ns.motion, "clipModel": ns.clip_model,
+                               "maxClips": ns.max_clips}.items() if v is not None}  # fmt: skip
     # A height alone means 16:9 on the command line (the spec wants the ratio said).
     ratio = ns.aspect_ratio or ("16:9" if ns.height is not None and ns.width is None else None)
     video = {k: v for k, v in {"width": ns.width, "height": ns.height, "aspectRatio": ratio,

@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import subprocess
+from collections import OrderedDict
 from pathlib import Path
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+from vibecraft_common.limits import CLIP_FPS, CLIP_MAX_FRAMES
 
 from .audio import untrusted_input
 from .config import Coupling
@@ -66,11 +68,54 @@ def load_image(path: Path, width: int, height: int) -> U8:
     return np.frombuffer(proc.stdout, dtype=np.uint8).reshape(3, height, width)
 
 
+def clip_format(head: bytes) -> str | None:
+    """MP4/MOV, WebM/Matroska or GIF from a file's first bytes (what image-to-video models answer), else None."""
+    if head[4:8] == b"ftyp":
+        return "MP4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "WebM"
+    return "GIF" if head.startswith(IMAGE_MAGIC["GIF"]) else None
+
+
+def load_clip_command(path: Path, width: int, height: int) -> list[str]:
+    """The ffmpeg command load_clip() runs: at CLIP_FPS, cover-fit, at most CLIP_MAX_FRAMES (the clip is untrusted)."""
+    vf = (f"fps={CLIP_FPS},scale={width}:{height}:force_original_aspect_ratio=increase:flags=bicubic,"
+          f"crop={width}:{height}")
+    return ["ffmpeg", "-nostdin", "-v", "error", *untrusted_input(path), "-an", "-frames:v", str(CLIP_MAX_FRAMES),
+            "-vf", vf, "-f", "rawvideo", "-pix_fmt", "gbrp", "pipe:1"]  # fmt: skip
+
+
+def load_clip(path: Path, width: int, height: int) -> U8:
+    """A generated clip's frames (n, 3, height, width) planar GBR, n between 2 and CLIP_MAX_FRAMES; the format is
+    checked first, as for images."""
+    with open(path, "rb") as f:
+        if clip_format(f.read(16)) is None:
+            raise ReplicateFailedError(f"generated clip {path.name} is not an MP4, WebM or GIF video")
+    proc = subprocess.run(load_clip_command(path, width, height), capture_output=True, check=False, timeout=300)
+    frame = 3 * width * height
+    n = len(proc.stdout) // frame
+    if proc.returncode != 0 or n < 2:
+        detail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["fewer than 2 frames"]
+        raise ReplicateFailedError(f"generated clip {path.name} is not a decodable video: {detail[0]}")
+    return np.frombuffer(proc.stdout[: n * frame], dtype=np.uint8).reshape(n, 3, height, width)
+
+
+def clip_position(beats: float, n_frames: int, beat_seconds: float) -> float:
+    """The (fractional) frame of an n_frames clip at CLIP_FPS to show `beats` beats into a shot.
+
+    The clip is time-stretched so that one pass lasts a whole number of beats (the nearest to its own
+    length, at least one: the speed stays within 3/4x..1.5x for clips longer than a beat) and plays forward
+    then backward, so every turn falls on a beat and no pass ends in a jump."""
+    per_pass = max(1, round(n_frames / CLIP_FPS / beat_seconds))
+    u = (beats / per_pass) % 2.0
+    return (u if u <= 1.0 else 2.0 - u) * (n_frames - 1)
+
+
 class KenBurnsVisuals:
     """FrameSource over per-section-group image lists."""
 
     def __init__(self, timeline: Timeline, size: tuple[int, int], images: dict[int, list[Path]], seed: int,
-                 reactivity: tuple[Coupling, ...] | None = None) -> None:
+                 reactivity: tuple[Coupling, ...] | None = None, clips: dict[int, Path] | None = None) -> None:
         self.timeline = timeline
         # spec.style.reactivity: `zoom`, `brightness` and `cut` move the shots (None: the built-in beat pulse).
         self.react: Reactions | None = timeline.reactions(reactivity) if reactivity is not None else None
@@ -84,6 +129,18 @@ class KenBurnsVisuals:
         self.seed = seed
         self._rx = np.arange(self.width, dtype=np.float32) / max(1, self.width - 1)
         self._ry = np.arange(self.height, dtype=np.float32) / max(1, self.height - 1)
+        # style.motion clips: group -> clip file, decoded when first shown; two kept (a crossfade shows two).
+        self.clips = clips or {}
+        self._decoded: OrderedDict[Path, U8] = OrderedDict()
+        beats = timeline.beat_frames
+        self._beat_seconds = 60.0 / max(timeline.analysis.tempo, 1.0)
+        # Beats (fractional) at every frame: linear between the grid's beats, at the tempo beyond them.
+        idx = np.arange(timeline.n_frames, dtype=np.float64)
+        per_frame = 1.0 / (self._beat_seconds * timeline.fps)
+        self._beat_pos = (np.interp(idx, beats, np.arange(beats.size, dtype=np.float64)) if beats.size >= 2
+                          else idx * per_frame)
+        if beats.size >= 2:
+            self._beat_pos += np.minimum(idx - beats[0], 0) * per_frame + np.maximum(idx - beats[-1], 0) * per_frame
 
     def render(self, i: int) -> U8:
         """Planar GBR frame for global frame i."""
@@ -104,6 +161,8 @@ class KenBurnsVisuals:
 
     def _shot(self, ctx: FrameContext, section: int) -> F32:
         group = self.timeline.sections[section].group
+        if group in self.clips:
+            return self._clip_shot(ctx, section, self.clips[group])
         imgs = self.images[group]
         img = imgs[ctx.cut % len(imgs)]
         rng = np.random.default_rng([self.seed, ctx.cut, section])
@@ -126,7 +185,37 @@ class KenBurnsVisuals:
         return _bilinear(img, ys, xs)
 
 
-def _bilinear(img: U8, ys: F32, xs: F32) -> F32:
+    def _clip_shot(self, ctx: FrameContext, section: int, path: Path) -> F32:
+        """The clip at this frame's place in the section's beat grid (clip_position, counted from the section's
+        first beat), blended between its two nearest frames; a cut mirrors it and changes the framing (the clip
+        keeps playing across cuts), and the beat pulse zooms in."""
+        frames = self._clip(path)
+        start = int(self.timeline.section_frames[section])
+        beats = float(self._beat_pos[ctx.index] - math.ceil(self._beat_pos[start] - 1e-6))
+        pos = clip_position(max(0.0, beats), len(frames), self._beat_seconds)
+        k = min(int(pos), len(frames) - 2)
+        frac = np.float32(pos - k)
+        img = frames[k].astype(np.float32)
+        img += frac * (frames[k + 1].astype(np.float32) - img)
+        pulse = 0.015 * ctx.beat_pulse if self.react is None else 0.1 * float(self.react.zoom[ctx.index])
+        z = max(1.0, 1.0 + 0.08 * (ctx.cut % 2) + pulse)
+        view_w, view_h = self.width / z, self.height / z
+        xs = (np.float32((self.width - view_w) / 2) + self._rx * np.float32(view_w - 1)).astype(np.float32)
+        ys = (np.float32((self.height - view_h) / 2) + self._ry * np.float32(view_h - 1)).astype(np.float32)
+        out = _bilinear(img, ys, xs)
+        return out[:, :, ::-1] if ctx.cut % 2 else out
+
+    def _clip(self, path: Path) -> U8:
+        if path in self._decoded:
+            self._decoded.move_to_end(path)
+        else:
+            self._decoded[path] = load_clip(path, self.width, self.height)
+            while len(self._decoded) > 2:
+                self._decoded.popitem(last=False)
+        return self._decoded[path]
+
+
+def _bilinear(img: U8 | F32, ys: F32, xs: F32) -> F32:
     """Separable bilinear resample of a planar image at (increasing) row coords ys, column coords xs.
 
     np.take along one axis at a time is ~4x faster than 2-D fancy indexing here.

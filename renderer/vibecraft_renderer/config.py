@@ -17,13 +17,16 @@ from typing import Any, TypeVar, cast
 from pydantic import BaseModel, Field, ValidationError
 from vibecraft_common.limits import (
     AUDIO_URL_MAX_LENGTH,
+    DEFAULT_CLIP_MODEL,
     DEFAULT_CRF,
+    DEFAULT_MAX_CLIPS,
     DEFAULT_MODEL,
     DEFAULT_PRESET,
     DEFAULT_REACT_SMOOTHING_SECONDS,
     DEFAULT_SEGMENT_SECONDS,
     Backend,
     CutEvery,
+    Motion,
 )
 from vibecraft_common.resource import (
     ENV_MEMORY_LIMIT_MB,
@@ -57,6 +60,9 @@ class StyleSpec:
     seed: int = 0
     model: str = DEFAULT_MODEL
     reactivity: tuple[Coupling, ...] | None = None  # spec.style.reactivity; None: the built-in look
+    motion: Motion = "stills"  # spec.style.motion: clips animates images with clip_model (replicate only)
+    clip_model: str = DEFAULT_CLIP_MODEL
+    max_clips: int = DEFAULT_MAX_CLIPS
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,8 @@ class RenderSpec:
                 "model": self.style.model if self.style.backend == "replicate" else "",
                 **({"reactivity": [dataclasses.asdict(c) for c in self.style.reactivity]}
                    if self.style.reactivity is not None else {}),
+                **({"motion": "clips", "clipModel": self.style.clip_model, "maxClips": self.style.max_clips}
+                   if self.style.motion == "clips" else {}),
             },
             "video": {
                 "width": self.video.width,
@@ -211,7 +219,9 @@ def spec_from_dict(spec: Mapping[str, Any]) -> RenderSpec:
         style=StyleSpec(backend=style.backend, prompt=style.prompt or "", seed=style.seed or 0,
                         model=style.model or DEFAULT_MODEL,
                         reactivity=None if style.reactivity is None else tuple(
-                            Coupling(r.source, r.target, r.amount, r.smoothing) for r in style.reactivity)),
+                            Coupling(r.source, r.target, r.amount, r.smoothing) for r in style.reactivity),
+                        motion=style.motion or "stills", clip_model=style.clipModel or DEFAULT_CLIP_MODEL,
+                        max_clips=style.maxClips or DEFAULT_MAX_CLIPS),
         video=VideoSpec(width=width, height=height, fps=video.fps, cut_every=video.cutEvery, preset=video.preset,
                         crf=DEFAULT_CRF if video.crf is None else video.crf),
         bpm=timing.bpm,

@@ -41,7 +41,7 @@ from .memguard import MemoryGuard
 from .progress import Progress
 from .timeline import Timeline
 from .visuals_procedural import ProceduralVisuals, internal_size
-from .visuals_replicate import ReplicateImages, plan_requests
+from .visuals_replicate import ReplicateImages, plan_clips, plan_requests
 
 log = logging.getLogger(__name__)
 
@@ -563,11 +563,16 @@ def _frame_source(
     if generator is None:
         return ProceduralVisuals(timeline, internal_size(width, height), spec.style.seed, spec.style.reactivity)
     requests = plan_requests(spec, an.sections, opts.images_per_section)
+    clips = plan_clips(spec, requests)
+    generator.preflight(requests, clips)
     files = generator.generate(requests, lambda d, t: progress.update(fraction=d / t, message=f"image {d}/{t}"))
     by_group: dict[int, list[Path]] = {}
     for req in requests:
         by_group.setdefault(req.group, []).append(files[req.key])
-    return KenBurnsVisuals(timeline, working_size(width, height), by_group, spec.style.seed, spec.style.reactivity)
+    clip_files = generator.generate_clips(
+        clips, files, lambda d, t: progress.update(fraction=d / t, message=f"clip {d}/{t}"))
+    return KenBurnsVisuals(timeline, working_size(width, height), by_group, spec.style.seed, spec.style.reactivity,
+                           clips={c.group: clip_files[c.key] for c in clips})
 
 
 def _render_segments(

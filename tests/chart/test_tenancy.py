@@ -69,6 +69,9 @@ REFUSED = [  # (namespace key, manifest, what the message must say)
      "must start with s3://vibecraft/uploads/alice/ or https://"),
     ("alice", _mv(A_IN, A_OUT, style={"backend": "replicate", "prompt": "x", "model": "someone/expensive-model"}),
      "spec.style.model someone/expensive-model is not allowed in namespace"),
+    ("alice", _mv(A_IN, A_OUT, style={"backend": "replicate", "prompt": "x", "motion": "clips",
+                                      "clipModel": "someone/expensive-video-model"}),
+     "spec.style.clipModel someone/expensive-video-model is not allowed in namespace"),
     ("bob", _mv(A_IN, "s3://vibecraft/videos/bob/v1/"), "spec.audio.url s3://vibecraft/uploads/alice/song.ogg is outside"),
     ("alice", _mv(A_IN, A_OUT, priorityClassName="system-cluster-critical"),
      "spec.priorityClassName system-cluster-critical is not allowed in namespace"),
@@ -88,6 +91,8 @@ ACCEPTED = [
     ("alice", _mv(A_IN, A_OUT)),
     ("alice", _mv("https://example.com/song.ogg", A_OUT, priorityClassName="renders-low",
                   style={"backend": "replicate", "prompt": "x", "model": "black-forest-labs/flux-schnell"})),
+    ("alice", _mv(A_IN, A_OUT, style={"backend": "replicate", "prompt": "x", "motion": "clips",
+                                      "clipModel": "wan-video/wan-2.2-i2v-fast"})),
     ("bob", _mv("s3://vibecraft/uploads/bob/a.ogg", "s3://vibecraft/videos/bob/v1/video.mp4")),
     ("team", _mv("s3://vibecraft/teams/a/in/song.ogg", "s3://vibecraft/teams/a/out/x/")),
     ("free", _mv("s3://vibecraft/uploads/bob/a.ogg", "s3://vibecraft/videos/bob/")),  # not governed

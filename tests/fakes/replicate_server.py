@@ -1,8 +1,11 @@
 """A local fake of Replicate's HTTP API, good enough for the official `replicate` client.
 
 Speaks the endpoints the renderer uses: POST /v1/models/{owner}/{name}/predictions,
-POST /v1/predictions (with "version"), GET /v1/predictions/{id}; honours `Prefer: wait`; serves
-the generated PNGs from /files/. Misbehaves on purpose, like the real service sometimes does:
+POST /v1/predictions (with "version"), GET /v1/predictions/{id}, POST /v1/files (multipart uploads);
+honours `Prefer: wait`; serves the generated PNGs and clips from /files/. A prediction whose input has
+an `image` (an uploaded file's URL) is image-to-video: it answers an MP4 clip of that image with a white
+bar sweeping left to right (CLIP_SECONDS at CLIP_RATE), a clock tests can read in the rendered video.
+Misbehaves on purpose, like the real service sometimes does:
 
 - the first prediction create of the server's life gets 429 with Retry-After (configurable);
 - a model whose name contains "fail" ends in status "failed" with an error message;
@@ -16,10 +19,14 @@ visibly different images (cuts are detectable in the rendered video).
 from __future__ import annotations
 
 import base64
+import email.parser
+import email.policy
 import hashlib
 import json
 import re
 import struct
+import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -61,6 +68,38 @@ def make_image(prompt: str, seed: int, aspect: str) -> bytes:
     return png_bytes(np.clip(img, 0, 255).astype(np.uint8))
 
 
+CLIP_SECONDS = 2.0
+CLIP_RATE = 16
+CLIP_BAR = 6  # the sweeping bar's width, pixels of the clip
+
+
+def make_clip(image: bytes) -> bytes:
+    """An MP4 of `image` (any format ffmpeg reads) with a white bar sweeping from the left edge (first frame)
+    to the right edge (last frame)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = f"{tmp}/in.img"
+        with open(src, "wb") as f:
+            f.write(image)
+        w, h = 192, 108
+        rgb = subprocess.run(["ffmpeg", "-v", "error", "-i", src, "-frames:v", "1", "-vf", f"scale={w}:{h}",
+                              "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+        base = np.frombuffer(rgb, dtype=np.uint8).reshape(h, w, 3)
+        n = round(CLIP_SECONDS * CLIP_RATE)
+        frames = []
+        for k in range(n):
+            frame = base.copy()
+            x = round(k / (n - 1) * (w - CLIP_BAR))
+            frame[:, x:x + CLIP_BAR] = 255
+            frames.append(frame.tobytes())
+        out = f"{tmp}/clip.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+                        "-r", str(CLIP_RATE), "-i", "-", "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0",
+                        "-pix_fmt", "yuv444p", "-movflags", "+faststart", out],
+                       input=b"".join(frames), check=True)  # fmt: skip
+        with open(out, "rb") as f:
+            return f.read()
+
+
 HUGE_OUTPUT_BYTES = 1024**3  # a "huge" model's output, if read to the end
 
 
@@ -76,6 +115,9 @@ class Stats:
     huge_bytes_sent: int = 0  # of a "huge" model's output, before the client hung up
     unauthorized: int = 0
     files_served: int = 0
+    uploads: int = 0  # POST /v1/files
+    clips: int = 0  # image-to-video predictions answered
+    clip_images: list[str] = field(default_factory=list)  # the `image` URL of each
     create_times: list[float] = field(default_factory=list)
     inputs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -147,6 +189,19 @@ class FakeReplicate:
             pred["error"] = "CUDA out of memory (simulated model failure)"
             return
         inp = pred["input"]
+        if "image" in inp:  # image-to-video: a clip of the uploaded image
+            name = str(inp["image"]).rsplit("/", 1)[-1]
+            source = self.files.get(name)
+            if source is None:
+                pred["status"] = "failed"
+                pred["error"] = f"cannot read input image {inp['image']}"
+                return
+            self.files[f"{pred['id']}.mp4"] = make_clip(source)
+            self.stats.clips += 1
+            self.stats.clip_images.append(str(inp["image"]))
+            pred["output"] = f"{self.url}/files/{pred['id']}.mp4"
+            pred["status"] = "succeeded"
+            return
         image = make_image(str(inp.get("prompt", "")), int(inp.get("seed", 0)), str(inp.get("aspect_ratio", "16:9")))
         if "datauri" in model:
             pred["output"] = ["data:image/png;base64," + base64.b64encode(image).decode()]
@@ -181,6 +236,25 @@ class FakeReplicate:
                 pred["status"] = "canceled"
                 self.stats.cancels += 1
             return 200, self._public(pred)
+
+    def _upload(self, content_type: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+        part = next((p for p in message.iter_parts() if p.get_param("name", header="content-disposition") == "content"),
+                    None) if message.is_multipart() else None
+        if part is None:
+            return 400, {"detail": "multipart field 'content' is required", "status": 400}
+        data = part.get_payload(decode=True) or b""
+        with self.lock:
+            self.stats.uploads += 1
+            fid = uuid.uuid4().hex[:12]
+            name = f"upload-{fid}"
+            self.files[name] = data
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return 201, {"id": fid, "name": part.get_filename() or "file", "content_type": part.get_content_type(),
+                     "size": len(data), "etag": hashlib.md5(data).hexdigest(),
+                     "checksums": {"sha256": hashlib.sha256(data).hexdigest()}, "metadata": {}, "created_at": now,
+                     "expires_at": None, "urls": {"get": f"{self.url}/files/{name}"}}  # fmt: skip
 
     @staticmethod
     def _public(pred: dict[str, Any]) -> dict[str, Any]:
@@ -241,7 +315,7 @@ class FakeReplicate:
                         return
                     with fake.lock:
                         fake.stats.files_served += 1
-                    self._send(200, data, "image/png")
+                    self._send(200, data, "video/mp4" if self.path.endswith(".mp4") else "image/png")
                     return
                 if not self._authorized():
                     return
@@ -256,6 +330,10 @@ class FakeReplicate:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b"{}"
                 if not self._authorized():
+                    return
+                if self.path == "/v1/files":
+                    code, data = fake._upload(self.headers.get("Content-Type", ""), raw)
+                    self._json(code, data)
                     return
                 try:
                     body = json.loads(raw or b"{}")

@@ -1,8 +1,10 @@
 """The renderer Job builder: name, resources, ownership, env, failure policy (no cluster)."""
 
 import json
+import math
 
 import pytest
+from vibecraft_common.limits import CLIP_MEMORY_BYTES
 from vibecraft_common.resource import (
     ENV_ATTEMPT,
     ENV_EGRESS_ALLOW,
@@ -199,6 +201,10 @@ def test_memory_estimate_grows_with_resolution():
     hd = estimate_memory({"width": 1920, "height": 1080}, cfg)
     assert 512 * 2**20 < small < hd
     assert hd == 512 * 2**20 + round(256 * 2**20 * 1920 * 1080 / 1e6)
+    assert estimate_memory({"width": 1920, "height": 1080}, cfg, clips=True) == hd + CLIP_MEMORY_BYTES
+    clips = render_resources(spec(video={"width": 1920, "height": 1080}, style={"backend": "replicate", "prompt": "x",
+                                                                                 "motion": "clips"}), cfg)
+    assert clips.memory == f"{math.ceil((hd + CLIP_MEMORY_BYTES) / 2**20)}Mi"
 
 
 def test_render_resources_defaults_and_spec_values():

@@ -419,23 +419,21 @@ def test_storage_errors(origin: Origin, canary: Canary, tmp_path: Path) -> None:
     assert messages == {GENERIC} and canary.accepted == 0
 
 
-def test_replicate_output_images_go_through_the_guard(
-    origin: Origin, canary: Canary, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_replicate_output_images_go_through_the_guard(origin: Origin, canary: Canary, tmp_path: Path) -> None:
     images = visuals_replicate.ReplicateImages(str(tmp_path / "cache"), tmp_path, token="r8_x",
                                                base_url="http://127.0.0.1:9", sleep=lambda s: None)  # fmt: skip
-    assert images._fetch_output([f"{origin.url}/ok"]) == BODY
+    assert images._fetch_output([f"{origin.url}/ok"], visuals_replicate.MAX_IMAGE_BYTES, "generated image") == BODY
     for bad in (f"http://127.0.0.1:{canary.port}/out.png", redirect(origin, "http://169.254.169.254/")):
         with pytest.raises(ReplicateFailedError) as exc:
-            images._fetch_output({"images": [bad]})
+            images._fetch_output({"images": [bad]}, visuals_replicate.MAX_IMAGE_BYTES, "generated image")
         assert str(exc.value).replace(egress.redact(bad), "<url>") == GENERIC
     before = len(origin.requests)
     with pytest.raises(ReplicateFailedError, match="not reachable or not allowed"):
-        images._fetch_output([f"{origin.url}/status/503"])  # retried: it may recover
+        # retried: it may recover
+        images._fetch_output([f"{origin.url}/status/503"], visuals_replicate.MAX_IMAGE_BYTES, "generated image")
     assert len(origin.requests) - before == visuals_replicate.IMAGE_DOWNLOAD_ATTEMPTS
-    monkeypatch.setattr(visuals_replicate, "MAX_IMAGE_BYTES", 64 * 1024)
     with pytest.raises(ReplicateFailedError, match=r"is larger than 64 KiB$"):
-        images._fetch_output([f"{origin.url}/endless"])
+        images._fetch_output([f"{origin.url}/endless"], 64 * 1024, "generated image")
     assert canary.accepted == 0
 
 

@@ -147,6 +147,9 @@ class StylePublic(BaseModel):
     seed: int | None = None
     model: str | None = None
     reactivity: list[Reactivity] | None = None
+    motion: str | None = None
+    clipModel: str | None = None
+    maxClips: int | None = None
 
 
 class VideoOptionsPublic(BaseModel):
