@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export NUMBA_CACHE_DIR ?= $(or $(VIBECRAFT_CACHE),$(HOME)/.cache/vibecraft)/numba/$(shell printf %s "$(CURDIR)" | sha1sum | cut -c1-12)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: bootstrap cluster-up cluster-down cluster-status test test-fast lint bench chaos demo clean crds chart-docs
+.PHONY: bootstrap cluster-up cluster-down cluster-status test test-fast lint bench chaos demo clean crds chart-docs contact-sheet
 
 bootstrap:  ## install apt packages, the venv and the Go-built binaries (cached)
 	@bash localcluster/bootstrap.sh
@@ -39,6 +39,9 @@ chaos: bootstrap  ## the operator's chaos suite, bigger than in make test (VIBEC
 
 bench: bootstrap  ## performance and sync figures (against baselines measured in the same run); every bench runs, a missed target fails at the end
 	@rc=0; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || rc=1; done; exit $$rc
+
+contact-sheet: bootstrap  ## the platform presets side by side, as docs/renderer.md shows them (written to ~/.cache/vibecraft/)
+	$(PY) docs/contact_sheet.py
 
 demo:  ## render a music video on the local cluster, copy it to ./out/ (bootstraps only what it needs)
 	@bash localcluster/bootstrap.sh demo
