@@ -13,7 +13,7 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from vibecraft_common.limits import CutEvery
+from vibecraft_common.limits import REACT_TARGETS, CutEvery
 
 from .analysis import Analysis
 from .config import Coupling
@@ -207,7 +207,7 @@ class Timeline:
 
     def reactions(self, couplings: Iterable[Coupling]) -> Reactions:
         """spec.style.reactivity per frame (Reactions)."""
-        sums = {t: np.zeros(self.n_frames, dtype=np.float32) for t in ("zoom", "rotation", "hue", "brightness", "warp")}
+        sums = {t: np.zeros(self.n_frames, dtype=np.float32) for t in REACT_TARGETS if t != "cut"}
         cuts = np.zeros(self.n_frames, dtype=np.int64)
         for c in couplings:
             x = self.source(c.source, c.smoothing)
