@@ -36,6 +36,12 @@ CLIPS_MAX: Final = 8
 DEFAULT_MAX_CLIPS: Final = 4
 IMAGES_MAX: Final = 24  # generated images per render (the compositor holds them all, ~4 MB each)
 PREDICTIONS_PER_RENDER: Final = IMAGES_MAX + CLIPS_MAX  # what the largest render asks Replicate for
+
+
+def predictions_for(motion: str | None, max_clips: int | None) -> int:
+    """The most predictions a render with this style.motion and style.maxClips can create (the operator
+    reserves no more of the namespace's budget for it)."""
+    return IMAGES_MAX + ((max_clips or DEFAULT_MAX_CLIPS) if motion == "clips" else 0)
 # A clip is decoded at CLIP_FPS and trimmed to CLIP_MAX_FRAMES (3 s) at the compositor's working size (at most
 # 960x540); two are held at once (a crossfade between two clip sections): the memory the operator adds for them.
 CLIP_FPS: Final = 16

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from vibecraft_common.limits import DEFAULT_DEADLINE_SECONDS, DEFAULT_FPS, DEFAULT_RETRIES
+from vibecraft_common.limits import DEFAULT_DEADLINE_SECONDS, DEFAULT_FPS, DEFAULT_RETRIES, predictions_for
 from vibecraft_common.resource import (
     ANNOTATION_DELETE_OUTPUTS,
     STAGE_ALL,
@@ -533,7 +533,9 @@ def _launch(obs: Observation, settings: Settings, generation: int, attempt: int)
     number = attempt + 1
     max_predictions = None
     if uses_replicate(spec):
-        max_predictions = settings.replicate_max_predictions_per_render
+        style = spec.get("style") or {}
+        max_predictions = min(settings.replicate_max_predictions_per_render,
+                              predictions_for(style.get("motion"), style.get("maxClips")))
         if (allowance := obs.replicate) is not None:
             if allowance.remaining <= 0:
                 message = allowance.exhausted_message(mv["metadata"]["namespace"])

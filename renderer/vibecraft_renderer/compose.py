@@ -27,6 +27,7 @@ F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
 
 CANVAS_MARGIN: Final = 1.3  # images are decoded this much larger than the frame: room to pan and zoom
+CLIP_DECODE_TIMEOUT_S: Final = 120.0  # 48 frames of a few seconds of video decode in well under a second
 
 
 def working_size(width: int, height: int, max_pixels: int = 960 * 540) -> tuple[int, int]:
@@ -77,27 +78,42 @@ def clip_format(head: bytes) -> str | None:
     return "GIF" if head.startswith(IMAGE_MAGIC["GIF"]) else None
 
 
-def load_clip_command(path: Path, width: int, height: int) -> list[str]:
-    """The ffmpeg command load_clip() runs: at CLIP_FPS, cover-fit, at most CLIP_MAX_FRAMES (the clip is untrusted)."""
+CLIP_MAX_PIXELS: Final = 4096 * 4096  # a clip frame larger than this is refused by the decoder, not decoded
+
+
+def load_clip_command(path: Path, width: int, height: int, frames: int = CLIP_MAX_FRAMES) -> list[str]:
+    """The ffmpeg command load_clip() runs: at CLIP_FPS, cover-fit, at most `frames` frames; the clip is
+    untrusted, so the decoder refuses frames over CLIP_MAX_PIXELS."""
     vf = (f"fps={CLIP_FPS},scale={width}:{height}:force_original_aspect_ratio=increase:flags=bicubic,"
           f"crop={width}:{height}")
-    return ["ffmpeg", "-nostdin", "-v", "error", *untrusted_input(path), "-an", "-frames:v", str(CLIP_MAX_FRAMES),
-            "-vf", vf, "-f", "rawvideo", "-pix_fmt", "gbrp", "pipe:1"]  # fmt: skip
+    return ["ffmpeg", "-nostdin", "-v", "error", "-max_pixels", str(CLIP_MAX_PIXELS), *untrusted_input(path), "-an",
+            "-frames:v", str(frames), "-vf", vf, "-f", "rawvideo", "-pix_fmt", "gbrp", "pipe:1"]  # fmt: skip
 
 
-def load_clip(path: Path, width: int, height: int) -> U8:
-    """A generated clip's frames (n, 3, height, width) planar GBR, n between 2 and CLIP_MAX_FRAMES; the format is
-    checked first, as for images."""
+def load_clip(path: Path, width: int, height: int, frames: int = CLIP_MAX_FRAMES) -> U8:
+    """A generated clip's frames (n, 3, height, width) planar GBR, n between 2 and `frames`; the format is
+    checked first, as for images. check_clip() is this at a tiny size, before a clip is cached."""
     with open(path, "rb") as f:
         if clip_format(f.read(16)) is None:
             raise ReplicateFailedError(f"generated clip {path.name} is not an MP4, WebM or GIF video")
-    proc = subprocess.run(load_clip_command(path, width, height), capture_output=True, check=False, timeout=300)
-    frame = 3 * width * height
-    n = len(proc.stdout) // frame
+    try:
+        proc = subprocess.run(load_clip_command(path, width, height, frames), capture_output=True, check=False,
+                              timeout=CLIP_DECODE_TIMEOUT_S)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise ReplicateFailedError(f"generated clip {path.name} did not decode in {CLIP_DECODE_TIMEOUT_S:.0f} s"
+                                   ) from None
+    size = 3 * width * height
+    n = len(proc.stdout) // size
     if proc.returncode != 0 or n < 2:
-        detail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["fewer than 2 frames"]
+        detail = proc.stderr[-2000:].decode(errors="replace").strip().splitlines()[-1:] or ["fewer than 2 frames"]
         raise ReplicateFailedError(f"generated clip {path.name} is not a decodable video: {detail[0]}")
-    return np.frombuffer(proc.stdout[: n * frame], dtype=np.uint8).reshape(n, 3, height, width)
+    return np.frombuffer(proc.stdout[: n * size], dtype=np.uint8).reshape(n, 3, height, width)
+
+
+def check_clip(path: Path) -> None:
+    """Fail (ReplicateFailedError) unless `path` is a video with 2+ frames that decodes in time: a model's
+    answer is checked before it is cached, so a bad one is not served to every later render."""
+    load_clip(path, 16, 16)
 
 
 def clip_position(beats: float, n_frames: int, beat_seconds: float) -> float:
@@ -138,7 +154,7 @@ class KenBurnsVisuals:
         idx = np.arange(timeline.n_frames, dtype=np.float64)
         per_frame = 1.0 / (self._beat_seconds * timeline.fps)
         self._beat_pos = (np.interp(idx, beats, np.arange(beats.size, dtype=np.float64)) if beats.size >= 2
-                          else idx * per_frame)
+                          else (idx - (beats[0] if beats.size else 0)) * per_frame)
         if beats.size >= 2:
             self._beat_pos += np.minimum(idx - beats[0], 0) * per_frame + np.maximum(idx - beats[-1], 0) * per_frame
 
@@ -206,12 +222,13 @@ class KenBurnsVisuals:
         return out[:, :, ::-1] if ctx.cut % 2 else out
 
     def _clip(self, path: Path) -> U8:
+        """A decoded clip; at most two held, counting the one being decoded (limits.CLIP_MEMORY_BYTES)."""
         if path in self._decoded:
             self._decoded.move_to_end(path)
         else:
-            self._decoded[path] = load_clip(path, self.width, self.height)
-            while len(self._decoded) > 2:
+            while len(self._decoded) > 1:  # room first: the new clip's frames and two others would be three
                 self._decoded.popitem(last=False)
+            self._decoded[path] = load_clip(path, self.width, self.height)
         return self._decoded[path]
 
 

@@ -32,6 +32,7 @@ from vibecraft_common.limits import CLIPS_MAX, IMAGES_MAX
 
 from . import egress, storage
 from .analysis import Section
+from .compose import check_clip, image_format
 from .config import RenderSpec
 from .errors import ReplicateBudgetError, ReplicateFailedError
 
@@ -198,6 +199,8 @@ class ReplicateImages:
         on_progress: Callable[[int, int], None] | None = None,
     ) -> dict[str, Path]:
         """Local clip file per clip key, each from its image (a local file in `images`, by image key)."""
+        if not clips:
+            return {}
         unique = list({c.key: c for c in clips}.values())
         self._check_budget([self._clip_cache_url(c) for c in unique])
         return self._run(unique, lambda c: self._clip(c, images[c.image_key]), on_progress, "clips")
@@ -235,10 +238,15 @@ class ReplicateImages:
                             lambda: self._predict(req, req.model_input(), MAX_IMAGE_BYTES, "generated image"))
 
     def _clip(self, req: ClipRequest, image: Path) -> Path:
-        def predict() -> bytes:
-            return self._predict(req, req.model_input(self._upload(image)), MAX_CLIP_BYTES, "generated clip")
+        local = self.work_dir / f"clip-{req.key[:16]}.clip"
 
-        return self._cached(req, self._clip_cache_url(req), self.work_dir / f"clip-{req.key[:16]}.clip", predict)
+        def predict() -> bytes:
+            data = self._predict(req, req.model_input(self._upload(image)), MAX_CLIP_BYTES, "generated clip")
+            local.write_bytes(data)
+            check_clip(local)  # before it is cached: a bad answer must not be served to every later render
+            return data
+
+        return self._cached(req, self._clip_cache_url(req), local, predict)
 
     def _cached(self, req: ImageRequest | ClipRequest, cache_url: str, local: Path,
                 predict: Callable[[], bytes]) -> Path:
@@ -261,7 +269,11 @@ class ReplicateImages:
 
     def _upload(self, image: Path) -> str:
         """The image a clip starts from, uploaded to Replicate's files API: its URL for the model's input."""
-        uploaded = self._retrying(f"uploading {image.name}", lambda: self._replicate().files.create(image))
+        kind = {"PNG": "image/png", "JPEG": "image/jpeg", "WebP": "image/webp", "GIF": "image/gif"}.get(
+            image_format(_head(image)) or "", "application/octet-stream")
+        name = f"image.{kind.rsplit('/', 1)[-1]}"
+        uploaded = self._retrying(f"uploading {image.name}", lambda: self._replicate().files.create(
+            image, filename=name, content_type=kind))
         url = (getattr(uploaded, "urls", None) or {}).get("get")
         if not url:
             raise ReplicateFailedError(f"Replicate's files API returned no URL for {image.name}")
@@ -407,6 +419,11 @@ class ReplicateImages:
                     return buf.read()
             self.sleep(min(self._delay(attempt), max(0.0, deadline - time.monotonic())))
         raise ReplicateFailedError(egress.failure_message(url))  # pragma: no cover
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(16)
 
 
 def _first_url(output: Any) -> str | None:

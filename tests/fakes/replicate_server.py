@@ -10,6 +10,7 @@ Misbehaves on purpose, like the real service sometimes does:
 - the first prediction create of the server's life gets 429 with Retry-After (configurable);
 - a model whose name contains "fail" ends in status "failed" with an error message;
 - a model whose name contains "datauri" returns its image as a data: URI instead of a URL;
+- an image-to-video model whose name contains "badclip" answers with the image instead of a video;
 - requests without the expected bearer token get 401.
 
 Images are small PNGs whose colours derive from (prompt, seed), so different prompts give
@@ -196,7 +197,8 @@ class FakeReplicate:
                 pred["status"] = "failed"
                 pred["error"] = f"cannot read input image {inp['image']}"
                 return
-            self.files[f"{pred['id']}.mp4"] = make_clip(source)
+            # A "badclip" model answers with its input image: not a video.
+            self.files[f"{pred['id']}.mp4"] = source if "badclip" in pred["model"] else make_clip(source)
             self.stats.clips += 1
             self.stats.clip_images.append(str(inp["image"]))
             pred["output"] = f"{self.url}/files/{pred['id']}.mp4"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from vibecraft_common.limits import DEFAULT_MAX_CLIPS, IMAGES_MAX
 from vibecraft_common.resource import ENV_REPLICATE_MAX_PREDICTIONS
 from vibecraft_operator import metrics
 from vibecraft_operator.budget import Usage, charge, month_of, next_month
@@ -237,3 +238,19 @@ def test_a_namespace_budget_through_the_real_operator_and_renderer_pods(
     finally:
         cluster.kubectl("delete", "musicvideos.vibecraft.io", "--all", "-n", ns, "--timeout=60s", check=False)
         op.stop()
+
+
+def test_an_attempt_reserves_what_its_style_can_spend_not_the_whole_cap(events) -> None:
+    """Stills reserve IMAGES_MAX (24) of a 40-prediction cap, clips 24 + maxClips (default 4): a stills render
+    does not hold the budget the clips' allowance would add."""
+    kube = BudgetKube()
+    rt = runtime(kube, replicate_namespace_budgets={NS: 100}, replicate_max_predictions_per_render=40)
+    add(kube, "stills")
+    kube.mvs[(NS, "clips")] = musicvideo("clips", uid="uid-clips",
+                                         style={"backend": "replicate", "prompt": "neon", "motion": "clips"})
+    kube.mvs[(NS, "two")] = musicvideo("two", uid="uid-two", style={"backend": "replicate", "prompt": "neon",
+                                                                   "motion": "clips", "maxClips": 2})
+    for name in ("stills", "clips", "two"):
+        reconcile(rt, kube, name)
+    assert (allowed(kube, "stills"), allowed(kube, "clips"), allowed(kube, "two")) == (
+        IMAGES_MAX, IMAGES_MAX + DEFAULT_MAX_CLIPS, IMAGES_MAX + 2)

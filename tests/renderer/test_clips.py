@@ -95,6 +95,18 @@ def test_an_answer_that_is_not_a_video_is_a_clear_failure(tmp_path: Path) -> Non
         compose.load_clip(broken, 64, 36)
 
 
+def test_a_clip_that_is_not_a_video_fails_the_render_and_is_not_cached(tmp_path: Path) -> None:
+    with FakeReplicate(throttle_first=0) as server:
+        gen = ReplicateImages(str(tmp_path / "cache"), tmp_path, token=server.token, base_url=server.url,
+                              sleep=lambda s: None)
+        req = ImageRequest(0, 0, "p", 1, "16:9", "fake/model")
+        images = gen.generate([req])
+        with pytest.raises(ReplicateFailedError, match="not an MP4, WebM or GIF video"):
+            gen.generate_clips([ClipRequest(0, req.key, "p, motion", 1, "fake/badclip-i2v")], images)
+        assert list((tmp_path / "cache" / "replicate").glob("*.clip")) == []
+        assert server.stats.uploads == 1 and server.stats.clips == 1
+
+
 def _bar_centre(frame: np.ndarray) -> float | None:
     """Centre (0..1 of the width) of the white vertical bar the fake draws into its clips, if it is there."""
     white = (frame.min(axis=2) > 225).mean(axis=0) > 0.9
@@ -146,6 +158,7 @@ def test_clips_play_in_time_with_the_beat_and_are_paid_for_once(minute_song: Pat
     assert len(groups) >= 2, an["sections"]
     beats = np.array(an["beats"], dtype=np.float64)
     beat = 60.0 / an["tempo"]
+    cut_frames = np.unique(np.concatenate([[0], np.round(np.array(an["cuts"]) * FPS).astype(int)]))
     frames = _frames(out / "video.mp4")
     n_clip = round(CLIP_SECONDS * CLIP_RATE)
     clipped, errors, stills_with_bar, stills = 0, [], 0, 0
@@ -164,13 +177,16 @@ def test_clips_play_in_time_with_the_beat_and_are_paid_for_once(minute_song: Pat
         b0 = np.ceil(np.interp(sec["start"], beats, np.arange(beats.size)) + min(0.0, sec["start"] - beats[0]) / beat
                      - 1e-6)
         pos = compose.clip_position(max(0.0, float(b - b0)), n_clip, beat) / (n_clip - 1)
-        # The bar's centre in the clip (192 px wide); mirrored on alternate shots, zoomed 1..1.095 about the centre.
+        # The bar's centre in the clip (192 px wide); odd shots (cuts counted from the first frame) mirror it and
+        # frame it at 1.08x, even ones at 1x; the beat pulse zooms up to 1.5 % more, all about the centre.
         x = (pos * (192 - CLIP_BAR) + CLIP_BAR / 2) / 192
+        shot = int(np.searchsorted(cut_frames, i, side="right")) - 1
+        z = 1.08 if shot % 2 else 1.0
+        signed = 0.5 + ((1 - x) - 0.5 if shot % 2 else x - 0.5) * np.array([z, z + 0.015])
         if found is None:
             continue  # zoomed out of view near an edge
         clipped += 1
-        d, lo, hi = abs(found - 0.5), abs(x - 0.5), abs(x - 0.5) * 1.095
-        errors.append(max(0.0, lo - d, d - hi))
+        errors.append(max(0.0, float(signed.min() - found), float(found - signed.max())))
     assert clipped > 150, clipped
     errors_a = np.array(errors)
     assert float(np.median(errors_a)) < 0.01 and float(np.mean(errors_a < 0.03)) > 0.9, np.percentile(errors_a, [50, 90, 99])
