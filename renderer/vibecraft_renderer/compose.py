@@ -143,8 +143,8 @@ class KenBurnsVisuals:
         for group, paths in images.items():
             self.images[group] = [cache.setdefault(p, load_image(p, cw, ch)) for p in paths]
         self.seed = seed
-        self._rx = np.arange(self.width, dtype=np.float32) / max(1, self.width - 1)
-        self._ry = np.arange(self.height, dtype=np.float32) / max(1, self.height - 1)
+        self._rx: F32 = (np.arange(self.width, dtype=np.float32) / max(1, self.width - 1)).astype(np.float32)
+        self._ry: F32 = (np.arange(self.height, dtype=np.float32) / max(1, self.height - 1)).astype(np.float32)
         # style.motion clips: group -> clip file, decoded when first shown; two kept (a crossfade shows two).
         self.clips = clips or {}
         self._decoded: OrderedDict[Path, U8] = OrderedDict()
@@ -172,6 +172,8 @@ class KenBurnsVisuals:
             frame *= np.float32(1.0 + 0.08 * ctx.beat_pulse)
         else:
             frame *= np.float32(max(0.0, 1.0 + 0.5 * float(self.react.brightness[i])))
+            if hue := float(self.react.hue[i]):
+                frame = _hue_rotate(frame, 0.5 * math.pi * hue)
         np.clip(frame, 0.0, 255.0, out=frame)
         return frame.astype(np.uint8)
 
@@ -187,6 +189,11 @@ class KenBurnsVisuals:
         zoom_in = bool(rng.random() < 0.5)
         start = rng.uniform(-1, 1, size=2)
         end = rng.uniform(-1, 1, size=2)
+        if self.react is not None and (push := float(self.react.warp[ctx.index])):
+            # Reactivity `warp` pans: pushes the view along the shot's own path (half the margin per unit).
+            way = end - start
+            way = way / n if (n := float(np.hypot(*way))) > 1e-3 else np.array([1.0, 0.0])
+            start, end = np.clip(start + 0.5 * push * way, -1, 1), np.clip(end + 0.5 * push * way, -1, 1)
         # Progress through the move follows the bass phase: faster when loud, never stalled.
         cut_frame = max(0, ctx.index - round(ctx.since_cut * self.timeline.fps))
         phase = float(self.timeline.low_phase[ctx.index] - self.timeline.low_phase[cut_frame])
@@ -198,6 +205,9 @@ class KenBurnsVisuals:
         cy = ch / 2 + (start[1] + (end[1] - start[1]) * p) * (ch - view_h) / 2
         xs = (cx - view_w / 2) + self._rx * np.float32(view_w - 1)
         ys = (cy - view_h / 2) + self._ry * np.float32(view_h - 1)
+        angle = 0.0 if self.react is None else 0.5 * float(self.react.rotation[ctx.index])
+        if abs(angle) > 1e-4:  # (a tenth of a pixel at a thousand from the centre: below that, not turned)
+            return _rotated(img, cx, cy, view_w, view_h, angle, self._rx, self._ry)  # reactivity `rotation`
         return _bilinear(img, ys, xs)
 
 
@@ -216,8 +226,8 @@ class KenBurnsVisuals:
         pulse = 0.015 * ctx.beat_pulse if self.react is None else 0.1 * float(self.react.zoom[ctx.index])
         z = max(1.0, 1.0 + 0.08 * (ctx.cut % 2) + pulse)
         view_w, view_h = self.width / z, self.height / z
-        xs = (np.float32((self.width - view_w) / 2) + self._rx * np.float32(view_w - 1)).astype(np.float32)
-        ys = (np.float32((self.height - view_h) / 2) + self._ry * np.float32(view_h - 1)).astype(np.float32)
+        xs = np.float32((self.width - view_w) / 2) + self._rx * np.float32(view_w - 1)
+        ys = np.float32((self.height - view_h) / 2) + self._ry * np.float32(view_h - 1)
         out = _bilinear(img, ys, xs)
         return out[:, :, ::-1] if ctx.cut % 2 else out
 
@@ -230,6 +240,40 @@ class KenBurnsVisuals:
                 self._decoded.popitem(last=False)
             self._decoded[path] = load_clip(path, self.width, self.height)
         return self._decoded[path]
+
+
+def _hue_rotate(frame: F32, angle: float) -> F32:
+    """Turn the colours by `angle` radians about the grey axis (planar channels; grey stays grey)."""
+    c, k = math.cos(angle), math.sin(angle) / math.sqrt(3.0)
+    a, b, d = c + (1 - c) / 3, (1 - c) / 3 - k, (1 - c) / 3 + k
+    m = np.array([[a, b, d], [d, a, b], [b, d, a]], dtype=np.float32)
+    return np.tensordot(m, frame, axes=1).astype(np.float32, copy=False)
+
+
+def _rotated(img: U8, cx: float, cy: float, view_w: float, view_h: float, angle: float, rx: F32, ry: F32) -> F32:
+    """The view of `img` centred at (cx, cy), view_w x view_h, turned by `angle` radians: a 2-D bilinear
+    resample (about 4x the separable one's cost, paid only on frames a rotation coupling moves)."""
+    _, h, w = img.shape
+    u = rx * np.float32(view_w - 1) - np.float32(view_w / 2)  # the separable resample's grid, about the centre
+    v = ry * np.float32(view_h - 1) - np.float32(view_h / 2)
+    cos, sin = np.float32(math.cos(angle)), np.float32(math.sin(angle))
+    xs = np.clip(np.float32(cx) + cos * u[None, :] - sin * v[:, None], 0, w - 1.001)
+    ys = np.clip(np.float32(cy) + sin * u[None, :] + cos * v[:, None], 0, h - 1.001)
+    x0, y0 = xs.astype(np.intp), ys.astype(np.intp)
+    fx, fy = (xs - x0)[None], (ys - y0)[None]
+    flat = img.reshape(3, -1)
+    idx = y0 * w + x0  # one gather per corner from the flattened planes: ~3x faster than 2-D fancy indexing
+
+    def corner(offset: int) -> F32:
+        out: F32 = np.take(flat, idx + offset, axis=1).astype(np.float32)
+        return out
+
+    top = corner(0)
+    top += (corner(1) - top) * fx
+    bottom = corner(w)
+    bottom += (corner(w + 1) - bottom) * fx
+    top += (bottom - top) * fy
+    return top
 
 
 def _bilinear(img: U8 | F32, ys: F32, xs: F32) -> F32:

@@ -14,9 +14,12 @@ from pydantic import ValidationError
 from vibecraft_common import limits as L
 from vibecraft_common.spec import Style
 from vibecraft_renderer import analysis as analysis_mod
+from vibecraft_renderer.compose import KenBurnsVisuals
 from vibecraft_renderer.config import Coupling, spec_from_dict
 from vibecraft_renderer.timeline import Timeline
 from vibecraft_renderer.visuals_procedural import ProceduralVisuals
+
+from tests.fakes.replicate_server import make_image
 
 from .helpers import run_render, write_kick_song
 
@@ -80,6 +83,31 @@ def test_every_target_moves_the_picture_with_its_source(timeline: Timeline, targ
         return
     assert min(diff) > 1.0, (target, diff)
     # zoom, rotation, hue and warp come back with their source
+    off = [i for i in range(timeline.n_frames) if pulse[i] < 1e-6][:8]
+    same = [float(np.abs(coupled.render(i).astype(int) - plain.render(i).astype(int)).mean()) for i in off]
+    assert max(same) < 0.5, (target, same)
+
+
+@pytest.mark.parametrize("target", [t for t in L.REACT_TARGETS if t != "brightness"])
+def test_every_target_moves_the_ken_burns_shots_with_its_source(timeline: Timeline, target: str,
+                                                                tmp_path: Path) -> None:
+    """The same for the Replicate backend's compositor: zoom, warp (a pan along the shot's path), rotation
+    (the view turns), hue and cut move the shots on the beats and leave the frames between them alone."""
+    images: dict[int, list[Path]] = {}
+    for group in {s.group for s in timeline.sections}:
+        for v in range(2):
+            path = tmp_path / f"g{group}-{v}.png"
+            path.write_bytes(make_image(f"group {group}", v, "16:9"))
+            images.setdefault(group, []).append(path)
+    coupled = KenBurnsVisuals(timeline, (96, 54), images, 1, (Coupling("beat", target, 2.0, 0.0),))
+    plain = KenBurnsVisuals(timeline, (96, 54), images, 1, ())
+    pulse = timeline.source("beat", 0.0)
+    on = [i for i in range(timeline.n_frames) if pulse[i] > 0.99][:8]
+    diff = [float(np.abs(coupled.render(i).astype(int) - plain.render(i).astype(int)).mean()) for i in on]
+    if target == "cut":
+        assert sum(d > 1.0 for d in diff) >= 6, diff
+        return
+    assert min(diff) > 1.0, (target, diff)
     off = [i for i in range(timeline.n_frames) if pulse[i] < 1e-6][:8]
     same = [float(np.abs(coupled.render(i).astype(int) - plain.render(i).astype(int)).mean()) for i in off]
     assert max(same) < 0.5, (target, same)
