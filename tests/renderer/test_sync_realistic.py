@@ -69,3 +69,15 @@ def test_better_than_librosas_default_on_the_same_pieces(scored: dict[str, tuple
     assert mean([s.beat_f for s in ours]) >= mean([s.beat_f for s in theirs]) + 0.10, (ours, theirs)
     assert sum(s.tempo_class == "exact" for s in ours) > sum(s.tempo_class == "exact" for s in theirs)
     assert mean([s.cuts_on_beat or 0.0 for s in ours]) >= mean([s.cuts_on_beat or 0.0 for s in theirs]) + 0.3
+
+
+def test_the_kick_source_follows_the_true_kicks_better_than_librosas_envelope() -> None:
+    """spec.style.reactivity's `kick` (the bass onset envelope read one analysis frame early, the flux's
+    latency) against the MIDI kicks of the same eight pieces: above librosa's one-line kick envelope
+    (onset_strength below 150 Hz) by 0.05 in the mean, and above itself without the lead
+    (bench/bench_react.py does the 34 pieces)."""
+    from bench.bench_react import kick_scores
+
+    rows = [row for p in sc.build_corpus(sc.TEST_SUBSET) if (row := kick_scores(p)) is not None]
+    librosa_r, no_lead, ours = (float(sum(c) / len(rows)) for c in zip(*rows, strict=True))
+    assert len(rows) == 8 and ours >= librosa_r + 0.05 and ours >= no_lead + 0.05, (librosa_r, no_lead, ours)
