@@ -5,12 +5,17 @@ every piece, in the same process: the true kick envelope (each MIDI kick, GM not
 0.1 s from the first analysis frame at or after it) against
   ours:     vibecraft_renderer.analysis.analyze_file(path).envs[0] (the source `kick` reads), and the same
             without the onset lead (analysis.ONSET_LEAD_FRAMES frames later: what it was before the lead);
-  librosa:  librosa.onset.onset_strength(y=y, sr=22050, fmax=150) (the one-line kick envelope);
+  librosa:  librosa.onset.onset_strength(y=y, sr=22050, fmax=150) (the one-line kick envelope), and the same
+            read ONSET_LEAD_FRAMES early like ours (the lead is an alignment, not a better detector: this
+            column says how much of the gain is the alignment);
 each released over 0.1 s (the source's default smoothing), compared by Pearson r at the analysis frame rate.
+The lead was chosen on the 8 short test pieces (0.5, 1, 1.5, 2 frames tried), 8 of whose 30 s versions are
+among the 34.
 
     python bench/bench_react.py [--short] [--only NAME,...]
 
-Exit status 1 when ours is not above librosa's by TARGET_OVER_LIBROSA in the mean (figures printed either way).
+Exit status 1 when ours is not above librosa's default by TARGET_OVER_LIBROSA in the mean (figures printed
+either way).
 """
 
 from __future__ import annotations
@@ -50,9 +55,9 @@ def envelope(kicks: np.ndarray, n: int, rate: float) -> np.ndarray:
     return env
 
 
-def kick_scores(piece: sc.Piece) -> tuple[float, float, float] | None:
-    """r of (librosa's envelope, ours without the onset lead, ours) with the piece's true kicks; None
-    without enough kicks to say."""
+def kick_scores(piece: sc.Piece) -> tuple[float, float, float, float] | None:
+    """r of (librosa's envelope, librosa's read with our lead, ours without the onset lead, ours) with the
+    piece's true kicks; None without enough kicks to say."""
     import librosa
     from vibecraft_renderer import analysis
     from vibecraft_renderer.features import FRAME_RATE, SR
@@ -70,11 +75,12 @@ def kick_scores(piece: sc.Piece) -> tuple[float, float, float] | None:
         ref = librosa.onset.onset_strength(y=y, sr=SR, fmax=150).astype(np.float32)
     n = min(ours.size, ref.size)
     truth = envelope(kicks, n, FRAME_RATE)
+    ref_lead = np.concatenate([ref[lead:], np.zeros(lead, np.float32)])
 
     def r(env: np.ndarray) -> float:
         return float(np.corrcoef(_release(env[:n].astype(np.float32), DECAY_S, FRAME_RATE), truth)[0, 1])
 
-    return r(ref), r(no_lead), r(ours)
+    return r(ref), r(ref_lead), r(no_lead), r(ours)
 
 
 def main() -> int:
@@ -84,17 +90,18 @@ def main() -> int:
     args = ap.parse_args()
     names = args.only.split(",") if args.only else (list(sc.TEST_SUBSET) if args.short else None)
     rows = []
-    print(f"{'piece':28s} {'librosa':>8s} {'no lead':>8s} {'ours':>8s}")
+    print(f"{'piece':28s} {'librosa':>8s} {'+lead':>8s} {'no lead':>8s} {'ours':>8s}")
     for piece in sc.build_corpus(names):
         row = kick_scores(piece)
         if row is None:
             continue
         rows.append(row)
-        print(f"{piece.name:28s} {row[0]:8.3f} {row[1]:8.3f} {row[2]:8.3f}")
+        print(f"{piece.name:28s} " + " ".join(f"{x:8.3f}" for x in row))
     mean = np.mean(np.array(rows), axis=0)
-    print(f"{'mean of ' + str(len(rows)):28s} {mean[0]:8.3f} {mean[1]:8.3f} {mean[2]:8.3f}")
-    ok = mean[2] - mean[0] >= TARGET_OVER_LIBROSA
-    print(f"ours - librosa = {mean[2] - mean[0]:+.3f} (target >= +{TARGET_OVER_LIBROSA}): {'met' if ok else 'MISSED'}")
+    print(f"{'mean of ' + str(len(rows)):28s} " + " ".join(f"{x:8.3f}" for x in mean))
+    ok = mean[3] - mean[0] >= TARGET_OVER_LIBROSA
+    print(f"ours - librosa's default = {mean[3] - mean[0]:+.3f} (target >= +{TARGET_OVER_LIBROSA}): "
+          f"{'met' if ok else 'MISSED'}; ours - librosa with the same lead = {mean[3] - mean[1]:+.3f}")
     return 0 if ok else 1
 
 

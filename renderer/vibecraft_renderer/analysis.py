@@ -37,10 +37,11 @@ F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
 ANALYSIS_VERSION: Final = 3  # 2: envs (kick, snare, onset envelopes); 3: envs one frame earlier
-# The onset envelopes peak about one analysis frame (23 ms) after the hit they answer (the flux compares a
-# 93 ms window with the one before it): reactivity's sources are read that much earlier, so a flash lands with
-# the hit, not after it. Measured against the MIDI kicks of the fluidsynth corpus (bench/bench_sync.py's songs):
-# kick-source vs true-kick correlation 0.53 -> 0.66 mean over 8 grooves (0.5 frame: 0.65; 1.5: 0.61; 2: 0.52).
+# Aligned as librosa's onset_strength(center=True) aligns them (features._align_flux), the onset envelopes rise
+# about one analysis frame (23 ms) after the hit they answer, librosa's own too: reactivity's sources read them
+# that much earlier, so a flash lands with the hit, not after it. Chosen on the 8 short corpus grooves (kick
+# source vs MIDI kicks, mean r: no lead 0.53, 0.5 frame 0.65, 1 frame 0.66, 1.5 0.61, 2 0.52); bench/bench_react.py
+# measures the 34.
 ONSET_LEAD_FRAMES: Final = 1
 __all__ = ["FRAME_RATE", "SR", "Analysis", "FeatureStream", "Section", "analyze_blocks", "analyze_file"]
 

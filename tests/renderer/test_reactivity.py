@@ -19,7 +19,7 @@ from vibecraft_renderer.config import Coupling, spec_from_dict
 from vibecraft_renderer.timeline import Timeline
 from vibecraft_renderer.visuals_procedural import ProceduralVisuals
 
-from tests.fakes.replicate_server import make_image
+from tests.fakes.replicate_server import make_image, png_bytes
 
 from .helpers import run_render, write_kick_song
 
@@ -111,6 +111,26 @@ def test_every_target_moves_the_ken_burns_shots_with_its_source(timeline: Timeli
     off = [i for i in range(timeline.n_frames) if pulse[i] < 1e-6][:8]
     same = [float(np.abs(coupled.render(i).astype(int) - plain.render(i).astype(int)).mean()) for i in off]
     assert max(same) < 0.5, (target, same)
+
+
+def test_a_turned_ken_burns_view_never_shows_past_the_image(timeline: Timeline, tmp_path: Path) -> None:
+    """Rotation turns the view up to 2 rad here (amount 4 on the beat): the view moves closer and inward so its
+    corners stay on the image. Each image has a red frame at its border: smeared corners (the canvas edge
+    clamped into them) would paint red triangles; only the thin frame itself may touch the view."""
+    rgb = np.full((225, 400, 3), 90, np.uint8)
+    rgb[:, :, 1] = np.linspace(40, 200, 400, dtype=np.uint8)[None, :]
+    rgb[:8], rgb[-8:], rgb[:, :8], rgb[:, -8:] = (255, 0, 0), (255, 0, 0), (255, 0, 0), (255, 0, 0)
+    path = tmp_path / "framed.png"
+    path.write_bytes(png_bytes(rgb))
+    images = {group: [path] for group in {s.group for s in timeline.sections}}
+    turned = KenBurnsVisuals(timeline, (96, 54), images, 1, (Coupling("beat", "rotation", 4.0, 0.3),))
+    pulse = timeline.source("beat", 0.3)
+    frames = [i for i in range(timeline.n_frames) if pulse[i] > 0.5][:24]
+    assert max(abs(0.5 * float(turned.react.rotation[i])) for i in frames) > 1.5  # type: ignore[union-attr]
+    for i in frames:
+        g, b, r = turned.render(i).astype(int)  # planar GBR
+        red = (r > 200) & (g < 60) & (b < 60)
+        assert red.mean() < 0.03, (i, red.mean())
 
 
 def test_sources_are_about_zero_to_one_and_follow_their_part(timeline: Timeline,
