@@ -287,10 +287,10 @@ class _Watchdog:
 
 def _too_large(shown: str, max_bytes: int, what: str, detail: str) -> TooLargeError:
     log.warning("egress: %s %s not downloaded: %s", what, shown, detail)
-    return TooLargeError(f"{shown} is larger than {_size_text(max_bytes)}")
+    return TooLargeError(f"{shown} is larger than {size_text(max_bytes)}")
 
 
-def _size_text(n: int) -> str:
+def size_text(n: int) -> str:
     for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
         if n >= factor and n % factor == 0:
             return f"{n // factor} {unit}"

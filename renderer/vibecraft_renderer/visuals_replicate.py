@@ -393,7 +393,7 @@ class ReplicateImages:
             except (binascii.Error, ValueError) as exc:
                 raise ReplicateFailedError(f"bad data: URI in prediction output: {exc}") from None
             if len(data) > max_bytes:
-                raise ReplicateFailedError(f"{what} is larger than {max_bytes // 2**20} MiB")
+                raise ReplicateFailedError(f"{what} is larger than {egress.size_text(max_bytes)}")
             return data
         return self._download(url, max_bytes, what)
 

@@ -3,6 +3,7 @@ is time-stretched to the beat grid. Against the local fake of Replicate, with th
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vibecraft_common.limits import CLIP_FPS
+from vibecraft_common.limits import CLIP_FPS, CLIP_MAX_FRAMES
 from vibecraft_common.resource import ENV_SPEC_JSON
 from vibecraft_renderer import compose
 from vibecraft_renderer.config import spec_from_dict
@@ -191,3 +192,18 @@ def test_clips_play_in_time_with_the_beat_and_are_paid_for_once(minute_song: Pat
     errors_a = np.array(errors)
     assert float(np.median(errors_a)) < 0.01 and float(np.mean(errors_a < 0.03)) > 0.9, np.percentile(errors_a, [50, 90, 99])
     assert stills > 100 and stills_with_bar == 0
+
+
+def test_clip_answers_are_bounded_while_reading(tmp_path: Path) -> None:
+    """Too much of a clip is refused: a data: URI answer over the cap fails before it is written; a long
+    video is decoded to CLIP_MAX_FRAMES at most (3 s), however long it runs."""
+    gen = ReplicateImages(str(tmp_path / "cache"), tmp_path, token="r8_x", base_url="http://127.0.0.1:9",
+                          sleep=lambda s: None)  # fmt: skip
+    uri = "data:video/mp4;base64," + base64.b64encode(bytes(4096)).decode()
+    with pytest.raises(ReplicateFailedError, match=r"generated clip is larger than 1 KiB$"):
+        gen._fetch_output([uri], 1024, "generated clip")
+    long = tmp_path / "long.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x36:rate=25:duration=12",
+                    "-c:v", "libx264", "-preset", "ultrafast", str(long)], check=True)  # fmt: skip
+    frames = compose.load_clip(long, 32, 18)
+    assert frames.shape == (CLIP_MAX_FRAMES, 3, 18, 32)
