@@ -68,14 +68,14 @@ def kick_scores(piece: sc.Piece) -> tuple[float, float, float, float] | None:
         return None
     lead = analysis.ONSET_LEAD_FRAMES
     ours = analysis.analyze_file(piece.audio).envs[0]
-    no_lead = np.concatenate([np.zeros(lead, np.float32), ours[: ours.size - lead]])
+    no_lead = analysis._earlier(ours, -lead)
     y, _ = librosa.load(piece.audio, sr=SR)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Empty filters detected")  # 128 mel bands below 150 Hz
         ref = librosa.onset.onset_strength(y=y, sr=SR, fmax=150).astype(np.float32)
     n = min(ours.size, ref.size)
     truth = envelope(kicks, n, FRAME_RATE)
-    ref_lead = np.concatenate([ref[lead:], np.zeros(lead, np.float32)])
+    ref_lead = analysis._earlier(ref, lead)
 
     def r(env: np.ndarray) -> float:
         return float(np.corrcoef(_release(env[:n].astype(np.float32), DECAY_S, FRAME_RATE), truth)[0, 1])

@@ -197,9 +197,13 @@ def code_version() -> str:
 
 
 def _earlier(env: F32, frames: int) -> F32:
-    """`env` moved `frames` earlier (its last frames zero): value k is what was at k + frames."""
+    """`env` moved `frames` earlier (negative: later), the frames it leaves zero: value k is what was at
+    k + frames."""
     out = np.zeros_like(env)
-    out[: max(0, env.size - frames)] = env[frames:]
+    if frames >= 0:
+        out[: max(0, env.size - frames)] = env[frames:]
+    else:
+        out[-frames:] = env[: max(0, env.size + frames)]
     return out
 
 

@@ -148,15 +148,7 @@ class KenBurnsVisuals:
         # style.motion clips: group -> clip file, decoded when first shown; two kept (a crossfade shows two).
         self.clips = clips or {}
         self._decoded: OrderedDict[Path, U8] = OrderedDict()
-        beats = timeline.beat_frames
         self._beat_seconds = 60.0 / max(timeline.analysis.tempo, 1.0)
-        # Beats (fractional) at every frame: linear between the grid's beats, at the tempo beyond them.
-        idx = np.arange(timeline.n_frames, dtype=np.float64)
-        per_frame = 1.0 / (self._beat_seconds * timeline.fps)
-        self._beat_pos = (np.interp(idx, beats, np.arange(beats.size, dtype=np.float64)) if beats.size >= 2
-                          else (idx - (beats[0] if beats.size else 0)) * per_frame)
-        if beats.size >= 2:
-            self._beat_pos += np.minimum(idx - beats[0], 0) * per_frame + np.maximum(idx - beats[-1], 0) * per_frame
 
     def render(self, i: int) -> U8:
         """Planar GBR frame for global frame i."""
@@ -198,8 +190,8 @@ class KenBurnsVisuals:
         cut_frame = max(0, ctx.index - round(ctx.since_cut * self.timeline.fps))
         phase = float(self.timeline.low_phase[ctx.index] - self.timeline.low_phase[cut_frame])
         p = min(1.0, 0.12 * phase + 0.03 * ctx.since_cut)
-        pulse = 0.015 * ctx.beat_pulse if self.react is None else 0.1 * float(self.react.zoom[ctx.index])
-        z = max(1.0 / CANVAS_MARGIN, 1.0 + 0.22 * (p if zoom_in else 1.0 - p) + pulse)  # the view stays on the image
+        # (never below 1/CANVAS_MARGIN: the view stays on the image)
+        z = max(1.0 / CANVAS_MARGIN, 1.0 + 0.22 * (p if zoom_in else 1.0 - p) + self._pulse(ctx))
         view_w, view_h = cw / CANVAS_MARGIN / z, ch / CANVAS_MARGIN / z
         cx = cw / 2 + (start[0] + (end[0] - start[0]) * p) * (cw - view_w) / 2
         cy = ch / 2 + (start[1] + (end[1] - start[1]) * p) * (ch - view_h) / 2
@@ -209,6 +201,10 @@ class KenBurnsVisuals:
         if abs(angle) > 1e-4:  # (a tenth of a pixel at a thousand from the centre: below that, not turned)
             return self._turned(img, cx, cy, view_w, view_h, angle)
         return _bilinear(img, ys, xs)
+
+    def _pulse(self, ctx: FrameContext) -> float:
+        """How much closer a shot (still or clip) is at this frame: the built-in beat pulse, or a `zoom` coupling."""
+        return 0.015 * ctx.beat_pulse if self.react is None else 0.1 * float(self.react.zoom[ctx.index])
 
     def _turned(self, img: U8, cx: float, cy: float, view_w: float, view_h: float, angle: float) -> F32:
         """Reactivity `rotation`: the view turned by `angle`, closer (and moved inward) as much as its turned
@@ -222,21 +218,20 @@ class KenBurnsVisuals:
         cy = min(max(cy, box_h / 2), ch - 1 - box_h / 2)
         return _rotated(img, cx, cy, view_w, view_h, angle, self._rx, self._ry)
 
-
     def _clip_shot(self, ctx: FrameContext, section: int, path: Path) -> F32:
         """The clip at this frame's place in the section's beat grid (clip_position, counted from the section's
         first beat), blended between its two nearest frames; a cut mirrors it and changes the framing (the clip
         keeps playing across cuts), and the beat pulse zooms in."""
         frames = self._clip(path)
         start = int(self.timeline.section_frames[section])
-        beats = float(self._beat_pos[ctx.index] - math.ceil(self._beat_pos[start] - 1e-6))
+        beat_pos = self.timeline.beat_position
+        beats = float(beat_pos[ctx.index] - math.ceil(beat_pos[start] - 1e-6))
         pos = clip_position(max(0.0, beats), len(frames), self._beat_seconds)
         k = min(int(pos), len(frames) - 2)
         frac = np.float32(pos - k)
         img = frames[k].astype(np.float32)
         img += frac * (frames[k + 1].astype(np.float32) - img)
-        pulse = 0.015 * ctx.beat_pulse if self.react is None else 0.1 * float(self.react.zoom[ctx.index])
-        z = max(1.0, 1.0 + 0.08 * (ctx.cut % 2) + pulse)
+        z = max(1.0, 1.0 + 0.08 * (ctx.cut % 2) + self._pulse(ctx))
         view_w, view_h = self.width / z, self.height / z
         xs = np.float32((self.width - view_w) / 2) + self._rx * np.float32(view_w - 1)
         ys = np.float32((self.height - view_h) / 2) + self._ry * np.float32(view_h - 1)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 from vibecraft_common import limits as L
 from vibecraft_common.resource import ENV_PLAN_WAIT
@@ -86,7 +86,7 @@ def render(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -> Render
     if spec.preview:
         return render_preview(spec, opts, progress)
     with _session(spec, opts, progress) as (layout, work, stop, generator, guard):
-        audio_path, soundtrack, an, caps = _analyse(spec, work, stop, progress, guard, layout.cache)
+        audio_path, _, soundtrack, an, caps = _analyse(spec, work, stop, progress, guard, layout.cache)
         assert soundtrack is not None
         job = _context(spec, opts, layout, an, _key(spec, opts, audio_path, caps), work, caps=caps)
         todo = [s for s in job.plan if not job.store.is_done(s)]
@@ -134,13 +134,12 @@ def render_preview(spec: RenderSpec, opts: RuntimeOptions, progress: Progress) -
     the Replicate backend the images generated here are the cached ones the full render uses.
     """
     with _session(spec, opts, progress) as (layout, work, stop, generator, guard):
-        audio_path, _, an, caps = _analyse(spec, work, stop, progress, guard, layout.cache, soundtrack=False)
+        audio_path, info, _, an, caps = _analyse(spec, work, stop, progress, guard, layout.cache, soundtrack=False)
         size = _frame(spec)
         small = replace(spec, video=replace(spec.video, width=size[0], height=size[1]))
         timeline = Timeline(an, spec.video.fps, spec.video.cut_every)
         first, count = preview_window(an, spec.video.fps, timeline.n_frames)
         fps = spec.video.fps
-        info = audio.probe(audio_path, storage.redact(spec.audio_url))
         soundtrack = stop.enter_context(encode.AudioEncoder(audio_path, work / "soundtrack.m4a", info.sample_rate,
                                                             spec.normalize, window=(first / fps, count / fps)))
         progress.stage("generating", f"preview of {count / fps:.1f} s from {first / fps:.1f} s")
@@ -206,7 +205,7 @@ def _prepare(
     storage.check_writable(layout.root)
     generator = _generator(spec, opts, layout, work, progress)
     guard = MemoryGuard(opts.memory_limit_mb)
-    audio_path, soundtrack, an, caps = _analyse(spec, work, stop, progress, guard, layout.cache)
+    audio_path, _, soundtrack, an, caps = _analyse(spec, work, stop, progress, guard, layout.cache)
     assert soundtrack is not None
     job = _context(spec, opts, layout, an, _key(spec, opts, audio_path, caps), work, caps=caps)
     if generator is not None:
@@ -321,10 +320,11 @@ def _generator(
 def _analyse(
     spec: RenderSpec, work: Path, stop: contextlib.ExitStack, progress: Progress, guard: MemoryGuard, cache: str,
     soundtrack: bool = True,
-) -> tuple[Path, encode.AudioEncoder | None, analysis_mod.Analysis, captions.Captions | None]:
-    """Download, start the soundtrack encoder beside the analysis, analyse (or take the analysis an earlier
-    render of the same song stored under `cache`: a preview's, a retry's), write the captions (bad lyrics
-    are found before the analysis, against the duration the container states)."""
+) -> _Analysed:
+    """Download, start the soundtrack encoder beside the analysis (unless `soundtrack` is false: a preview's
+    starts once it knows its window), analyse (or take the analysis an earlier render of the same song stored
+    under `cache`: a preview's, a retry's), write the captions (bad lyrics are found before the analysis,
+    against the duration the container states)."""
     song = storage.redact(spec.audio_url)  # what messages call the input, not its scratch copy
     progress.stage("downloading", song)
     audio_path = storage.fetch(spec.audio_url, work)
@@ -354,7 +354,18 @@ def _analyse(
     guard.check(force=True)
     width, height = _frame(spec)
     caps = captions.prepare(spec.text, lyrics, work, an.duration, width, height)
-    return audio_path, encoder, an, caps
+    return _Analysed(audio_path, info, encoder, an, caps)
+
+
+class _Analysed(NamedTuple):
+    """What `_analyse` found: the local song, ffprobe's facts, its soundtrack encoder (if started), the analysis
+    and the captions."""
+
+    audio_path: Path
+    info: audio.AudioInfo
+    soundtrack: encode.AudioEncoder | None
+    an: analysis_mod.Analysis
+    caps: captions.Captions | None
 
 
 def _analysis_key(spec: RenderSpec, audio_path: Path) -> str:

@@ -7,6 +7,7 @@ segment joins stay on the beat.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -25,6 +26,7 @@ BEAT_DECAY_S: Final = 0.16
 BAR_DECAY_S: Final = 0.45
 RELEASE_S: Final = 0.18  # envelope release: motion follows attacks instantly, relaxes smoothly
 CROSSFADE_MAX_S: Final = 1.0
+SINCE_NONE: Final = 1_000_000  # "frames since the last mark" before the first: long enough for any pulse to have died
 
 
 @dataclass(frozen=True)
@@ -183,9 +185,7 @@ class Timeline:
             marks = self.beat_frames if name == "beat" else self.bar_frames
             if marks.size == 0:  # no grid in the song (a given beat past its end): nothing pulses
                 return np.zeros(n, dtype=np.float32)
-            idx = np.arange(n)
-            k = np.searchsorted(marks, idx, side="right") - 1
-            since = np.where(k >= 0, idx - marks[np.maximum(k, 0)], 10**6) / self.fps
+            since = self._frames_since(marks) / self.fps
             out: F32 = np.exp(-since / max(smoothing, 1.0 / self.fps)).astype(np.float32)
             return out
         if name == "section":
@@ -215,11 +215,29 @@ class Timeline:
                 cuts += _cuts(x * np.float32(abs(c.amount)))
             else:
                 sums[c.target] += np.float32(c.amount) * x
+        since = self._frames_since(np.flatnonzero(np.diff(cuts, prepend=0) > 0))
+        return Reactions(cut=cuts, since_cut=since, **sums)
+
+    @functools.cached_property
+    def beat_position(self) -> npt.NDArray[np.float64]:
+        """Beats (fractional) at every frame: linear between the grid's beats, at the tempo before the first and
+        after the last (a clip's playback counts beats with it)."""
+        beats = self.beat_frames
+        idx = np.arange(self.n_frames, dtype=np.float64)
+        per_frame = max(self.analysis.tempo, 1.0) / 60.0 / self.fps
+        pos: npt.NDArray[np.float64]
+        if beats.size < 2:
+            pos = (idx - (beats[0] if beats.size else 0)) * per_frame
+        else:
+            pos = np.interp(idx, beats, np.arange(beats.size, dtype=np.float64))
+            pos += (np.minimum(idx - beats[0], 0) + np.maximum(idx - beats[-1], 0)) * per_frame
+        return pos
+
+    def _frames_since(self, marks: I64) -> I64:
+        """Frames since the last of `marks` (sorted frame indices) at every frame; SINCE_NONE before the first."""
         idx = np.arange(self.n_frames)
-        changed = np.flatnonzero(np.diff(cuts, prepend=0) > 0)
-        k = np.searchsorted(changed, idx, side="right") - 1
-        since = np.where(k >= 0, idx - changed[np.maximum(k, 0)] if changed.size else 0, 10**9)
-        return Reactions(cut=cuts, since_cut=since.astype(np.int64), **sums)
+        k = np.searchsorted(marks, idx, side="right") - 1
+        return np.where(k >= 0, idx - marks[np.maximum(k, 0)] if marks.size else 0, SINCE_NONE).astype(np.int64)
 
     def _frames_of(self, times: npt.NDArray[np.float64]) -> I64:
         frames = np.round(np.asarray(times, dtype=np.float64) * self.fps).astype(np.int64)
@@ -227,8 +245,9 @@ class Timeline:
 
     @staticmethod
     def _since(marks: I64, i: int) -> tuple[int, int]:
+        """(index of the last of `marks` at or before frame i, frames since it): `_frames_since` for one frame."""
         k = int(np.searchsorted(marks, i, side="right")) - 1
-        return k, (i - int(marks[k])) if k >= 0 else 1_000_000
+        return k, (i - int(marks[k])) if k >= 0 else SINCE_NONE
 
     def at(self, i: int) -> FrameContext:
         """Context of global frame i."""

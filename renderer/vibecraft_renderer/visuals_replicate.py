@@ -235,29 +235,28 @@ class ReplicateImages:
 
     def _image(self, req: ImageRequest) -> Path:
         return self._cached(req, self._cache_url(req), self.work_dir / f"img-{req.key[:16]}.img",
-                            lambda: self._predict(req, req.model_input(), MAX_IMAGE_BYTES, "generated image"))
+                            lambda local: local.write_bytes(
+                                self._predict(req, req.model_input(), MAX_IMAGE_BYTES, "generated image")))
 
     def _clip(self, req: ClipRequest, image: Path) -> Path:
-        local = self.work_dir / f"clip-{req.key[:16]}.clip"
-
-        def predict() -> bytes:
-            data = self._predict(req, req.model_input(self._upload(image)), MAX_CLIP_BYTES, "generated clip")
-            local.write_bytes(data)
+        def predict(local: Path) -> None:
+            local.write_bytes(self._predict(req, req.model_input(self._upload(image)), MAX_CLIP_BYTES,
+                                            "generated clip"))
             check_clip(local)  # before it is cached: a bad answer must not be served to every later render
-            return data
 
-        return self._cached(req, self._clip_cache_url(req), local, predict)
+        return self._cached(req, self._clip_cache_url(req), self.work_dir / f"clip-{req.key[:16]}.clip", predict)
 
     def _cached(self, req: ImageRequest | ClipRequest, cache_url: str, local: Path,
-                predict: Callable[[], bytes]) -> Path:
-        """The output at `cache_url` if there, else predicted and stored there; as the local file `local`."""
+                predict: Callable[[Path], object]) -> Path:
+        """The output at `cache_url` if there, else predicted into the local file `local` (by `predict(local)`)
+        and stored there; as the local file `local`."""
         if storage.exists(cache_url):
             storage.get_file(cache_url, local)
             with self._lock:
                 self.cache_hits += 1
             log.info("replicate: cache hit for %s (group %d)", req.key[:12], req.group)
             return local
-        local.write_bytes(predict())
+        predict(local)
         storage.put_file(local, cache_url, "application/octet-stream")
         return local
 

@@ -104,3 +104,15 @@ def test_ported_rhythm_equals_librosa(real_song: Path) -> None:
     _, expected = librosa.beat.beat_track(onset_envelope=env.astype(np.float64), sr=sr, bpm=bpm)
     assert np.array_equal(rhythm.beat_track(env, bpm, rate), expected)
     assert np.array_equal(rhythm.onset_frames(env, rate), librosa.onset.onset_detect(onset_envelope=env, sr=sr))
+
+
+def test_an_envelope_moves_earlier_or_later_by_whole_frames_and_keeps_its_length() -> None:
+    """analysis._earlier (the onset lead, and bench_react's "without the lead"): what moves out is dropped,
+    what it leaves is zero."""
+    from vibecraft_renderer.analysis import _earlier
+
+    env = np.arange(1, 6, dtype=np.float32)
+    assert _earlier(env, 1).tolist() == [2, 3, 4, 5, 0]
+    assert _earlier(env, -2).tolist() == [0, 0, 1, 2, 3]
+    assert _earlier(env, 0).tolist() == env.tolist()
+    assert not _earlier(env, 9).any() and not _earlier(env, -9).any()
