@@ -32,7 +32,7 @@ lint: bootstrap  ## ruff + mypy
 	$(VENV)/bin/mypy
 
 test: bootstrap lint  ## every test, against a private local cluster and S3
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=25
 
 chaos: bootstrap  ## the operator's chaos suite, bigger than in make test (VIBECRAFT_CHAOS_SCALE=5), with its figures
 	VIBECRAFT_CHAOS_SCALE=$${VIBECRAFT_CHAOS_SCALE:-5} $(PY) -m pytest -q -s -m chaos tests/operator tests/renderer tests/realnode

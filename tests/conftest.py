@@ -127,6 +127,21 @@ class Cluster:
         return "\n".join(out)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`): every test that uses the session's
+    cluster (its fixtures reach `cluster`) is in one group, so one worker runs them all in order against one
+    cluster, as a single process would; every other test file is a group of its own, run by whichever worker is
+    free. Most cluster tests wait on the cluster (pods starting, controllers acting), so the CPU-bound renderer
+    and unit tests run in that time. Without xdist the marks do nothing."""
+    for item in items:
+        uses_cluster = "cluster" in getattr(item, "fixturenames", ())
+        item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP if uses_cluster else item.nodeid.split("::")[0]))
+
+
+CLUSTER_GROUP = "cluster"
+
+
 def _build(script: str) -> None:
     res = subprocess.run(["bash", str(REPO_ROOT / "localcluster" / script)], capture_output=True, text=True)
     assert res.returncode == 0, f"{script} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
@@ -138,7 +153,11 @@ def start_cluster(state: Path, node: str, node_name: str) -> LocalCluster:
         _build("build-node.sh")
         _build("build-images.sh")
     lc = LocalCluster(ClusterConfig(state_dir=state, ports=Ports.random(), node_name=node_name, node=node))
-    lc.up()
+    try:
+        lc.up()
+    except BaseException:  # what did start (etcd, S3, the API server...) must not outlive the test run
+        lc.down()
+        raise
     return lc
 
 
