@@ -13,6 +13,7 @@ to reuse it instead of starting a private one (faster when iterating).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -133,13 +134,34 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     cluster (its fixtures reach `cluster`) is in one group, so one worker runs them all in order against one
     cluster, as a single process would; every other test file is a group of its own, run by whichever worker is
     free. Most cluster tests wait on the cluster (pods starting, controllers acting), so the CPU-bound renderer
-    and unit tests run in that time. Without xdist the marks do nothing."""
+    and unit tests run in that time. Without xdist the groups do nothing.
+
+    The same test also gets the `cluster` (and `s3`) mark from its fixtures, so `-m "not cluster"` leaves out
+    exactly the tests that would start a cluster, whether or not their file says so."""
     for item in items:
-        uses_cluster = "cluster" in getattr(item, "fixturenames", ())
+        fixtures = getattr(item, "fixturenames", ())
+        uses_cluster = "cluster" in fixtures
+        if uses_cluster:
+            item.add_marker(pytest.mark.cluster)
+        if "s3" in fixtures:
+            item.add_marker(pytest.mark.s3)
         item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP if uses_cluster else item.nodeid.split("::")[0]))
 
 
 CLUSTER_GROUP = "cluster"
+BESIDE_NICENESS = 10
+
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures start anything (a cluster, a render)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Under xdist, the worker running a test outside the cluster group lowers its CPU priority (and that of what
+    it starts: renders, ffmpeg) so the cluster tests, the run's longest path, keep the cores when they need
+    them; it takes normal priority back before a cluster test (as root; elsewhere it stays where it is)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    beside = all(m.args[:1] != (CLUSTER_GROUP,) for m in item.iter_markers("xdist_group"))
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, BESIDE_NICENESS if beside else 0)
 
 
 def _build(script: str) -> None:

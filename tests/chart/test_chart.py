@@ -168,6 +168,17 @@ def test_server_side_dry_run(cluster: Cluster, values: str) -> None:
                             check=False)
 
 
+def _why(cluster: Cluster, ns: str, release: str) -> str:
+    """What a failed `helm --wait` prints: the pods described, the node, and the release's pod logs."""
+    if cluster.real:
+        logs = cluster.kubectl("logs", "-n", ns, "-l", f"app.kubernetes.io/instance={release}", "--all-containers",
+                               "--prefix", "--tail=30", check=False).stdout
+    else:
+        logs = "".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"
+                       for p in (cluster.state_dir / "pod-logs").glob(f"{ns}_*"))
+    return f"{cluster.diagnose(ns)}\n{logs}"
+
+
 def test_install_render_upgrade_uninstall(cluster: Cluster, s3: S3Server, tmp_path: Path) -> None:
     release, ns = f"vc{uuid.uuid4().hex[:5]}", f"vc-sys-{uuid.uuid4().hex[:5]}"
     render_ns = f"renders-{uuid.uuid4().hex[:5]}"
@@ -192,13 +203,7 @@ def test_install_render_upgrade_uninstall(cluster: Cluster, s3: S3Server, tmp_pa
     res = helm("install", release, str(CHART), "-n", ns, "-f", str(vf), "--wait", "--timeout",
                "5m", kubeconfig=kc, check=False)
     if res.returncode != 0:
-        if cluster.real:
-            logs = cluster.kubectl("logs", "-n", ns, "-l", f"app.kubernetes.io/instance={release}", "--all-containers",
-                                   "--prefix", "--tail=30", check=False).stdout
-        else:
-            logs = "".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"
-                           for p in (cluster.state_dir / "pod-logs").glob(f"{ns}_*"))
-        raise AssertionError(f"helm install failed: {res.stderr}\n{cluster.diagnose(ns)}\n{logs}")
+        raise AssertionError(f"helm install failed: {res.stderr}\n{_why(cluster, ns, release)}")
     try:
         song = tmp_path / "song.wav"
         subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=f=440:d=6", "-af",
@@ -219,8 +224,9 @@ def test_install_render_upgrade_uninstall(cluster: Cluster, s3: S3Server, tmp_pa
         head = s3.client().head_object(Bucket=s3.bucket, Key=f"{release}/video.mp4")
         assert head["ContentLength"] > 1000
 
-        helm("upgrade", release, str(CHART), "-n", ns, "-f", str(vf), "--set", "operator.maxRunning=3", "--wait",
-             "--timeout", "3m", kubeconfig=kc)
+        res = helm("upgrade", release, str(CHART), "-n", ns, "-f", str(vf), "--set", "operator.maxRunning=3",
+                   "--wait", "--timeout", "3m", kubeconfig=kc, check=False)
+        assert res.returncode == 0, f"helm upgrade failed: {res.stderr}\n{_why(cluster, ns, release)}"
         dep = json.loads(cluster.kubectl("get", "deploy", "-n", ns, "-o", "json").stdout)["items"]
         op = next(d for d in dep if d["metadata"]["name"].endswith("-operator"))
         env = {e["name"]: e.get("value") for e in op["spec"]["template"]["spec"]["containers"][0]["env"]}
